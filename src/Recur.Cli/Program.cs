@@ -1,1 +1,9 @@
-Console.WriteLine(Recur.Smoke.Run());
+using System.CommandLine;
+using Recur.Cli;
+
+var root = new RootCommand("Recur: retrofit depth recurrence into pretrained language models, train, evaluate and generate.");
+root.Options.Add(Common.Verbose);
+root.Subcommands.Add(GenerateCommand.Create());
+root.Subcommands.Add(InfoCommand.Create());
+root.Subcommands.Add(ConvertCommand.Create());
+return root.Parse(args).Invoke();

@@ -1,0 +1,75 @@
+using System.CommandLine;
+using Recur.Checkpoints;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Recur.Cli;
+
+/// <summary>Options shared by several verbs, and the error boundary every verb runs inside.</summary>
+static class Common
+{
+    public static readonly Option<bool> Verbose = new("--verbose") { Description = "Show stack traces on errors", Recursive = true };
+
+    public static Option<string> DeviceOption() => new("--device") { Description = "cpu or cuda[:N]", DefaultValueFactory = _ => "cpu" };
+    public static Option<string?> DTypeOption(string? @default = null) => new("--dtype") { Description = "Compute dtype: fp32 or bf16 (default: fp32)", DefaultValueFactory = _ => @default };
+    public static Option<int> ThreadsOption() => new("--threads") { Description = "CPU threads for tensor ops (default: all cores)", DefaultValueFactory = _ => 0 };
+
+    public static Device ParseDevice(string name)
+    {
+        if (name == "cpu") return CPU;
+        if (name.StartsWith("cuda", StringComparison.Ordinal))
+        {
+            if (!cuda.is_available()) throw new RecurUserException($"--device {name}: CUDA is not available (this build uses the CPU TorchSharp package, or no GPU is visible; build with -p:TorchBackend=cuda)");
+            return device(name);
+        }
+        throw new RecurUserException($"--device must be cpu or cuda[:N] (got '{name}')");
+    }
+
+    public static ScalarType ParseDType(string? name) => name is null ? ScalarType.Float32 : HfCheckpoint.ParseDType(name);
+
+    public static void SetThreads(int threads)
+    {
+        if (threads < 0) throw new RecurUserException($"--threads must be ≥ 0 (got {threads})");
+        torch.set_num_threads(threads > 0 ? threads : Environment.ProcessorCount);
+    }
+
+    /// <summary>Runs a verb: user errors become one line on stderr and exit code 1; anything else exit code 2.</summary>
+    public static int Run(ParseResult parse, Func<int> body)
+    {
+        bool verbose = parse.GetValue(Verbose);
+        try { return body(); }
+        catch (RecurUserException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            if (verbose) Console.Error.WriteLine(e);
+            return 1;
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("interrupted");
+            return 130;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            if (verbose) Console.Error.WriteLine(e);
+            return 1;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message.Split('\n')[0]}");
+            Console.Error.WriteLine(verbose ? e.ToString() : "(run with --verbose for details)");
+            return 2;
+        }
+    }
+
+    public static string Human(double bytes)
+    {
+        string[] u = ["B", "KiB", "MiB", "GiB", "TiB"];
+        int i = 0;
+        while (bytes >= 1024 && i < u.Length - 1) { bytes /= 1024; i++; }
+        return $"{bytes:0.##} {u[i]}";
+    }
+
+    public static string Count(long n) => n >= 1_000_000_000 ? $"{n / 1e9:0.###}B" : n >= 1_000_000 ? $"{n / 1e6:0.###}M" : n >= 1000 ? $"{n / 1e3:0.###}K" : n.ToString();
+}

@@ -1,0 +1,29 @@
+using Recur.Model;
+using static TorchSharp.torch;
+
+namespace Recur.Checkpoints;
+
+/// <summary>Which kind of model a path holds.</summary>
+public enum ModelFormat { HuggingFace, Llama2c }
+
+/// <summary>Opens any model path Recur understands, detecting its format.</summary>
+public static class ModelLoader
+{
+    public static ModelFormat Detect(string path)
+    {
+        if (File.Exists(path))
+        {
+            if (Llama2c.LooksLike(path)) return ModelFormat.Llama2c;
+            throw new RecurUserException($"{path}: not a model folder or llama2.c .bin file");
+        }
+        if (!Directory.Exists(path)) throw new RecurUserException($"{path}: model path not found");
+        if (!File.Exists(Path.Combine(path, "config.json"))) throw new RecurUserException($"{path}: missing config.json");
+        return ModelFormat.HuggingFace;
+    }
+
+    public static DecoderModel Load(string path, ScalarType paramDType, Device device, Action<string>? notice = null) => Detect(path) switch
+    {
+        ModelFormat.Llama2c => Llama2c.Load(path, paramDType, device),
+        _ => HfCheckpoint.Load(path, paramDType, device, notice),
+    };
+}

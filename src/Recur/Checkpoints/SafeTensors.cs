@@ -1,0 +1,178 @@
+using System.IO.MemoryMappedFiles;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using static TorchSharp.torch;
+
+namespace Recur.Checkpoints;
+
+/// <summary>One tensor's header entry: dtype name as in the file, shape, byte range within the data section.</summary>
+public sealed record SafeTensorEntry(string Name, string DType, long[] Shape, long Begin, long End)
+{
+    public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
+}
+
+/// <summary>
+/// Reader for the safetensors format (an 8-byte little-endian header length, a JSON header, then raw
+/// little-endian tensor data). The whole header is validated on open, so a truncated or corrupted file
+/// fails with one message naming the file and the bad key before any tensor is read.
+/// </summary>
+public sealed class SafeTensorsFile : IDisposable
+{
+    static readonly Dictionary<string, (ScalarType Type, int Size)> DTypes = new()
+    {
+        ["F64"] = (ScalarType.Float64, 8), ["F32"] = (ScalarType.Float32, 4), ["F16"] = (ScalarType.Float16, 2),
+        ["BF16"] = (ScalarType.BFloat16, 2), ["I64"] = (ScalarType.Int64, 8), ["I32"] = (ScalarType.Int32, 4),
+        ["I16"] = (ScalarType.Int16, 2), ["I8"] = (ScalarType.Int8, 1), ["U8"] = (ScalarType.Byte, 1), ["BOOL"] = (ScalarType.Bool, 1),
+    };
+
+    public string Path { get; }
+    public IReadOnlyDictionary<string, SafeTensorEntry> Entries { get; }
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+    readonly long _dataStart;
+    readonly MemoryMappedFile _map;
+    readonly MemoryMappedViewAccessor _view;
+
+    SafeTensorsFile(string path, Dictionary<string, SafeTensorEntry> entries, Dictionary<string, string> metadata, long dataStart, long fileLength)
+    {
+        Path = path; Entries = entries; Metadata = metadata; _dataStart = dataStart;
+        _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        _view = _map.CreateViewAccessor(0, fileLength, MemoryMappedFileAccess.Read);
+    }
+
+    public static SafeTensorsFile Open(string path)
+    {
+        if (!File.Exists(path)) throw new RecurUserException($"{path}: file not found");
+        long length = new FileInfo(path).Length;
+        if (length < 8) throw new RecurUserException($"{path}: truncated safetensors file ({length} bytes; expected an 8-byte header length)");
+        byte[] header;
+        using (var fs = File.OpenRead(path))
+        {
+            Span<byte> lenBytes = stackalloc byte[8];
+            fs.ReadExactly(lenBytes);
+            ulong n = BitConverter.ToUInt64(lenBytes);
+            if (n == 0 || n > (ulong)(length - 8) || n > 100_000_000)
+                throw new RecurUserException($"{path}: bad safetensors header length {n} (file has {length} bytes)");
+            header = new byte[n];
+            fs.ReadExactly(header);
+        }
+        long dataStart = 8 + header.Length, dataLength = length - dataStart;
+        JsonObject obj;
+        try { obj = JsonNode.Parse(Encoding.UTF8.GetString(header).TrimEnd(' ', '\0')) as JsonObject ?? throw new JsonException("not an object"); }
+        catch (JsonException e) { throw new RecurUserException($"{path}: safetensors header is not valid JSON ({e.Message.Split('\n')[0]})"); }
+
+        var entries = new Dictionary<string, SafeTensorEntry>();
+        var metadata = new Dictionary<string, string>();
+        foreach (var (name, node) in obj)
+        {
+            if (name == "__metadata__")
+            {
+                if (node is JsonObject m) foreach (var (k, v) in m) metadata[k] = v?.ToString() ?? "";
+                continue;
+            }
+            try
+            {
+                if (node is not JsonObject t) throw new FormatException("entry is not an object");
+                string dtype = t["dtype"]?.GetValue<string>() ?? throw new FormatException("missing 'dtype'");
+                if (!DTypes.TryGetValue(dtype, out var info)) throw new FormatException($"unsupported dtype '{dtype}'");
+                var shape = (t["shape"] as JsonArray ?? throw new FormatException("missing 'shape'")).Select(x => x!.GetValue<long>()).ToArray();
+                var offs = t["data_offsets"] as JsonArray ?? throw new FormatException("missing 'data_offsets'");
+                if (offs.Count != 2) throw new FormatException("'data_offsets' must have two numbers");
+                long b = offs[0]!.GetValue<long>(), e = offs[1]!.GetValue<long>();
+                if (shape.Any(d => d < 0)) throw new FormatException("negative dimension in 'shape'");
+                var entry = new SafeTensorEntry(name, dtype, shape, b, e);
+                if (b < 0 || e < b || e > dataLength)
+                    throw new FormatException($"data_offsets [{b}, {e}] run past the end of the data ({dataLength} bytes)");
+                if (e - b != entry.Elements * info.Size)
+                    throw new FormatException($"data_offsets span {e - b} bytes but shape [{string.Join(", ", shape)}] of {dtype} needs {entry.Elements * info.Size}");
+                entries[name] = entry;
+            }
+            catch (Exception ex) when (ex is FormatException or InvalidOperationException or JsonException)
+            {
+                throw new RecurUserException($"{path}: tensor '{name}': {ex.Message}");
+            }
+        }
+        return new SafeTensorsFile(path, entries, metadata, dataStart, length);
+    }
+
+    public static ScalarType ToScalarType(string dtype) => DTypes[dtype].Type;
+
+    /// <summary>Reads one tensor (CPU) in its stored dtype, or converted to <paramref name="dtype"/>.</summary>
+    public unsafe Tensor Read(string name, ScalarType? dtype = null)
+    {
+        if (!Entries.TryGetValue(name, out var e)) throw new RecurUserException($"{Path}: missing tensor '{name}'");
+        var (type, _) = DTypes[e.DType];
+        long bytes = e.End - e.Begin;
+        var t = empty(e.Shape, type);
+        if (bytes > 0)
+        {
+            if (bytes > int.MaxValue) throw new RecurUserException($"{Path}: tensor '{name}' is larger than 2 GiB, which this reader does not support");
+            byte* basePtr = null;
+            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
+            try
+            {
+                basePtr += _view.PointerOffset;
+                t.bytes = new Span<byte>(basePtr + _dataStart + e.Begin, (int)bytes);
+            }
+            finally { _view.SafeMemoryMappedViewHandle.ReleasePointer(); }
+        }
+        if (dtype is { } d && d != type)
+        {
+            var c = t.to(d);
+            t.Dispose();
+            return c;
+        }
+        return t;
+    }
+
+    public void Dispose()
+    {
+        _view.Dispose();
+        _map.Dispose();
+    }
+
+    /// <summary>
+    /// Writes tensors as one safetensors file, atomically: to a temporary name in the same folder, then a rename.
+    /// Tensors are written in the given order, contiguous, in their own dtype.
+    /// </summary>
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var list = tensors.ToList();
+        var header = new JsonObject();
+        if (metadata is { Count: > 0 })
+        {
+            var m = new JsonObject();
+            foreach (var (k, v) in metadata) m[k] = v;
+            header["__metadata__"] = m;
+        }
+        long offset = 0;
+        foreach (var (name, t) in list)
+        {
+            var dtype = DTypes.First(kv => kv.Value.Type == t.dtype).Key;
+            long n = t.numel() * DTypes[dtype].Size;
+            header[name] = new JsonObject
+            {
+                ["dtype"] = dtype,
+                ["shape"] = new JsonArray(t.shape.Select(x => (JsonNode)x).ToArray()),
+                ["data_offsets"] = new JsonArray(offset, offset + n),
+            };
+            offset += n;
+        }
+        var json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int pad = (8 - json.Length % 8) % 8; // keep the data section 8-byte aligned, as the reference writer does
+        var headerBytes = new byte[json.Length + pad];
+        json.CopyTo(headerBytes, 0);
+        for (int i = json.Length; i < headerBytes.Length; i++) headerBytes[i] = (byte)' ';
+
+        AtomicFile.Write(path, fs =>
+        {
+            fs.Write(BitConverter.GetBytes((ulong)headerBytes.Length));
+            fs.Write(headerBytes);
+            foreach (var (_, t) in list)
+            {
+                using var c = t.detach().cpu().contiguous();
+                if (c.numel() > 0) fs.Write(c.bytes);
+            }
+        });
+    }
+}

@@ -1,0 +1,85 @@
+using Recur.Model;
+using static TorchSharp.torch;
+
+namespace Recur.Engine;
+
+/// <summary>What to generate: length bound, stop tokens and sampling.</summary>
+public sealed record GenerationOptions(int MaxNewTokens = 128, SamplingOptions? Sampling = null, IReadOnlyCollection<int>? StopIds = null)
+{
+    public SamplingOptions SamplingOrGreedy => Sampling ?? new SamplingOptions();
+}
+
+/// <summary>
+/// Batched, KV-cached generation for any <see cref="ICausalLM"/>. Prompts of different lengths are
+/// left-padded; the padding mask keeps pads out of attention and positions start at each row's first
+/// real token. One dispose scope per step keeps native memory flat.
+/// </summary>
+public static class Generation
+{
+    /// <summary>
+    /// Generates continuations of <paramref name="prompts"/> (token ids). <paramref name="onToken"/> sees
+    /// (row, token) as each token is produced. Returns the new tokens of each row, without the stop token.
+    /// </summary>
+    public static List<int>[] Generate(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, Action<int, int>? onToken = null,
+        CancellationToken cancel = default)
+    {
+        if (prompts.Count == 0) return [];
+        if (prompts.Any(p => p.Length == 0)) throw new RecurUserException("a prompt is empty: give at least one token (e.g. BOS)");
+        foreach (var p in prompts)
+            foreach (var id in p)
+                if (id < 0 || id >= model.VocabSize) throw new RecurUserException($"prompt token id {id} is outside the model's vocabulary (0..{model.VocabSize - 1})");
+        int b = prompts.Count, maxLen = prompts.Max(p => p.Length);
+        if (maxLen + options.MaxNewTokens > model.MaxPositions)
+            throw new RecurUserException($"prompt ({maxLen} tokens) plus --max-new-tokens {options.MaxNewTokens} exceeds the model's context of {model.MaxPositions} positions");
+        var stop = new HashSet<int>(options.StopIds ?? []);
+        var outputs = Enumerable.Range(0, b).Select(_ => new List<int>()).ToArray();
+        var done = new bool[b];
+        bool padded = prompts.Any(p => p.Length != maxLen);
+
+        var ids = new long[b * maxLen];
+        var real = new bool[b * maxLen];
+        for (int r = 0; r < b; r++)
+            for (int j = 0; j < prompts[r].Length; j++)
+            {
+                int col = maxLen - prompts[r].Length + j;
+                ids[r * maxLen + col] = prompts[r][j];
+                real[r * maxLen + col] = true;
+            }
+
+        using var noGrad = no_grad();
+        using var cache = new KvCache(model.CacheSlots, maxLen + options.MaxNewTokens);
+        using var sampler = new Sampler(options.SamplingOrGreedy);
+        var device = model.Device;
+        using var padding = padded ? tensor(real, [b, maxLen]).to(device).DetachFromDisposeScope() : null;
+        Tensor? keyPadding = padding?.alias().DetachFromDisposeScope();
+        var next = new long[b];
+        try
+        {
+            for (int step = 0; step < options.MaxNewTokens; step++)
+            {
+                cancel.ThrowIfCancellationRequested();
+                using var scope = NewDisposeScope();
+                Tensor input = step == 0 ? tensor(ids, [b, maxLen]).to(device) : tensor(next, [b, 1]).to(device);
+                if (keyPadding is not null && step > 0)
+                {
+                    var grown = cat([keyPadding, ones([b, 1], ScalarType.Bool, device)], 1).DetachFromDisposeScope();
+                    keyPadding.Dispose();
+                    keyPadding = grown;
+                }
+                var logits = model.Forward(input, keyPadding, cache, lastOnly: true).squeeze(1);
+                var tok = sampler.Sample(logits).data<long>().ToArray();
+                for (int r = 0; r < b; r++)
+                {
+                    next[r] = tok[r];
+                    if (done[r]) continue;
+                    if (stop.Contains((int)tok[r])) { done[r] = true; continue; }
+                    outputs[r].Add((int)tok[r]);
+                    onToken?.Invoke(r, (int)tok[r]);
+                }
+                if (done.All(x => x)) break;
+            }
+        }
+        finally { keyPadding?.Dispose(); }
+        return outputs;
+    }
+}

@@ -1,0 +1,68 @@
+using Recur.Model;
+using static TorchSharp.torch;
+
+namespace Recur.Engine;
+
+/// <summary>
+/// Keys and values per slot in preallocated buffers [B, n_kv, capacity, d] that grow by doubling.
+/// A slot is whatever the model says it is: a layer for a plain decoder, an unrolled layer
+/// application for the recurrent model (METHOD §7.2, STYLE §5). The buffers live outside every
+/// dispose scope and are freed by <see cref="Dispose"/>.
+/// </summary>
+public sealed class KvCache : IKvCache, IDisposable
+{
+    readonly Tensor?[] _k, _v;
+    readonly int[] _fill;
+    int _capacityHint;
+
+    public KvCache(int slots, int capacityHint = 256)
+    {
+        _k = new Tensor?[slots];
+        _v = new Tensor?[slots];
+        _fill = new int[slots];
+        _capacityHint = Math.Max(1, capacityHint);
+    }
+
+    public int Slots => _k.Length;
+    public int Length => _fill.Length == 0 ? 0 : _fill[0];
+
+    /// <summary>Bytes held by the cache's buffers (capacity, not fill).</summary>
+    public long Bytes => _k.Concat(_v).Where(t => t is not null).Sum(t => t!.numel() * t.ElementSize);
+
+    public (Tensor K, Tensor V) Append(int slot, Tensor k, Tensor v)
+    {
+        if (slot < 0 || slot >= _k.Length) throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} outside 0..{_k.Length - 1}");
+        int add = (int)k.shape[2], fill = _fill[slot];
+        if (_k[slot] is null || fill + add > _k[slot]!.shape[2])
+        {
+            int cap = Math.Max(Math.Max(_capacityHint, fill + add), _k[slot] is null ? 0 : (int)_k[slot]!.shape[2] * 2);
+            _k[slot] = Grow(_k[slot], k, cap, fill);
+            _v[slot] = Grow(_v[slot], v, cap, fill);
+        }
+        _k[slot]!.narrow(2, fill, add).copy_(k);
+        _v[slot]!.narrow(2, fill, add).copy_(v);
+        _fill[slot] = fill + add;
+        return (_k[slot]!.narrow(2, 0, fill + add), _v[slot]!.narrow(2, 0, fill + add));
+    }
+
+    static Tensor Grow(Tensor? old, Tensor like, int capacity, int fill)
+    {
+        var t = empty([like.shape[0], like.shape[1], capacity, like.shape[3]], like.dtype, like.device).DetachFromDisposeScope();
+        if (old is not null)
+        {
+            if (fill > 0) t.narrow(2, 0, fill).copy_(old.narrow(2, 0, fill));
+            old.Dispose();
+        }
+        return t;
+    }
+
+    public void Dispose()
+    {
+        for (int i = 0; i < _k.Length; i++)
+        {
+            _k[i]?.Dispose(); _v[i]?.Dispose();
+            _k[i] = _v[i] = null;
+            _fill[i] = 0;
+        }
+    }
+}

@@ -1,0 +1,58 @@
+using static TorchSharp.torch;
+
+namespace Recur.Engine;
+
+/// <summary>Decoding settings. Temperature 0 is greedy; TopK 0 and TopP 1 switch those filters off.</summary>
+public sealed record SamplingOptions(double Temperature = 0.0, int TopK = 0, double TopP = 1.0, long? Seed = null)
+{
+    public bool Greedy => Temperature <= 0;
+
+    public SamplingOptions Validate()
+    {
+        if (double.IsNaN(Temperature) || Temperature < 0) throw new RecurUserException($"--temperature must be ≥ 0 (got {Temperature})");
+        if (TopK < 0) throw new RecurUserException($"--top-k must be ≥ 0 (got {TopK})");
+        if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1) throw new RecurUserException($"--top-p must be in (0, 1] (got {TopP})");
+        return this;
+    }
+}
+
+/// <summary>Picks next tokens from logits with a seedable generator.</summary>
+public sealed class Sampler : IDisposable
+{
+    readonly SamplingOptions _o;
+    readonly Generator? _gen;
+
+    public Sampler(SamplingOptions options)
+    {
+        _o = options.Validate();
+        if (!_o.Greedy) _gen = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));
+    }
+
+    /// <summary>Next token ids [B] (int64, CPU) for logits [B, V].</summary>
+    public Tensor Sample(Tensor logits)
+    {
+        using var scope = NewDisposeScope();
+        var l = logits.to(ScalarType.Float32).cpu();
+        if (_o.Greedy) return l.argmax(-1).MoveToOuterDisposeScope();
+        l = l / _o.Temperature;
+        if (_o.TopK > 0 && _o.TopK < l.shape[^1])
+        {
+            var kth = l.topk(_o.TopK, -1).values.narrow(-1, _o.TopK - 1, 1);
+            l = l.masked_fill(l.lt(kth), double.NegativeInfinity);
+        }
+        if (_o.TopP < 1.0)
+        {
+            var (sorted, idx) = l.sort(-1, descending: true);
+            var probs = sorted.softmax(-1);
+            // Drop a token when the mass before it already reaches top_p; the first token always stays.
+            var before = probs.cumsum(-1) - probs;
+            var drop = before.gt(_o.TopP);
+            var dropOriginal = zeros_like(drop).scatter(-1, idx, drop);
+            l = l.masked_fill(dropOriginal, double.NegativeInfinity);
+        }
+        var p = l.softmax(-1);
+        return multinomial(p, 1, generator: _gen).squeeze(-1).MoveToOuterDisposeScope();
+    }
+
+    public void Dispose() => _gen?.Dispose();
+}

@@ -1,0 +1,17 @@
+using static TorchSharp.torch;
+
+namespace Recur.Model;
+
+/// <summary>What the generation engine needs from a model: a cached forward and the number of cache slots it uses.</summary>
+public interface ICausalLM
+{
+    /// <summary>Logits [B, S or 1, V] in fp32; see <see cref="DecoderModel.Forward"/>.</summary>
+    Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false);
+
+    /// <summary>KV-cache slots one forward call uses (layers, or unrolled layer applications).</summary>
+    int CacheSlots { get; }
+
+    int VocabSize { get; }
+    int MaxPositions { get; }
+    Device Device { get; }
+}

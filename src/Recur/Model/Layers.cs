@@ -1,0 +1,196 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Recur.Model;
+
+/// <summary>
+/// Storage for attention keys and values across forward calls, indexed by <em>slot</em>. The model
+/// decides what a slot is: one per layer for a plain decoder, one per unrolled layer application for
+/// the recurrent model (METHOD §7.2). Implemented in <c>Recur.Engine</c>; the model only calls it.
+/// </summary>
+public interface IKvCache
+{
+    /// <summary>Tokens already stored (in slot 0) before the current forward call.</summary>
+    int Length { get; }
+
+    /// <summary>Appends <paramref name="k"/>/<paramref name="v"/> [B, n_kv, S_new, d] to a slot and returns all of that slot's keys and values.</summary>
+    (Tensor K, Tensor V) Append(int slot, Tensor k, Tensor v);
+}
+
+/// <summary>Per-call inputs shared by every attention layer: rotary tables, mask, cache.</summary>
+public sealed class AttentionContext
+{
+    /// <summary>cos/sin tables [B or 1, 1, S, d] in the compute dtype.</summary>
+    public required Tensor Cos { get; init; }
+    public required Tensor Sin { get; init; }
+    /// <summary>Boolean mask [B, 1, S, S_k], true = may attend; null when <see cref="Causal"/> or no masking is needed.</summary>
+    public Tensor? Mask { get; init; }
+    /// <summary>True when a plain causal mask over the current tokens is exact (no cache history, no padding).</summary>
+    public bool Causal { get; init; }
+    public IKvCache? Cache { get; init; }
+}
+
+/// <summary>RMSNorm with statistics in fp32 (METHOD §2.4). TorchSharp has no RMSNorm module.</summary>
+public sealed class RMSNorm : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // HF parameter name
+    public readonly Parameter weight;
+#pragma warning restore IDE1006
+    readonly double _eps;
+    readonly bool _castBeforeWeight;
+
+    /// <param name="castBeforeWeight">
+    /// HF Llama casts the normalised value back to the input dtype before multiplying by the weight;
+    /// HF OLMo-2 multiplies in fp32 and casts after. Identical in fp32.
+    /// </param>
+    public RMSNorm(long dim, double eps, bool castBeforeWeight = true) : base("RMSNorm")
+    {
+        weight = new Parameter(ones(dim));
+        _eps = eps;
+        _castBeforeWeight = castBeforeWeight;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var dt = x.dtype;
+        var xf = x.to(ScalarType.Float32);
+        var y = xf * rsqrt(xf.square().mean([-1L], keepdim: true) + _eps);
+        var r = _castBeforeWeight ? y.to(dt) * weight.to(dt) : (y * weight.to(ScalarType.Float32)).to(dt);
+        return r.MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// Rotary position embedding in HF's rotate-half convention, with the llama3 frequency scaling
+/// (METHOD §2.4; huggingface/transformers:src/transformers/modeling_rope_utils.py).
+/// </summary>
+public sealed class Rope
+{
+    readonly Tensor _invFreq; // [d/2] fp32, on the model's device
+
+    public Rope(ModelConfig cfg, Device device) : this(cfg.HeadDimension, cfg.RopeTheta, cfg.RopeScaling, device) { }
+
+    public Rope(int headDim, double theta, RopeScaling? scaling, Device device)
+    {
+        var inv = new float[headDim / 2];
+        for (int i = 0; i < inv.Length; i++)
+        {
+            // HF computes theta^(-2i/d) in fp32 from an int64 arange; do the same so tables match bit for bit.
+            float expo = (float)(2 * i) / headDim;
+            inv[i] = 1.0f / MathF.Pow((float)theta, expo);
+        }
+        if (scaling is { RopeType: "llama3" } s)
+        {
+            double lowWave = s.OriginalMaxPositionEmbeddings / s.LowFreqFactor;
+            double highWave = s.OriginalMaxPositionEmbeddings / s.HighFreqFactor;
+            for (int i = 0; i < inv.Length; i++)
+            {
+                double wavelen = 2 * Math.PI / inv[i];
+                if (wavelen < highWave) continue;                      // high frequencies kept
+                if (wavelen > lowWave) { inv[i] = (float)(inv[i] / s.Factor); continue; } // low frequencies divided
+                double smooth = (s.OriginalMaxPositionEmbeddings / wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
+                inv[i] = (float)((1 - smooth) * inv[i] / s.Factor + smooth * inv[i]);
+            }
+        }
+        _invFreq = tensor(inv, device: device).DetachFromDisposeScope();
+    }
+
+    /// <summary>cos and sin tables [B, 1, S, d] for integer positions [B, S], in <paramref name="dtype"/>.</summary>
+    public (Tensor Cos, Tensor Sin) Tables(Tensor positions, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var ang = positions.to(ScalarType.Float32).unsqueeze(-1) * _invFreq; // [B, S, d/2]
+        var emb = cat([ang, ang], -1).unsqueeze(1);                          // [B, 1, S, d]
+        var cos = emb.cos().to(dtype).MoveToOuterDisposeScope();
+        var sin = emb.sin().to(dtype).MoveToOuterDisposeScope();
+        return (cos, sin);
+    }
+
+    /// <summary>x·cos + rotate_half(x)·sin on [B, H, S, d].</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        var halves = x.chunk(2, -1);
+        var rotated = cat([halves[1].neg(), halves[0]], -1);
+        return (x * cos + rotated * sin).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Attention and linear helpers shared by the plain and the recurrent decoder.</summary>
+public static class Ops
+{
+    /// <summary>y = x·Wᵀ in x's dtype: fp32 master weights are cast at use, the explicit replacement for autocast (METHOD §4.2).</summary>
+    public static Tensor Linear(Tensor x, Tensor weight) =>
+        weight.dtype == x.dtype ? F.linear(x, weight) : F.linear(x, weight.to(x.dtype));
+
+    /// <summary>
+    /// Scaled dot-product attention of q [B, n_h, S, d] over k, v [B, n_kv, S_k, d] with grouped-query
+    /// heads: K/V head j serves query heads j·g … j·g+g−1 (HF repeat_kv). TorchSharp's SDPA has no GQA
+    /// flag, so for a single query token we fold the g query heads into the query axis (no K/V copy);
+    /// otherwise K/V heads are expanded.
+    /// </summary>
+    public static Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor? mask, bool causal)
+    {
+        long b = q.shape[0], nh = q.shape[1], s = q.shape[2], d = q.shape[3], nkv = k.shape[1];
+        long g = nh / nkv;
+        if (g == 1) return F.scaled_dot_product_attention(q, k, v, mask, 0.0, causal);
+        using var scope = NewDisposeScope();
+        if (s == 1 && !causal)
+        {
+            var qg = q.reshape(b, nkv, g, d);
+            var o = F.scaled_dot_product_attention(qg, k, v, mask, 0.0, false); // mask [B,1,1,S_k] broadcasts
+            return o.reshape(b, nh, 1, d).MoveToOuterDisposeScope();
+        }
+        long sk = k.shape[2];
+        var ke = k.unsqueeze(2).expand(b, nkv, g, sk, d).reshape(b, nh, sk, d);
+        var ve = v.unsqueeze(2).expand(b, nkv, g, sk, d).reshape(b, nh, sk, d);
+        return F.scaled_dot_product_attention(q, ke, ve, mask, 0.0, causal).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Builds positions and the attention mask for a call of S new tokens after <paramref name="past"/> cached ones.
+    /// <paramref name="keyPadding"/> is [B, past + S] (true/1 = real token) for left-padded batches; pads get
+    /// HF's position ids (cumsum − 1, pads set to 1) and are never attended to, except that a pad query sees
+    /// itself so that its softmax row is defined.
+    /// </summary>
+    public static (Tensor Positions, Tensor? Mask, bool Causal) Layout(long batch, long s, long past, Tensor? keyPadding, Device device)
+    {
+        using var scope = NewDisposeScope();
+        Tensor positions;
+        Tensor? mask = null;
+        bool causal = false;
+        if (keyPadding is null)
+        {
+            positions = arange(past, past + s, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(batch, s);
+            if (s > 1 && past == 0) causal = true;
+            else if (s > 1)
+            {
+                var qi = arange(past, past + s, device: device).unsqueeze(1);
+                var ki = arange(0, past + s, device: device).unsqueeze(0);
+                mask = ki.le(qi).unsqueeze(0).unsqueeze(0); // [1,1,S,past+S]
+            }
+        }
+        else
+        {
+            if (keyPadding.shape[0] != batch || keyPadding.shape[1] != past + s)
+                throw new ArgumentException($"key padding mask must be [{batch}, {past + s}], got [{string.Join(", ", keyPadding.shape)}]");
+            var real = keyPadding.to(ScalarType.Bool).to(device);
+            var all = real.to(ScalarType.Int64).cumsum(1) - 1;
+            all = all.masked_fill(real.logical_not(), 1);
+            positions = all.narrow(1, past, s);
+            var qi = arange(past, past + s, device: device).unsqueeze(1);
+            var ki = arange(0, past + s, device: device).unsqueeze(0);
+            var causalMask = ki.le(qi).unsqueeze(0);                      // [1, S, K]
+            var allowed = causalMask.logical_and(real.unsqueeze(1));      // [B, S, K]
+            var self = ki.eq(qi).unsqueeze(0);                            // a pad query attends to itself
+            mask = allowed.logical_or(self).unsqueeze(1);                 // [B, 1, S, K]
+        }
+        positions = positions.MoveToOuterDisposeScope();
+        mask = mask?.MoveToOuterDisposeScope();
+        return (positions, mask, causal);
+    }
+}

@@ -1,0 +1,50 @@
+using Recur.Checkpoints;
+using Recur.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Recur.Tests.Support;
+
+/// <summary>Tiny random models and scratch folders for tests.</summary>
+static class TestModels
+{
+    /// <summary>A model with seeded random weights (norm weights near 1 so they are not trivial).</summary>
+    public static DecoderModel Random(ModelConfig config, long seed = 0)
+    {
+        torch.manual_seed(seed);
+        var m = new DecoderModel(config);
+        using (no_grad())
+            foreach (var (name, p) in m.named_parameters())
+            {
+                if (name.Contains("norm")) p.copy_(ones_like(p) + randn_like(p) * 0.1);
+                else p.copy_(randn_like(p) * 0.05);
+            }
+        m.eval();
+        return m;
+    }
+
+    public static string TempDir(string prefix = "recur-test")
+    {
+        var d = Path.Combine(Path.GetTempPath(), $"{prefix}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
+    public static string FixturesDir => Path.Combine(AppContext.BaseDirectory, "fixtures");
+
+    /// <summary>Saves a random model as an HF folder and returns the folder.</summary>
+    public static string SaveRandom(ModelConfig config, long seed = 0)
+    {
+        var dir = Path.Combine(TempDir(), "model");
+        using var m = Random(config, seed);
+        HfCheckpoint.Save(m, dir);
+        return dir;
+    }
+}
+
+static class TensorAssert
+{
+    /// <summary>Same shape, same dtype, same values.</summary>
+    public static bool Same(Tensor a, Tensor b) =>
+        a.shape.SequenceEqual(b.shape) && a.dtype == b.dtype && a.eq(b).all().item<bool>();
+}
