@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Recur.Checkpoints;
 
 /// <summary>Which kind of model a path holds.</summary>
-public enum ModelFormat { HuggingFace, Llama2c }
+public enum ModelFormat { HuggingFace, Recurrent, Llama2c }
 
 /// <summary>Opens any model path Recur understands, detecting its format.</summary>
 public static class ModelLoader
@@ -18,12 +18,19 @@ public static class ModelLoader
         }
         if (!Directory.Exists(path)) throw new RecurUserException($"{path}: model path not found");
         if (!File.Exists(Path.Combine(path, "config.json"))) throw new RecurUserException($"{path}: missing config.json");
-        return ModelFormat.HuggingFace;
+        return RecurConfig.IsRecurrentFolder(path) ? ModelFormat.Recurrent : ModelFormat.HuggingFace;
     }
 
-    public static DecoderModel Load(string path, ScalarType paramDType, Device device, Action<string>? notice = null) => Detect(path) switch
+    public static ICausalLM Load(string path, ScalarType paramDType, Device device, Action<string>? notice = null) => Detect(path) switch
     {
         ModelFormat.Llama2c => Llama2c.Load(path, paramDType, device),
+        ModelFormat.Recurrent => RecurrentCheckpoint.Load(path, paramDType, device, notice),
         _ => HfCheckpoint.Load(path, paramDType, device, notice),
     };
+
+    /// <summary>Loads a plain (non-recurrent) decoder, with a clear error for a recurrent folder.</summary>
+    public static DecoderModel LoadDecoder(string path, ScalarType paramDType, Device device, Action<string>? notice = null) =>
+        Detect(path) == ModelFormat.Recurrent
+            ? throw new RecurUserException($"{path}: is already a recurrent model; expected a plain Llama/OLMo-2 model")
+            : (DecoderModel)Load(path, paramDType, device, notice);
 }

@@ -45,19 +45,10 @@ public sealed class SelfAttention : nn.Module
     public Tensor Forward(Tensor x, AttentionContext ctx, int slot)
     {
         using var scope = NewDisposeScope();
-        long b = x.shape[0], s = x.shape[1];
         var q = Ops.Linear(x, q_proj.weight!);
         var k = Ops.Linear(x, k_proj.weight!);
         var v = Ops.Linear(x, v_proj.weight!);
-        if (q_norm is not null) { q = q_norm.call(q); k = k_norm!.call(k); }
-        q = q.view(b, s, _nh, _d).transpose(1, 2);
-        k = k.view(b, s, _nkv, _d).transpose(1, 2);
-        v = v.view(b, s, _nkv, _d).transpose(1, 2);
-        q = Rope.Apply(q, ctx.Cos, ctx.Sin);
-        k = Rope.Apply(k, ctx.Cos, ctx.Sin);
-        if (ctx.Cache is not null) (k, v) = ctx.Cache.Append(slot, k, v);
-        var o = Ops.Attend(q, k, v, ctx.Mask, ctx.Causal);
-        o = o.transpose(1, 2).reshape(b, s, _nh * _d);
+        var o = Ops.Attention(q, k, v, q_norm, k_norm, _nh, _nkv, _d, ctx, slot);
         return Ops.Linear(o, o_proj.weight!).MoveToOuterDisposeScope();
     }
 }
@@ -103,22 +94,10 @@ public sealed class DecoderLayer : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, AttentionContext ctx, int slot)
-    {
-        using var scope = NewDisposeScope();
-        Tensor y;
-        if (_type == BlockType.Llama)
-        {
-            var h = x + self_attn.Forward(input_layernorm!.call(x), ctx, slot);
-            y = h + mlp.Forward(post_attention_layernorm.call(h));
-        }
-        else
-        {
-            var h = x + post_attention_layernorm.call(self_attn.Forward(x, ctx, slot));
-            y = h + post_feedforward_layernorm!.call(mlp.Forward(h));
-        }
-        return y.MoveToOuterDisposeScope();
-    }
+    public Tensor Forward(Tensor x, AttentionContext ctx, int slot) =>
+        _type == BlockType.Llama
+            ? Ops.Block(x, _type, h => self_attn.Forward(h, ctx, slot), mlp.Forward, input_layernorm!, post_attention_layernorm)
+            : Ops.Block(x, _type, h => self_attn.Forward(h, ctx, slot), mlp.Forward, post_attention_layernorm, post_feedforward_layernorm!);
 }
 
 public sealed class DecoderBody : nn.Module
@@ -180,8 +159,11 @@ public sealed class DecoderModel : nn.Module, ICausalLM
         return Ops.Linear(h, HeadWeight).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The final-norm hidden states [B, S, h] in the compute dtype.</summary>
-    public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null)
+    /// <summary>
+    /// The final-norm hidden states [B, S, h] in the compute dtype. <paramref name="layers"/> runs only the
+    /// listed layers, in order (the retrofit equivalence check skips the removed ones, METHOD §2.8).
+    /// </summary>
+    public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, IReadOnlyList<int>? layers = null)
     {
         using var scope = NewDisposeScope();
         long b = inputIds.shape[0], s = inputIds.shape[1];
@@ -191,7 +173,8 @@ public sealed class DecoderModel : nn.Module, ICausalLM
         var (cos, sin) = RopeFor(device).Tables(positions, ComputeDType);
         var ctx = new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache };
         var x = model.embed_tokens.call(inputIds).to(ComputeDType);
-        for (int i = 0; i < model.layers.Count; i++) x = model.layers[i].Forward(x, ctx, i);
+        var order = layers ?? Enumerable.Range(0, model.layers.Count).ToArray();
+        for (int i = 0; i < order.Count; i++) x = model.layers[order[i]].Forward(x, ctx, i);
         return model.norm.call(x).MoveToOuterDisposeScope();
     }
 
@@ -200,4 +183,5 @@ public sealed class DecoderModel : nn.Module, ICausalLM
     public int VocabSize => Config.VocabSize;
     public int MaxPositions => Config.MaxPositionEmbeddings;
     public Device Device => model.embed_tokens.weight!.device;
+    public IReadOnlyList<int> EosTokenIds => Config.EosTokenId ?? [];
 }

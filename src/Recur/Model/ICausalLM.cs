@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Recur.Model;
 
 /// <summary>What the generation engine needs from a model: a cached forward and the number of cache slots it uses.</summary>
-public interface ICausalLM
+public interface ICausalLM : IDisposable
 {
     /// <summary>Logits [B, S or 1, V] in fp32; see <see cref="DecoderModel.Forward"/>.</summary>
     Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false);
@@ -14,4 +14,10 @@ public interface ICausalLM
     int VocabSize { get; }
     int MaxPositions { get; }
     Device Device { get; }
+
+    /// <summary>Token ids that end generation, from the model's config (the tokenizer may add more).</summary>
+    IReadOnlyList<int> EosTokenIds { get; }
+
+    /// <summary>Dtype of activations and matmuls.</summary>
+    ScalarType ComputeDType { get; set; }
 }

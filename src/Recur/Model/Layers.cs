@@ -15,6 +15,9 @@ public interface IKvCache
     /// <summary>Tokens already stored (in slot 0) before the current forward call.</summary>
     int Length { get; }
 
+    /// <summary>Number of slots; a recurrent forward checks it against p + r·T + c.</summary>
+    int Slots { get; }
+
     /// <summary>Appends <paramref name="k"/>/<paramref name="v"/> [B, n_kv, S_new, d] to a slot and returns all of that slot's keys and values.</summary>
     (Tensor K, Tensor V) Append(int slot, Tensor k, Tensor v);
 }
@@ -149,6 +152,55 @@ public static class Ops
         var ke = k.unsqueeze(2).expand(b, nkv, g, sk, d).reshape(b, nh, sk, d);
         var ve = v.unsqueeze(2).expand(b, nkv, g, sk, d).reshape(b, nh, sk, d);
         return F.scaled_dot_product_attention(q, ke, ve, mask, 0.0, causal).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// One transformer block's residual structure (METHOD §2.3). Llama: x + Attn(norm1(x)), then
+    /// + MLP(norm2(·)). OLMo-2: x + norm1(Attn(x)), then + norm2(MLP(·)).
+    /// </summary>
+    public static Tensor Block(Tensor x, BlockType type, Func<Tensor, Tensor> attn, Func<Tensor, Tensor> mlp, RMSNorm norm1, RMSNorm norm2)
+    {
+        using var scope = NewDisposeScope();
+        Tensor y;
+        if (type == BlockType.Llama)
+        {
+            var h = x + attn(norm1.call(x));
+            y = h + mlp(norm2.call(h));
+        }
+        else
+        {
+            var h = x + norm1.call(attn(x));
+            y = h + norm2.call(mlp(h));
+        }
+        return y.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>SwiGLU on the two halves of a fused [.., 2I] projection: SiLU(first) ⊙ second (METHOD §2.4).</summary>
+    public static Tensor SwiGluFused(Tensor gateUp)
+    {
+        using var scope = NewDisposeScope();
+        var halves = gateUp.chunk(2, -1);
+        return (F.silu(halves[0]) * halves[1]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Everything between the q/k/v projections and the output projection: OLMo-2's q/k RMSNorm over
+    /// the full projected vectors (before the head reshape and RoPE, METHOD §2.3), head reshape, RoPE,
+    /// the KV cache, and attention. q [B, S, n_h·d], k/v [B, S, n_kv·d] → [B, S, n_h·d].
+    /// </summary>
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, RMSNorm? qNorm, RMSNorm? kNorm, int nh, int nkv, int d, AttentionContext ctx, int slot)
+    {
+        using var scope = NewDisposeScope();
+        long b = q.shape[0], s = q.shape[1];
+        if (qNorm is not null) { q = qNorm.call(q); k = kNorm!.call(k); }
+        q = q.view(b, s, nh, d).transpose(1, 2);
+        k = k.view(b, s, nkv, d).transpose(1, 2);
+        v = v.view(b, s, nkv, d).transpose(1, 2);
+        q = Rope.Apply(q, ctx.Cos, ctx.Sin);
+        k = Rope.Apply(k, ctx.Cos, ctx.Sin);
+        if (ctx.Cache is not null) (k, v) = ctx.Cache.Append(slot, k, v);
+        var o = Attend(q, k, v, ctx.Mask, ctx.Causal);
+        return o.transpose(1, 2).reshape(b, s, nh * d).MoveToOuterDisposeScope();
     }
 
     /// <summary>

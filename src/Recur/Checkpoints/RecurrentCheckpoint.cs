@@ -1,0 +1,43 @@
+using Recur.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Recur.Checkpoints;
+
+/// <summary>
+/// Recurrent models as HF-style folders in the Raven/Huginn layout of the paper's released checkpoints
+/// (METHOD §2.7), so folders from either side load in the other.
+/// </summary>
+public static class RecurrentCheckpoint
+{
+    public static RecurrentModel Load(string folder, ScalarType paramDType, Device device, Action<string>? notice = null)
+    {
+        if (!Directory.Exists(folder)) throw new RecurUserException($"{folder}: model folder not found");
+        using var weights = WeightFiles.Open(folder);
+        var config = RecurConfig.Load(Path.Combine(folder, "config.json"), weights.Names);
+        var model = new RecurrentModel(config);
+        model.to(paramDType);
+        // Released files may carry Huginn leftovers (norm_3, norm_4, freqs_cis): ignore unknown keys with a notice.
+        StateLoader.Load(model, weights, ignorable: _ => true, notice: notice);
+        model.to(device);
+        model.ComputeDType = paramDType;
+        model.eval();
+        return model;
+    }
+
+    public static void Save(RecurrentModel model, string folder, ScalarType? storeDType = null, bool force = false, long maxShardBytes = 4L << 30,
+        IReadOnlyDictionary<string, string>? extraFiles = null)
+    {
+        var dtype = storeDType ?? model.transformer.wte.weight!.dtype;
+        string modeling = model.Config.BlockType == BlockType.Olmo2 ? "raven_modeling_minimal_olmo" : "raven_modeling_minimal_llama";
+        var config = model.Config with
+        {
+            TorchDType = HfCheckpoint.DTypeName(dtype),
+            BlockTypeName = model.Config.BlockType == BlockType.Olmo2 ? "olmo2" : "llama",
+            // The paper's Python loads these folders through trust_remote_code with its modeling file.
+            AutoMap = model.Config.AutoMap ?? new() { ["AutoConfig"] = $"{modeling}.RavenConfig", ["AutoModelForCausalLM"] = $"{modeling}.RavenForCausalLM" },
+        };
+        var tensors = model.named_parameters().Select(kv => new KeyValuePair<string, Tensor>(kv.name, kv.parameter)).ToList();
+        HfCheckpoint.SaveFolder(folder, config.ToJson(), tensors, dtype, maxShardBytes, force, extraFiles);
+    }
+}

@@ -1,0 +1,229 @@
+// The retrofitted depth-recurrent model (arXiv 2511.07384), written once, top to bottom.
+//
+// Features (METHOD §2):
+//  - prelude P (p blocks) → recurrent block R (r blocks, run T times) → coda C (c blocks);
+//  - adapter A = Linear(2h → h, no bias) on concat[state, prelude output], STATE FIRST, at the start of
+//    every iteration including the first (§2.1, §2.5);
+//  - initial state s_0 ~ TruncNormal(0, σ², cut at ±3σ), σ = init_values.std (no √h factor), drawn anew
+//    on every forward call from a seedable generator; σ = 0 gives zeros (§2.5);
+//  - embeddings scaled by init_values.embed_scale (1.0 for the retrofitted models: no scaling);
+//  - ln_f exactly once, after the coda; the lm_head is always untied (§2.5);
+//  - Llama (pre-norm) or OLMo-2 (post-sublayer norm, q/k norm) blocks with fused attn.Wqkv (rows q, k, v)
+//    and mlp.fc (rows gate, up) — the Raven/Huginn tensor layout of the released checkpoints (§2.7);
+//  - T given as (n iterations without grad, k with grad): truncated backpropagation (§3.2);
+//  - a KV cache with one slot per unrolled layer application, p + r·T + c slots (§7.2).
+//
+// Field names are the Raven state-dict names (transformer.core_block.3.attn.Wqkv.weight, …).
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Recur.Model;
+
+#pragma warning disable IDE1006 // field names are Raven state-dict names
+
+public sealed class RavenAttention : nn.Module
+{
+    public readonly Linear Wqkv, proj;
+    public readonly RMSNorm? q_norm, k_norm; // OLMo-2 blocks only
+    readonly int _nh, _nkv, _d;
+
+    public RavenAttention(ModelConfig c) : base("RavenAttention")
+    {
+        _nh = c.NumAttentionHeads; _nkv = c.KvHeads; _d = c.HeadDimension;
+        Wqkv = nn.Linear(c.HiddenSize, (_nh + 2 * _nkv) * _d, hasBias: false);
+        proj = nn.Linear(_nh * _d, c.HiddenSize, hasBias: false);
+        if (c.BlockType == BlockType.Olmo2)
+        {
+            q_norm = new RMSNorm(_nh * _d, c.RmsNormEps, castBeforeWeight: false);
+            k_norm = new RMSNorm(_nkv * _d, c.RmsNormEps, castBeforeWeight: false);
+        }
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x, AttentionContext ctx, int slot)
+    {
+        using var scope = NewDisposeScope();
+        var qkv = Ops.Linear(x, Wqkv.weight!).split([_nh * _d, _nkv * _d, _nkv * _d], -1);
+        var o = Ops.Attention(qkv[0], qkv[1], qkv[2], q_norm, k_norm, _nh, _nkv, _d, ctx, slot);
+        return Ops.Linear(o, proj.weight!).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class RavenMlp : nn.Module
+{
+    public readonly Linear fc, proj;
+
+    public RavenMlp(ModelConfig c) : base("RavenMlp")
+    {
+        fc = nn.Linear(c.HiddenSize, 2 * c.IntermediateSize, hasBias: false);
+        proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return Ops.Linear(Ops.SwiGluFused(Ops.Linear(x, fc.weight!)), proj.weight!).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>One block; norm_1/norm_2 mean input/post-attention norms (Llama) or post-attention/post-MLP norms (OLMo-2).</summary>
+public sealed class RavenBlock : nn.Module
+{
+    public readonly RavenAttention attn;
+    public readonly RavenMlp mlp;
+    public readonly RMSNorm norm_1, norm_2;
+    readonly BlockType _type;
+
+    public RavenBlock(ModelConfig c) : base("RavenBlock")
+    {
+        _type = c.BlockType;
+        attn = new RavenAttention(c);
+        mlp = new RavenMlp(c);
+        bool llama = _type == BlockType.Llama;
+        norm_1 = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: llama);
+        norm_2 = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: llama);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x, AttentionContext ctx, int slot) =>
+        Ops.Block(x, _type, h => attn.Forward(h, ctx, slot), mlp.Forward, norm_1, norm_2);
+}
+
+public sealed class RavenBody : nn.Module
+{
+    public readonly Embedding wte;
+    public readonly ModuleList<RavenBlock> prelude;
+    public readonly Linear adapter;
+    public readonly ModuleList<RavenBlock> core_block;
+    public readonly ModuleList<RavenBlock> coda;
+    public readonly RMSNorm ln_f;
+
+    public RavenBody(RecurConfig rc) : base("RavenBody")
+    {
+        var c = rc.ToBlockConfig();
+        wte = nn.Embedding(rc.EmbeddingRows, rc.NEmbd);
+        prelude = Blocks(c, rc.NLayersInPrelude);
+        adapter = nn.Linear(2 * rc.NEmbd, rc.NEmbd, hasBias: false); // PyTorch's default init, U(±1/√(2h)) (§2.5)
+        core_block = Blocks(c, rc.NLayersInRecurrentBlock);
+        coda = Blocks(c, rc.NLayersInCoda);
+        ln_f = new RMSNorm(rc.NEmbd, rc.NormEps, castBeforeWeight: c.BlockType == BlockType.Llama);
+        RegisterComponents();
+    }
+
+    static ModuleList<RavenBlock> Blocks(ModelConfig c, int n)
+    {
+        var list = new ModuleList<RavenBlock>();
+        for (int i = 0; i < n; i++) list.append(new RavenBlock(c));
+        return list;
+    }
+}
+
+/// <summary>A retrofitted recurrent causal LM in the Raven layout.</summary>
+public sealed class RecurrentModel : nn.Module, ICausalLM
+{
+    public readonly RavenBody transformer;
+    public readonly Linear lm_head;
+
+    public RecurConfig Config { get; }
+    public ScalarType ComputeDType { get; set; } = ScalarType.Float32;
+    /// <summary>Test-time recurrence T used by the inference forward; defaults to the config's mean_recurrence.</summary>
+    public int Recurrences
+    {
+        get => _recurrences;
+        set => _recurrences = value >= 1 ? value : throw new RecurUserException($"the number of recurrences must be ≥ 1 (got {value})");
+    }
+    int _recurrences;
+    /// <summary>Generator for s_0; null uses libtorch's default generator.</summary>
+    public Generator? StateGenerator { get; set; }
+
+    Rope? _rope;
+    string? _ropeDevice;
+
+    public RecurrentModel(RecurConfig config) : base("RecurrentModel")
+    {
+        Config = config;
+        _recurrences = config.MeanRecurrence;
+        transformer = new RavenBody(config);
+        lm_head = nn.Linear(config.NEmbd, config.EmbeddingRows, hasBias: false);
+        RegisterComponents();
+    }
+
+    public int CacheSlots => Config.EffectiveDepth(Recurrences);
+    public int VocabSize => Config.EmbeddingRows;
+    public int MaxPositions => Config.MaxPositionEmbeddings;
+    public Device Device => transformer.wte.weight!.device;
+    public IReadOnlyList<int> EosTokenIds => Config.EosTokenId ?? [];
+
+    Rope RopeFor(Device device)
+    {
+        if (_rope is null || _ropeDevice != device.ToString()) { _rope = new Rope(Config.ToBlockConfig(), device); _ropeDevice = device.ToString(); }
+        return _rope;
+    }
+
+    /// <summary>Inference forward at T = <see cref="Recurrences"/>, all iterations without grad bookkeeping of their own.</summary>
+    public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) =>
+        Forward(inputIds, Recurrences, 0, keyPadding: keyPadding, cache: cache, lastOnly: lastOnly);
+
+    /// <summary>
+    /// Logits [B, S, V] (fp32) after n iterations without grad followed by k with grad (T = n + k).
+    /// <paramref name="s0"/> fixes the initial state [B, S, h]; otherwise it is drawn from <see cref="StateGenerator"/>.
+    /// </summary>
+    public Tensor Forward(Tensor inputIds, int n, int k, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
+    {
+        using var scope = NewDisposeScope();
+        var h = Hidden(inputIds, n, k, s0, keyPadding, cache);
+        if (lastOnly) h = h.narrow(1, h.shape[1] - 1, 1);
+        return Ops.Linear(h, lm_head.weight!).to(ScalarType.Float32).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Hidden states after the coda and ln_f, [B, S, h] in the compute dtype.</summary>
+    public Tensor Hidden(Tensor inputIds, int n, int k, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null)
+    {
+        if (n < 0 || k < 0 || n + k < 1) throw new RecurUserException($"recurrence must have n ≥ 0, k ≥ 0 and n + k ≥ 1 (got n = {n}, k = {k})");
+        var (p, r, _) = Config.Shape;
+        int t = n + k;
+        if (cache is not null && cache.Slots != Config.EffectiveDepth(t))
+            throw new ArgumentException($"KV cache has {cache.Slots} slots but T = {t} needs p + r·T + c = {Config.EffectiveDepth(t)}");
+        using var scope = NewDisposeScope();
+        long b = inputIds.shape[0], s = inputIds.shape[1];
+        var device = inputIds.device;
+        var (positions, mask, causal) = Ops.Layout(b, s, cache?.Length ?? 0, keyPadding, device);
+        var (cos, sin) = RopeFor(device).Tables(positions, ComputeDType);
+        var ctx = new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache };
+
+        var x = transformer.wte.call(inputIds).to(ComputeDType);
+        if (Config.InitValues.EmbedScale != 1.0) x = x * Config.InitValues.EmbedScale;
+        for (int j = 0; j < p; j++) x = transformer.prelude[j].Forward(x, ctx, j);
+        var e = x;
+
+        var state = s0 is null ? InitialState(e) : s0.to(ComputeDType).to(device);
+        for (int i = 0; i < t; i++)
+        {
+            // Truncated backprop (§3.2): the first n iterations build no graph, so s_0 and their iterates
+            // are constants; e still receives gradient through the adapter in each of the last k.
+            using var noGrad = i < n ? no_grad() : null;
+            state = Ops.Linear(cat([state, e], -1), transformer.adapter.weight!);
+            for (int j = 0; j < r; j++) state = transformer.core_block[j].Forward(state, ctx, p + i * r + j);
+            if (i == n - 1) state = state.detach();
+        }
+        x = state;
+        for (int j = 0; j < Config.NLayersInCoda; j++) x = transformer.coda[j].Forward(x, ctx, p + r * t + j);
+        return transformer.ln_f.call(x).MoveToOuterDisposeScope();
+    }
+
+    // Φ(−3) and Φ(3): the truncation points of s_0's normal distribution, as CDF values.
+    const double CdfMinus3 = 0.0013498980316300946, CdfPlus3 = 0.9986501019683699;
+
+    /// <summary>s_0 shaped like <paramref name="like"/>: TruncNormal(0, σ², ±3σ) by inverse-CDF sampling.</summary>
+    public Tensor InitialState(Tensor like)
+    {
+        double std = Config.InitValues.Std;
+        if (std == 0) return zeros_like(like);
+        using var scope = NewDisposeScope();
+        var u = rand(like.shape, ScalarType.Float64, generator: StateGenerator) * (CdfPlus3 - CdfMinus3) + CdfMinus3;
+        var z = (u * 2 - 1).erfinv() * Math.Sqrt(2.0);
+        return (z.clamp(-3.0, 3.0) * std).to(like.dtype).to(like.device).MoveToOuterDisposeScope();
+    }
+}
