@@ -51,10 +51,13 @@ public static class SharedAssets
     {
         if (Root is null)
         {
-            string where = RepoRoot is null
-                ? "Recur.sln not found above " + AppContext.BaseDirectory
-                : System.IO.Path.GetFullPath(System.IO.Path.Combine(RepoRoot, "..", "shared")) + " does not exist";
-            return $"../shared not present: {where} (set {EnvironmentVariable} to point elsewhere)";
+            string? fromEnv = Environment.GetEnvironmentVariable(EnvironmentVariable);
+            string where = !string.IsNullOrWhiteSpace(fromEnv)
+                ? $"{EnvironmentVariable}={fromEnv} does not exist"
+                : RepoRoot is null
+                    ? "Recur.sln not found above " + AppContext.BaseDirectory
+                    : System.IO.Path.GetFullPath(System.IO.Path.Combine(RepoRoot, "..", "shared")) + $" does not exist (set {EnvironmentVariable} to point elsewhere)";
+            return $"../shared not present: {where}";
         }
         if (parts.Length > 0 && !Exists(parts))
             return $"../shared present but {System.IO.Path.Combine(parts)} is missing under {Root}";
