@@ -63,6 +63,31 @@ static class Common
         }
     }
 
+    /// <summary>Sets T and the s_0 generator on a recurrent model; notes that T does not apply to a plain one.</summary>
+    public static void ConfigureRecurrence(Recur.Model.ICausalLM m, int? recurrences, long seed)
+    {
+        if (m is Recur.Model.RecurrentModel rm)
+        {
+            if (recurrences is { } t) rm.Recurrences = t;
+            rm.StateGenerator = new Generator((ulong)seed);
+        }
+        else if (recurrences is not null)
+            Console.Error.WriteLine("note: --recurrences ignored: this is not a recurrent model");
+    }
+
+    /// <summary>The first Ctrl-C cancels the running work (the caller stops cleanly); a second one ends the process.</summary>
+    public static CancellationTokenSource CancelOnCtrlC()
+    {
+        var cts = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) =>
+        {
+            if (cts.IsCancellationRequested) return;
+            e.Cancel = true;
+            cts.Cancel();
+        };
+        return cts;
+    }
+
     public static string Human(double bytes)
     {
         string[] u = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Recur.Checkpoints;
 using Recur.Engine;
 using Recur.Model;
+using Recur.Tokenization;
 using static TorchSharp.torch;
 
 namespace Recur.Cli;
@@ -11,22 +12,23 @@ static class GenerateCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model folder (HF) or llama2.c .bin file", Required = true };
-        var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeat for a batch)", AllowMultipleArgumentsPerToken = false };
+        var model = new Option<string>("--model") { Description = "Model folder (HF or recurrent) or llama2.c .bin file", Required = true };
+        var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeat for a batch)" };
         var promptIds = new Option<string[]>("--prompt-ids") { Description = "Prompt as space-separated token ids, for models without a tokenizer (repeat for a batch)" };
         var outputIds = new Option<bool>("--output-ids") { Description = "Print only the generated ids, space-separated, one line per prompt" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 128 };
+        var recurrences = new Option<int?>("--recurrences") { Description = "Test-time recurrence T for recurrent models (default: the config's mean_recurrence)" };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.0 };
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens (0: off)", DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass (1: off)", DefaultValueFactory = _ => 1.0 };
-        var seed = new Option<long?>("--seed") { Description = "Random seed for sampling" };
+        var seed = new Option<long?>("--seed") { Description = "Random seed for sampling and for the recurrent initial state" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder (default: the model folder)" };
         var device = Common.DeviceOption();
         var dtype = Common.DTypeOption();
         var threads = Common.ThreadsOption();
-        var cmd = new Command("generate", "Generate text (or token ids) from a prompt")
+        var cmd = new Command("generate", "Generate text (or token ids) from a prompt, at any recurrence for recurrent models")
         {
-            model, prompt, promptIds, outputIds, maxNew, temperature, topK, topP, seed, tokenizer, device, dtype, threads,
+            model, prompt, promptIds, outputIds, maxNew, recurrences, temperature, topK, topP, seed, tokenizer, device, dtype, threads,
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
@@ -35,25 +37,62 @@ static class GenerateCommand
             var dt = Common.ParseDType(parse.GetValue(dtype));
             int max = parse.GetValue(maxNew);
             if (max < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {max})");
-            var sampling = new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP), parse.GetValue(seed)).Validate();
+            long seedValue = parse.GetValue(seed) ?? Random.Shared.NextInt64(1, long.MaxValue);
+            var sampling = new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP), seedValue).Validate();
             string path = parse.GetValue(model)!;
             var texts = parse.GetValue(prompt) ?? [];
             var idTexts = parse.GetValue(promptIds) ?? [];
             if (texts.Length == 0 && idTexts.Length == 0) throw new RecurUserException("give --prompt TEXT or --prompt-ids \"1 2 3\"");
             if (texts.Length > 0 && idTexts.Length > 0) throw new RecurUserException("give either --prompt or --prompt-ids, not both");
+            var format = ModelLoader.Detect(path);
 
+            ITokenizer? tok = null;
+            string? tokPath = parse.GetValue(tokenizer) ?? (Directory.Exists(path) && TokenizerLoader.TryResolve(path) is not null ? path : null);
+            if (texts.Length > 0 || (tokPath is not null && !parse.GetValue(outputIds)))
+            {
+                if (tokPath is null) throw new RecurUserException($"{path}: no tokenizer found; pass --tokenizer PATH, or use --prompt-ids with --output-ids");
+                tok = TokenizerLoader.Load(tokPath);
+            }
+            using var _tok = tok;
             using var m = ModelLoader.Load(path, dt, dev, notice: s => Console.Error.WriteLine($"note: {s}"));
-            var stops = new List<int>(m.Config.EosTokenId ?? []);
-            var prompts = idTexts.Select(ParseIds).ToList();
-            if (texts.Length > 0) throw new RecurUserException("text prompts need a tokenizer; use --prompt-ids for now");
+            if (tok is not null) TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tokPath!);
+            Common.ConfigureRecurrence(m, parse.GetValue(recurrences), seedValue);
 
+            var prompts = texts.Length > 0 ? texts.Select(t => tok!.Encode(t)).ToList() : idTexts.Select(ParseIds).ToList();
+            var stops = new HashSet<int>(m.EosTokenIds);
+            if (tok is not null) stops.UnionWith(tok.StopIds);
             var opts = new GenerationOptions(max, sampling, stops);
+
+            using var cancel = Common.CancelOnCtrlC();
+            bool stream = prompts.Count == 1 && tok is not null && !parse.GetValue(outputIds);
+            var decoder = stream ? new StreamingDecoder(tok!) : null;
             var sw = Stopwatch.StartNew();
-            var outputs = Generation.Generate(m, prompts, opts);
+            List<int>[] outputs;
+            try
+            {
+                outputs = Generation.Generate(m, prompts, opts, onToken: stream ? (_, id) => Console.Write(decoder!.Push(id)) : null, cancel.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                if (decoder is not null) Console.WriteLine(decoder.Flush());
+                Console.Error.WriteLine("interrupted");
+                return 130;
+            }
             sw.Stop();
-            foreach (var o in outputs) Console.WriteLine(string.Join(' ', o));
+            if (stream) Console.WriteLine(decoder!.Flush());
+            else if (parse.GetValue(outputIds) || tok is null) foreach (var o in outputs) Console.WriteLine(string.Join(' ', o));
+            else
+                for (int i = 0; i < outputs.Length; i++)
+                {
+                    if (outputs.Length > 1) Console.WriteLine($"--- [{i}]");
+                    Console.WriteLine(tok.Decode(outputs[i]));
+                }
             if (!parse.GetValue(outputIds))
-                Console.Error.WriteLine($"[{outputs.Sum(o => o.Count)} tokens in {sw.Elapsed.TotalSeconds:0.00} s]");
+            {
+                int n = outputs.Sum(o => o.Count);
+                string depth = m is RecurrentModel rm ? $", T = {rm.Recurrences}" : "";
+                Console.Error.WriteLine($"[{n} tokens in {sw.Elapsed.TotalSeconds:0.00} s, {n / Math.Max(sw.Elapsed.TotalSeconds, 1e-9):0.0} tok/s{depth}]");
+            }
             return 0;
         }));
         return cmd;
@@ -62,6 +101,7 @@ static class GenerateCommand
     static int[] ParseIds(string text)
     {
         var parts = text.Split([' ', ',', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0) throw new RecurUserException("--prompt-ids is empty: give at least one token id");
         var ids = new int[parts.Length];
         for (int i = 0; i < parts.Length; i++)
             if (!int.TryParse(parts[i], out ids[i])) throw new RecurUserException($"--prompt-ids: '{parts[i]}' is not an integer token id");

@@ -17,13 +17,18 @@ public static class RecurrentCheckpoint
         var config = RecurConfig.Load(Path.Combine(folder, "config.json"), weights.Names);
         var model = new RecurrentModel(config);
         model.to(paramDType);
-        // Released files may carry Huginn leftovers (norm_3, norm_4, freqs_cis): ignore unknown keys with a notice.
-        StateLoader.Load(model, weights, ignorable: _ => true, notice: notice);
+        // Released files may carry Huginn leftovers (norm_3, norm_4, freqs_cis): unknown keys are ignored with a
+        // notice. A block tensor the config has no room for means the config disagrees with the file: an error.
+        StateLoader.Load(model, weights, ignorable: n => !BlockTensor.IsMatch(n), notice: notice);
         model.to(device);
         model.ComputeDType = paramDType;
         model.eval();
         return model;
     }
+
+    static readonly System.Text.RegularExpressions.Regex BlockTensor = new(
+        @"^transformer\.(prelude|core_block|coda)\.\d+\.(attn\.(Wqkv|proj|q_norm|k_norm)|mlp\.(fc|proj)|norm_1|norm_2)\.weight$|^transformer\.(wte|adapter|ln_f)\.weight$|^lm_head\.weight$",
+        System.Text.RegularExpressions.RegexOptions.Compiled);
 
     public static void Save(RecurrentModel model, string folder, ScalarType? storeDType = null, bool force = false, long maxShardBytes = 4L << 30,
         IReadOnlyDictionary<string, string>? extraFiles = null)

@@ -49,6 +49,17 @@ public static class TokenizerLoader
         return full;
     }
 
+    /// <summary>The tokenizer file in a model folder, or null when the folder has none.</summary>
+    public static string? TryResolve(string folder)
+    {
+        foreach (string name in new[] { "tokenizer.json", "tokenizer.model" })
+        {
+            string candidate = Path.Combine(folder, name);
+            if (File.Exists(candidate)) return candidate;
+        }
+        return null;
+    }
+
     /// <summary>
     /// Throws when <paramref name="tokenizer"/> can produce ids that the model's embedding has no
     /// row for, i.e. its largest id is at least <paramref name="modelVocabSize"/>. A model may
