@@ -5,6 +5,7 @@ var root = new RootCommand("Recur: retrofit depth recurrence into pretrained lan
 root.Options.Add(Common.Verbose);
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
+root.Subcommands.Add(InitCommand.Create());
 root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(RetrofitCommand.Create());
 root.Subcommands.Add(TokenizeCommand.Create());
