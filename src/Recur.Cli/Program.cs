@@ -9,4 +9,5 @@ root.Subcommands.Add(InitCommand.Create());
 root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(RetrofitCommand.Create());
 root.Subcommands.Add(TokenizeCommand.Create());
+root.Subcommands.Add(DataCommand.Create());
 return root.Parse(args).Invoke();
