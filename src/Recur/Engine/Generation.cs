@@ -4,7 +4,9 @@ using static TorchSharp.torch;
 namespace Recur.Engine;
 
 /// <summary>What to generate: length bound, stop tokens and sampling.</summary>
-public sealed record GenerationOptions(int MaxNewTokens = 128, SamplingOptions? Sampling = null, IReadOnlyCollection<int>? StopIds = null)
+/// <param name="StopWhen">Called with (row, tokens so far) after each new token; true ends that row (e.g. a stop string appeared).</param>
+public sealed record GenerationOptions(int MaxNewTokens = 128, SamplingOptions? Sampling = null, IReadOnlyCollection<int>? StopIds = null,
+    Func<int, IReadOnlyList<int>, bool>? StopWhen = null)
 {
     public SamplingOptions SamplingOrGreedy => Sampling ?? new SamplingOptions();
 }
@@ -75,6 +77,7 @@ public static class Generation
                     if (stop.Contains((int)tok[r])) { done[r] = true; continue; }
                     outputs[r].Add((int)tok[r]);
                     onToken?.Invoke(r, (int)tok[r]);
+                    if (options.StopWhen?.Invoke(r, outputs[r]) == true) done[r] = true;
                 }
                 if (done.All(x => x)) break;
             }

@@ -159,6 +159,10 @@ public sealed class DecoderModel : nn.Module, ICausalLM
         return Ops.Linear(h, HeadWeight).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
+    public Tensor Logits(Tensor hidden) => Ops.Linear(hidden, HeadWeight).to(ScalarType.Float32);
+
+    Tensor ICausalLM.Hidden(Tensor inputIds, Tensor? keyPadding, IKvCache? cache) => Hidden(inputIds, keyPadding, cache);
+
     /// <summary>
     /// The final-norm hidden states [B, S, h] in the compute dtype. <paramref name="layers"/> runs only the
     /// listed layers, in order (the retrofit equivalence check skips the removed ones, METHOD §2.8).

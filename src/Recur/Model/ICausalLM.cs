@@ -8,6 +8,12 @@ public interface ICausalLM : IDisposable
     /// <summary>Logits [B, S or 1, V] in fp32; see <see cref="DecoderModel.Forward"/>.</summary>
     Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false);
 
+    /// <summary>Final-norm hidden states [B, S, h] in the compute dtype (T = the model's current recurrence).</summary>
+    Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null);
+
+    /// <summary>fp32 logits for hidden states from <see cref="Hidden"/>; lets callers project only the positions they need.</summary>
+    Tensor Logits(Tensor hidden);
+
     /// <summary>KV-cache slots one forward call uses (layers, or unrolled layer applications).</summary>
     int CacheSlots { get; }
 

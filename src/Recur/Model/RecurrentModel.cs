@@ -178,6 +178,11 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         return Ops.Linear(h, lm_head.weight!).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
+    public Tensor Logits(Tensor hidden) => Ops.Linear(hidden, lm_head.weight!).to(ScalarType.Float32);
+
+    public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) =>
+        Hidden(inputIds, Recurrences, 0, keyPadding: keyPadding, cache: cache);
+
     /// <summary>Hidden states after the coda and ln_f, [B, S, h] in the compute dtype.</summary>
     public Tensor Hidden(Tensor inputIds, int n, int k, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null)
     {
