@@ -13,7 +13,7 @@ public static class Precision
     {
         if (setting == "fp32") return (ScalarType.Float32, "fp32 requested");
         if (setting == "bf16") return (ScalarType.BFloat16, "bf16 requested");
-        if (device.type == DeviceType.CUDA) return (ScalarType.BFloat16, "auto: CUDA device");
+        if (device.type == TorchSharp.DeviceType.CUDA) return (ScalarType.BFloat16, "auto: CUDA device");
         return CpuHasFastBf16() ? (ScalarType.BFloat16, "auto: CPU has AVX-512 BF16/AMX") : (ScalarType.Float32, "auto: CPU lacks AVX-512 BF16/AMX");
     }
 
