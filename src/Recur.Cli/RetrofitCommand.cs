@@ -53,7 +53,7 @@ static class RetrofitCommand
             if (diff > 1e-4) throw new InvalidOperationException($"equivalence check failed: max |Δlogit| = {diff:G3} > 1e-4 (METHOD §2.8)");
             var extra = new Dictionary<string, string>();
             if (Directory.Exists(src))
-                foreach (var f in new[] { "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" })
+                foreach (var f in new[] { "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", Recur.Tokenization.CharTokenizerAdapter.FileName })
                     if (File.Exists(Path.Combine(src, f))) extra[f] = Path.Combine(src, f);
             var storeType = parse.GetValue(dtype) is { } d ? HfCheckpoint.ParseDType(d) : HfCheckpoint.ParseDType(b.Config.TorchDType ?? "float32");
             RecurrentCheckpoint.Save(m, dst, storeType, parse.GetValue(force), extraFiles: extra);

@@ -13,6 +13,8 @@ public static class TokenizerLoader
     public static ITokenizer Load(string path)
     {
         string file = ResolveFile(path);
+        if (Path.GetFileName(file) == CharTokenizerAdapter.FileName)
+            return new CharTokenizerAdapter(Data.CharTokenizer.Load(file), file);
         var config = TokenizerConfig.ReadBeside(file);
         return IsSentencePiece(file)
             ? new SentencePieceTokenizer(file, config)
@@ -29,12 +31,7 @@ public static class TokenizerLoader
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full))
         {
-            foreach (string name in new[] { "tokenizer.json", "tokenizer.model" })
-            {
-                string candidate = Path.Combine(full, name);
-                if (File.Exists(candidate))
-                    return candidate;
-            }
+            if (TryResolve(full) is { } found) return found;
             throw new RecurUserException($"No tokenizer in folder '{full}': expected a tokenizer.json or a tokenizer.model file there.");
         }
 
@@ -44,6 +41,7 @@ public static class TokenizerLoader
         string fileName = Path.GetFileName(full);
         if (fileName is "tokenizer_config.json" or "special_tokens_map.json" or "generation_config.json" or "config.json")
             throw new RecurUserException($"'{full}' is a side file, not a tokenizer; expected tokenizer.json or tokenizer.model (or just their folder).");
+        if (fileName == CharTokenizerAdapter.FileName) return full;
         if (!full.EndsWith(".json", StringComparison.OrdinalIgnoreCase) && !IsSentencePiece(full))
             throw new RecurUserException($"Cannot tell the tokenizer format of '{full}'; expected a tokenizer.json (Hugging Face) or a .model file (SentencePiece).");
         return full;
@@ -52,7 +50,7 @@ public static class TokenizerLoader
     /// <summary>The tokenizer file in a model folder, or null when the folder has none.</summary>
     public static string? TryResolve(string folder)
     {
-        foreach (string name in new[] { "tokenizer.json", "tokenizer.model" })
+        foreach (string name in new[] { "tokenizer.json", "tokenizer.model", CharTokenizerAdapter.FileName })
         {
             string candidate = Path.Combine(folder, name);
             if (File.Exists(candidate)) return candidate;
