@@ -6,4 +6,5 @@ root.Options.Add(Common.Verbose);
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(ConvertCommand.Create());
+root.Subcommands.Add(FlopsCommand.Create());
 return root.Parse(args).Invoke();
