@@ -1,0 +1,133 @@
+using System.CommandLine;
+using System.Globalization;
+using Recur.Model;
+using Recur.Training;
+
+namespace Recur.Cli;
+
+/// <summary>
+/// What <c>recur flops</c> prices: a base model, a (p, r, c) shape (null for the non-recurrent baseline), the
+/// curriculum on the mean recurrence, and the run length. Built from flags today; a training recipe will produce
+/// the same record (STYLE §3), so the computation and the printout do not depend on where the values came from.
+/// </summary>
+sealed record FlopsRequest(string BaseName, ModelConfig Base, (int P, int R, int C)? Shape, RecurrenceCurriculum? Curriculum, long Steps, long TokensPerStep, int BackpropDepth)
+{
+    public bool NonRecurrent => Shape is null;
+}
+
+/// <summary><c>recur flops</c>: training FLOPs of a retrofitted-recurrence run or its non-recurrent baseline (METHOD §6).</summary>
+static class FlopsCommand
+{
+    /// <summary>The paper's shapes (METHOD §2.2).</summary>
+    static (int P, int R, int C)? DefaultShape(string baseName) => baseName.ToLowerInvariant() switch
+    {
+        "tinyllama-1.1b" => (4, 8, 4),
+        "llama-3.2-1b" or "olmo-2-1b" => (4, 6, 4),
+        _ => null,
+    };
+
+    public static Command Create()
+    {
+        var baseModel = new Option<string>("--base") { Description = "Base model: tinyllama-1.1b, llama-3.2-1b or olmo-2-1b (per-layer counts of METHOD §2.6)", Required = true };
+        var shape = new Option<string?>("--shape") { Description = "Layers in prelude, recurrent block and coda, p,r,c (default: the paper's 4,8,4 for TinyLlama, 4,6,4 otherwise)" };
+        var trainRecurrence = new Option<int?>("--train-recurrence") { Description = "R_max, the mean recurrence the curriculum reaches (required unless --non-recurrent)" };
+        var steps = new Option<long>("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 50_000 };
+        var tokensPerStep = new Option<string>("--tokens-per-step") { Description = "Tokens per optimizer step, an integer or 2^k", DefaultValueFactory = _ => "1048576" };
+        var curriculum = new Option<string>("--curriculum") { Description = "Curriculum on the mean recurrence: linear, 1-sqrt or constant", DefaultValueFactory = _ => "1-sqrt" };
+        var fraction = new Option<double>("--curriculum-fraction") { Description = "Fraction of the steps the curriculum warms up over", DefaultValueFactory = _ => RecurrenceCurriculum.DefaultWarmupFraction };
+        var backprop = new Option<int>("--backprop-depth") { Description = "Recurrences that carry gradients (k); the rest are forward only", DefaultValueFactory = _ => Flops.DefaultBackpropCap };
+        var nonRecurrent = new Option<bool>("--non-recurrent") { Description = "Price the non-recurrent baseline: all of the base model's layers, 6·L·N_layer per token" };
+        var cmd = new Command("flops", "Training FLOPs of a recurrent run (6·N1 + 2·N2 per token, METHOD §6) or of the non-recurrent baseline; the last line is the total")
+        {
+            baseModel, shape, trainRecurrence, steps, tokensPerStep, curriculum, fraction, backprop, nonRecurrent,
+        };
+        cmd.SetAction(parse => Common.Run(parse, () =>
+        {
+            bool Given(Option o) => parse.GetResult(o) is { Implicit: false };
+            string baseName = parse.GetValue(baseModel)!;
+            var config = Presets.Get(baseName);
+            long s = parse.GetValue(steps);
+            if (s < 1) throw new RecurUserException($"--steps must be ≥ 1 (got {s})");
+            long tokens = ParseTokens(parse.GetValue(tokensPerStep)!);
+
+            FlopsRequest request;
+            if (parse.GetValue(nonRecurrent))
+            {
+                var conflicting = new Option[] { shape, trainRecurrence, curriculum, fraction, backprop }.Where(Given).Select(o => o.Name).ToList();
+                if (conflicting.Count > 0) throw new RecurUserException($"--non-recurrent prices the unmodified base model; {string.Join(", ", conflicting)} do not apply");
+                request = new FlopsRequest(baseName, config, null, null, s, tokens, 0);
+            }
+            else
+            {
+                int rMax = parse.GetValue(trainRecurrence) ?? throw new RecurUserException("--train-recurrence is required (or pass --non-recurrent for the baseline)");
+                if (rMax < 1) throw new RecurUserException($"--train-recurrence must be ≥ 1 (got {rMax})");
+                int k = parse.GetValue(backprop);
+                if (k < 1) throw new RecurUserException($"--backprop-depth must be ≥ 1 (got {k})");
+                string? shapeText = parse.GetValue(shape);
+                var pqc = shapeText is null
+                    ? DefaultShape(baseName) ?? throw new RecurUserException($"--shape is required for base '{baseName}' (the paper's shapes are known for tinyllama-1.1b, llama-3.2-1b and olmo-2-1b)")
+                    : ParseShape(shapeText);
+                if (pqc.P + pqc.R + pqc.C > config.NumHiddenLayers)
+                    throw new RecurUserException($"--shape {pqc.P},{pqc.R},{pqc.C} needs {pqc.P + pqc.R + pqc.C} layers, but {baseName} has {config.NumHiddenLayers}");
+                var kind = RecurrenceCurriculum.ParseKind(parse.GetValue(curriculum)!, "--curriculum");
+                double f = parse.GetValue(fraction);
+                if (!(f >= 0 && f <= 1)) throw new RecurUserException($"--curriculum-fraction must be in [0, 1] (got {f})");
+                if (kind == CurriculumKind.Constant && Given(fraction)) throw new RecurUserException("--curriculum-fraction does not apply to --curriculum constant");
+                request = new FlopsRequest(baseName, config, pqc, new RecurrenceCurriculum(kind, rMax, s, f), s, tokens, k);
+            }
+            Print(request, Compute(request), Console.Out);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public static FlopsEstimate Compute(FlopsRequest r) => r.Shape is { } shape
+        ? Flops.Estimate(r.Base.ParamsPerLayer, shape, r.Curriculum!, r.TokensPerStep, r.BackpropDepth)
+        : Flops.EstimateNonRecurrent(r.Base.ParamsPerLayer, r.Base.NumHiddenLayers, r.Steps, r.TokensPerStep);
+
+    public static void Print(FlopsRequest r, FlopsEstimate e, TextWriter o)
+    {
+        long perLayer = r.Base.ParamsPerLayer;
+        o.WriteLine($"base          {r.BaseName}: {r.Base.NumHiddenLayers} layers, {perLayer:N0} parameters per layer");
+        o.WriteLine($"tokens        {r.TokensPerStep:N0} per step × {r.Steps:N0} steps = {Sci((double)r.TokensPerStep * r.Steps)}");
+        if (r.Shape is { } s && r.Curriculum is { } c)
+        {
+            var (n1, n2) = Flops.Params(perLayer, s, c.MaxRecurrence, r.BackpropDepth);
+            o.WriteLine($"shape         ({s.P},{s.R},{s.C}), train recurrence {c.MaxRecurrence}, backprop depth {r.BackpropDepth}");
+            o.WriteLine($"curriculum    {c}");
+            o.WriteLine($"per token     {Sci(e.PerTokenFinal)} FLOPs at mean recurrence {c.MaxRecurrence} (6·N1 + 2·N2; N1 = {n1:N0}, N2 = {n2:N0})");
+            o.WriteLine($"total direct  {Sci((double)e.TotalDirect)} FLOPs (each step at its scheduled mean)");
+            o.WriteLine($"total         {Sci((double)e.Total)} FLOPs (RR's histogram counting, as in the paper's plots)");
+        }
+        else
+        {
+            o.WriteLine($"per token     {Sci(e.PerTokenFinal)} FLOPs (non-recurrent: 6 × {r.Base.NumHiddenLayers} layers × {perLayer:N0})");
+            o.WriteLine($"total         {Sci((double)e.Total)} FLOPs");
+        }
+        o.WriteLine(Sci((double)e.Total));
+    }
+
+    static string Sci(double v) => v.ToString("0.000e+00", CultureInfo.InvariantCulture);
+
+    // The grammar and messages of the convert verb's --shape (Retrofit.ParseShape, on another branch); call that once both are merged.
+    static (int P, int R, int C) ParseShape(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        if (parts.Length != 3 || !int.TryParse(parts[0], out int p) || !int.TryParse(parts[1], out int r) || !int.TryParse(parts[2], out int c))
+            throw new RecurUserException($"--shape '{text}' must be three integers p,r,c (e.g. 4,8,4)");
+        if (p < 0 || r < 1 || c < 0) throw new RecurUserException($"--shape {text}: need p ≥ 0, r ≥ 1, c ≥ 0");
+        return (p, r, c);
+    }
+
+    static long ParseTokens(string text)
+    {
+        text = text.Trim();
+        long value;
+        if (text.StartsWith("2^", StringComparison.Ordinal) && int.TryParse(text.AsSpan(2), NumberStyles.None, CultureInfo.InvariantCulture, out int k) && k is >= 0 and <= 62)
+            value = 1L << k;
+        else if (!long.TryParse(text, NumberStyles.AllowThousands, CultureInfo.InvariantCulture, out value))
+            throw new RecurUserException($"--tokens-per-step '{text}' must be a positive integer or 2^k (e.g. 1048576 or 2^20)");
+        if (value < 1) throw new RecurUserException($"--tokens-per-step must be ≥ 1 (got {text})");
+        return value;
+    }
+}
