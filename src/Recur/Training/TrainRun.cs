@@ -1,0 +1,181 @@
+using System.Text.Json;
+using Recur.Checkpoints;
+using Recur.Data;
+using Recur.Model;
+using Recur.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Recur.Training;
+
+/// <summary>
+/// Everything around the loop: the output folder, the model the recipe asks for (a base model, a retrofit
+/// of it, or a random initialisation), the tokenizer, the data per phase, metrics.jsonl and resume.
+/// </summary>
+public static class TrainRun
+{
+    public const string RecipeFile = "recipe.json";
+    public const string MetricsFile = "metrics.jsonl";
+    public const string FinalModelDir = "model";
+
+    /// <summary>The text a synthetic problem becomes for training: the question, a newline, the answer.</summary>
+    public static string SynthText(SynthMathProblem p) => $"Question: {p.Question}\nAnswer: {p.Answer}";
+
+    public static ITokenizer LoadTokenizer(TrainRecipe r)
+    {
+        if (r.Tokenizer == "char") return new CharTokenizerAdapter(new CharTokenizer(), "char");
+        if (r.Tokenizer is { } path) return TokenizerLoader.Load(path);
+        if (Directory.Exists(r.Model) && TokenizerLoader.TryResolve(r.Model) is not null) return TokenizerLoader.Load(r.Model);
+        throw new RecurUserException($"recipe: no tokenizer: set \"tokenizer\" (a path, or \"char\") — the model '{r.Model}' has none");
+    }
+
+    /// <summary>Builds the model a fresh run starts from, with fp32 parameters on <paramref name="device"/>.</summary>
+    public static ICausalLM BuildModel(TrainRecipe r, ITokenizer tok, Device device, Action<string>? log = null)
+    {
+        DecoderModel? b = null;
+        RecurrentModel? rec = null;
+        if (r.Model.StartsWith("preset:", StringComparison.Ordinal))
+        {
+            var cfg = Presets.Get(r.Model["preset:".Length..]) with { VocabSize = tok.VocabSize, BosTokenId = tok.BosId, EosTokenId = tok.EosId is { } e ? [e] : null };
+            b = RandomDecoder(cfg, r.Seed);
+            log?.Invoke($"model: random {r.Model} ({Count(b)} parameters)");
+        }
+        else
+        {
+            var m = ModelLoader.Load(r.Model, ScalarType.Float32, CPU, s => log?.Invoke($"note: {s}"));
+            TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tok.SourcePath);
+            if (m is RecurrentModel rm) rec = rm; else b = (DecoderModel)m;
+            log?.Invoke($"model: {r.Model} ({(rec is null ? "non-recurrent" : "recurrent")}, {Count((nn.Module)m)} parameters)");
+        }
+        if (r.Recurrent && b is not null)
+        {
+            var rf = r.Retrofit!;
+            int layers = b.Config.NumHiddenLayers;
+            (int, int, int)? shape = rf.Shape is { } s ? Retrofit.ParseShape(s) : null;
+            var map = rf.Layers is { } l ? LayerMap.Parse(l, layers, shape) : LayerMap.Default(layers, shape!.Value.Item1, shape.Value.Item2, shape.Value.Item3);
+            var opts = new RetrofitOptions
+            {
+                Layers = map, AdapterInit = rf.AdapterInit == "identity" ? AdapterInit.Identity : AdapterInit.Default, Seed = r.Seed,
+                StateStd = rf.StateStd, MeanRecurrence = r.TrainRecurrence, MeanBackpropDepth = r.BackpropDepth,
+            };
+            if (rf.Init == "random")
+            {
+                rec = RandomRecurrent(Retrofit.ConfigFor(b.Config, opts).Validate("retrofit"), r.Seed);
+                log?.Invoke($"retrofit: random initialisation of shape {rec.Config.Shape} (the paper's init ablation)");
+            }
+            else
+            {
+                rec = Retrofit.FromDecoder(b, opts);
+                double diff = Retrofit.EquivalenceCheck(b, rec, map);
+                log?.Invoke($"retrofit: shape {rec.Config.Shape} from layers prelude {string.Join(",", map.Prelude)} core {string.Join(",", map.Core)} coda {string.Join(",", map.Coda)}; equivalence check max |Δlogit| {diff:G3}");
+                if (diff > 1e-3) throw new InvalidOperationException($"retrofit equivalence check failed (max |Δlogit| {diff:G3})");
+            }
+            b.Dispose();
+            b = null;
+        }
+        ICausalLM model = (ICausalLM?)rec ?? b!;
+        ((nn.Module)model).to(device);
+        return model;
+    }
+
+    static string Count(nn.Module m) => $"{m.parameters().Sum(p => p.numel()) / 1e6:0.###}M";
+
+    /// <summary>HF-style random init: N(0, 0.02) matrices and embeddings, unit norms.</summary>
+    public static DecoderModel RandomDecoder(ModelConfig cfg, long seed)
+    {
+        var m = new DecoderModel(cfg);
+        InitRandom(m, seed);
+        return m;
+    }
+
+    public static RecurrentModel RandomRecurrent(RecurConfig cfg, long seed)
+    {
+        var m = new RecurrentModel(cfg);
+        InitRandom(m, seed);
+        return m;
+    }
+
+    static void InitRandom(nn.Module m, long seed)
+    {
+        using var gen = new Generator((ulong)seed);
+        using var _ = no_grad();
+        foreach (var (name, p) in m.named_parameters())
+            if (name.Contains("norm") || name.Contains("ln_f")) p.fill_(1.0);
+            else p.copy_(randn(p.shape, generator: gen) * 0.02);
+    }
+
+    /// <summary>Tokenised documents for a phase's training and validation data.</summary>
+    public static (List<int[]> Train, List<int[]> Validation) Documents(TrainRecipe r, ITokenizer tok)
+    {
+        if (r.SynthData is { } sd)
+        {
+            var parts = sd.Steps.Split('-');
+            int lo = int.Parse(parts[0]), hi = int.Parse(parts[^1]);
+            var splits = SynthMath.Generate(new SynthMathOptions(sd.Count, lo, hi, sd.Direct, sd.Seed, sd.MaxValue, Math.Max(r.ValFraction, 0.02), 0.0));
+            return (splits.Train.Select(p => Doc(tok, SynthText(p))).ToList(), splits.Validation.Select(p => Doc(tok, SynthText(p))).ToList());
+        }
+        throw new RecurUserException("recipe: file data sources need the data pipeline (recur data prepare); use synth_data for now");
+    }
+
+    /// <summary>BOS (when the tokenizer adds one) + tokens + EOS, as METHOD §5 packs documents.</summary>
+    public static int[] Doc(ITokenizer tok, string text)
+    {
+        var ids = tok.Encode(text.Trim(), addSpecialTokens: true).ToList();
+        if (tok.EosId is { } eos && (ids.Count == 0 || ids[^1] != eos)) ids.Add(eos);
+        return [.. ids];
+    }
+
+    /// <summary>Trainer data hooks over in-memory documents.</summary>
+    public static Func<TrainRecipe, int, (IBatchSource, Func<IBatchSource>?)> DataHooks(ITokenizer tok)
+    {
+        int pad = tok.EosId ?? 0;
+        return (r, phase) =>
+        {
+            var (train, val) = Documents(r, tok);
+            Func<IBatchSource>? valFactory = val.Count > 0 ? () => new InMemoryRows(val, r.SeqLen, r.MicroBatch, 0, pad) : null;
+            return (new InMemoryRows(train, r.SeqLen, r.MicroBatch, r.Seed + phase, pad), valFactory);
+        };
+    }
+
+    /// <summary>Appends a metrics line; on resume, lines past the checkpoint are dropped first so the file reads as one run.</summary>
+    public static void AppendMetrics(string outDir, StepMetrics m) =>
+        File.AppendAllText(Path.Combine(outDir, MetricsFile), JsonSerializer.Serialize(m, Trainer.StateJson).Replace("\n", "").Replace("  ", "") + "\n");
+
+    public static void TruncateMetrics(string outDir, long globalStep)
+    {
+        var p = Path.Combine(outDir, MetricsFile);
+        if (!File.Exists(p)) return;
+        var keep = File.ReadAllLines(p).Where(l =>
+        {
+            try { return JsonDocument.Parse(l).RootElement.GetProperty("global_step").GetInt64() <= globalStep; }
+            catch (JsonException) { return false; }
+        }).ToList();
+        AtomicFile.WriteAllText(p, keep.Count > 0 ? string.Join("\n", keep) + "\n" : "");
+    }
+
+    public static List<StepMetrics> ReadMetrics(string outDir)
+    {
+        var p = Path.Combine(outDir, MetricsFile);
+        if (!File.Exists(p)) return [];
+        return File.ReadAllLines(p).Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<StepMetrics>(l, Trainer.StateJson)!).ToList();
+    }
+
+    /// <summary>Tokenizer files to ship with every exported model folder.</summary>
+    public static Dictionary<string, string> TokenizerFiles(ITokenizer tok, string scratchDir)
+    {
+        var files = new Dictionary<string, string>();
+        if (tok is CharTokenizerAdapter ct)
+        {
+            Directory.CreateDirectory(scratchDir);
+            var p = Path.Combine(scratchDir, CharTokenizerAdapter.FileName);
+            ct.Inner.Save(p);
+            files[CharTokenizerAdapter.FileName] = p;
+            return files;
+        }
+        var dir = Path.GetDirectoryName(tok.SourcePath);
+        if (dir is null) return files;
+        foreach (var f in new[] { "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" })
+            if (File.Exists(Path.Combine(dir, f))) files[f] = Path.Combine(dir, f);
+        return files;
+    }
+}

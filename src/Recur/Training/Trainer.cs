@@ -1,0 +1,340 @@
+// The training loop (METHOD §3–4): depth curriculum, Poisson-lognormal depth sampling per micro-batch,
+// truncated backprop, Muon + AdamW with a WSD schedule, global-norm clipping, gradient accumulation,
+// checkpoints that resume exactly, validation at several T, one JSON line of metrics per step.
+//
+// Step order (METHOD §4.6): accumulate micro-batches → clip → optimizer step → zero grads → schedules advance.
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Recur.Checkpoints;
+using Recur.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Recur.Training;
+
+/// <summary>One optimizer step's metrics, as written to metrics.jsonl.</summary>
+public sealed record StepMetrics
+{
+    public int Phase { get; init; }
+    public long Step { get; init; }          // optimizer steps done in this phase, after this one
+    public long GlobalStep { get; init; }
+    public long TotalSteps { get; init; }    // of this phase
+    public double Loss { get; init; }
+    public double LrMuon { get; init; }
+    public double LrAdamW { get; init; }
+    public int MeanRecurrence { get; init; }
+    public int[] N { get; init; } = [];
+    public int[] K { get; init; } = [];
+    public double GradNorm { get; init; }
+    public double ClipCoefficient { get; init; }
+    public long Tokens { get; init; }
+    public double TokensPerSecond { get; init; }
+    public double Flops { get; init; }       // cumulative, METHOD §6
+    public double? Mfu { get; init; }
+    public double ElapsedSeconds { get; init; }
+    public Dictionary<string, double>? ValLoss { get; init; } // "T=4" → loss, on validation steps
+}
+
+/// <summary>Where the run stands; saved in every checkpoint as trainer_state.json.</summary>
+public sealed record TrainerState
+{
+    public int Phase { get; init; }
+    public long Step { get; init; }
+    public long GlobalStep { get; init; }
+    public long DataStep { get; init; }      // micro-batches consumed (the depth sampler's seed), METHOD §3.1
+    public double Flops { get; init; }
+    public long Tokens { get; init; }
+    public double ElapsedSeconds { get; init; }
+    public JsonNode? Data { get; init; }
+    public string? StateGenerator { get; init; } // base64 of the s0 generator's state
+}
+
+/// <summary>What the trainer needs from the outside world: data per phase and an optional progress sink.</summary>
+public sealed class TrainerHooks
+{
+    /// <summary>Builds the training batches and, optionally, a factory of fresh validation batch sources for a phase.</summary>
+    public required Func<TrainRecipe, int, (IBatchSource Train, Func<IBatchSource>? Validation)> Data { get; init; }
+    public Action<StepMetrics>? OnStep { get; init; }
+    public Action<string>? Log { get; init; }
+    public Action<string>? OnCheckpoint { get; init; }
+}
+
+public sealed class Trainer : IDisposable
+{
+    public const string StateFile = "trainer_state.json";
+    public const string OptimizerFile = "optimizer.safetensors";
+
+    readonly TrainRecipe _recipe;
+    readonly string _source;
+    readonly string _out;
+    readonly TrainerHooks _hooks;
+    readonly Device _device;
+    readonly ScalarType _dtype;
+    readonly nn.Module _module;
+    readonly RecurrentModel? _rec;
+    readonly DecoderModel? _dec;
+    readonly Generator _stateGen;
+    readonly double _peak;
+    readonly IReadOnlyDictionary<string, string> _extraFiles;
+    TrainerState _state;
+
+    public string OutDir => _out;
+    public ScalarType ComputeDType => _dtype;
+    public ICausalLM Model => (ICausalLM)_module;
+
+    /// <param name="model">A fresh or resumed model with fp32 parameters; the trainer owns it from here.</param>
+    /// <param name="extraFiles">Files copied into every exported model folder (tokenizer files).</param>
+    public Trainer(TrainRecipe recipe, string source, string outDir, ICausalLM model, TrainerHooks hooks, TrainerState? resumeFrom = null,
+        IReadOnlyDictionary<string, string>? extraFiles = null)
+    {
+        _recipe = recipe; _source = source; _out = outDir; _hooks = hooks;
+        _extraFiles = extraFiles ?? new Dictionary<string, string>();
+        _module = (nn.Module)model;
+        _rec = model as RecurrentModel;
+        _dec = model as DecoderModel;
+        _device = model.Device;
+        string why;
+        (_dtype, why) = Precision.Resolve(recipe.DType, _device);
+        model.ComputeDType = _dtype;
+        _module.train();
+        Log($"compute dtype {HfCheckpoint.DTypeName(_dtype)} ({why}); parameters and optimizer state fp32");
+        _stateGen = new Generator((ulong)recipe.Seed);
+        if (_rec is not null) _rec.StateGenerator = _stateGen;
+        _state = resumeFrom ?? new TrainerState();
+        if (_state.StateGenerator is { } g) _stateGen.set_state(tensor(Convert.FromBase64String(g)));
+        _peak = recipe.PeakFlops > 0 ? recipe.PeakFlops : MeasurePeak(_dtype, _device);
+        Log($"peak for MFU: {_peak / 1e9:0} GFLOP/s ({(recipe.PeakFlops > 0 ? "configured" : "measured matmul")})");
+    }
+
+    void Log(string s) => _hooks.Log?.Invoke(s);
+
+    /// <summary>FLOP/s of a square matmul in the compute dtype: the practical peak MFU is measured against.</summary>
+    public static double MeasurePeak(ScalarType dtype, Device device, int n = 1024)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var a = randn(n, n, device: device).to(dtype);
+        var b = randn(n, n, device: device).to(dtype);
+        a.matmul(b).Dispose();
+        var sw = Stopwatch.StartNew();
+        int reps = 0;
+        while (sw.Elapsed.TotalSeconds < 0.3) { a.matmul(b).Dispose(); reps++; }
+        return 2.0 * n * n * n * reps / sw.Elapsed.TotalSeconds;
+    }
+
+    long ParamsPerLayer => _rec?.Config.ToBlockConfig().ParamsPerLayer ?? _dec!.Config.ParamsPerLayer;
+
+    /// <summary>Training FLOPs per token at mean recurrence μ (METHOD §6); 6·L·N_layer for a plain model.</summary>
+    long FlopsPerToken(TrainRecipe r, int mu) => _rec is not null
+        ? Flops.PerToken(ParamsPerLayer, _rec.Config.Shape, mu, r.BackpropDepth)
+        : Flops.PerTokenNonRecurrent(ParamsPerLayer, _dec!.Config.NumHiddenLayers);
+
+    /// <summary>Runs every remaining phase. Returns false when stopped by <paramref name="cancel"/> (a checkpoint was written).</summary>
+    public bool Run(CancellationToken cancel = default)
+    {
+        for (int phase = _state.Phase; phase < _recipe.PhaseCount; phase++)
+        {
+            if (phase != _state.Phase) _state = _state with { Phase = phase, Step = 0, Data = null };
+            var r = _recipe.Phase(phase, _source);
+            if (!RunPhase(r, phase, cancel)) return false;
+        }
+        return true;
+    }
+
+    bool RunPhase(TrainRecipe r, int phase, CancellationToken cancel)
+    {
+        var (train, valFactory) = _hooks.Data(r, phase);
+        using var _train = train;
+        if (_state.Data is { } ds) train.LoadState(ds);
+
+        var named = _module.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
+        var split = ParamGroups.Split(named, adamWOnly: r.Optimizer == "adamw");
+        var optimizers = new List<IOptimizer>();
+        if (split.Muon.Count > 0) optimizers.Add(new Muon(split.Muon, new MuonOptions(r.MuonLr, r.WeightDecay, r.MuonMomentum)));
+        if (split.AdamW.Count > 0) optimizers.Add(new AdamW(split.AdamW, new AdamWOptions(r.AdamWLr, 0.9, 0.95, r.Optimizer == "adamw" ? 1e-8 : r.AdamWEps, r.WeightDecay)));
+        try
+        {
+            if (_state.Step > 0) LoadOptimizers(optimizers);
+            var curriculum = _rec is null ? null
+                : r.Curriculum == "constant" ? RecurrenceCurriculum.Constant(r.TrainRecurrence, r.Steps)
+                : new RecurrenceCurriculum(RecurrenceCurriculum.ParseKind(r.Curriculum, _source), r.TrainRecurrence, r.Steps, r.CurriculumFraction);
+            var wsd = new WsdSchedule(r.Steps, r.Warmup, r.Cooldown, r.MinLrRatio);
+            var sampler = r.FixedDepth is { } fd ? DepthSampler.FixedDepth(int.Parse(fd.Split(',')[0]), int.Parse(fd.Split(',')[1])) : new DepthSampler();
+            long tokensPerStep = (long)r.MicroBatch * r.Accumulation * r.SeqLen;
+            Log($"phase {phase + 1}/{_recipe.PhaseCount}: {r.Steps} steps × {tokensPerStep} tokens; {wsd}; " +
+                (curriculum is null ? "non-recurrent" : $"curriculum {curriculum}, backprop depth {r.BackpropDepth}") +
+                $"; optimizers {string.Join(" + ", optimizers.Select(o => $"{o.Name} ({o.Parameters.Count} tensors, lr {o.BaseLearningRate:G3})"))}");
+
+            var sw = Stopwatch.StartNew();
+            double elapsedBefore = _state.ElapsedSeconds;
+            while (_state.Step < r.Steps)
+            {
+                long t = _state.Step;
+                int mu = curriculum?.MeanRecurrence(t) ?? 1;
+                double factor = wsd.Factor(t);
+                foreach (var o in optimizers) o.LearningRate = o.BaseLearningRate * factor;
+                var stepWatch = Stopwatch.StartNew();
+                double loss = 0;
+                var ns = new int[r.Accumulation];
+                var ks = new int[r.Accumulation];
+                for (int micro = 0; micro < r.Accumulation; micro++)
+                {
+                    long dataStep = _state.DataStep + 1; // starts at 1 (METHOD §3.1)
+                    _state = _state with { DataStep = dataStep };
+                    var (n, k, _) = sampler.Sample(mu, dataStep, r.BackpropDepth);
+                    ns[micro] = n; ks[micro] = k;
+                    using var scope = NewDisposeScope();
+                    var (x, y) = train.Next();
+                    x = x.to(_device); y = y.to(_device);
+                    var logits = _rec is not null ? _rec.Forward(x, n, k) : _dec!.Forward(x);
+                    var l = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), y.reshape(-1), ignore_index: -100);
+                    (l / r.Accumulation).backward();
+                    loss += l.item<float>() / r.Accumulation;
+                }
+                var clip = GradClip.ClipGlobalNorm(named.Select(p => p.parameter.grad).Where(g => g is not null)!, r.Clip);
+                if (clip.IsFinite) foreach (var o in optimizers) o.Step();
+                else Log($"step {t + 1}: gradient norm is not finite; update skipped");
+                foreach (var o in optimizers) o.ZeroGrad();
+                _state = _state with
+                {
+                    Step = t + 1,
+                    GlobalStep = _state.GlobalStep + 1,
+                    Tokens = _state.Tokens + tokensPerStep,
+                    Flops = _state.Flops + (double)FlopsPerToken(r, mu) * tokensPerStep,
+                    ElapsedSeconds = elapsedBefore + sw.Elapsed.TotalSeconds,
+                };
+                double secs = stepWatch.Elapsed.TotalSeconds;
+                Dictionary<string, double>? val = null;
+                if (valFactory is not null && r.ValEvery > 0 && (_state.Step % r.ValEvery == 0 || _state.Step == r.Steps))
+                    val = Validate(r, valFactory);
+                var metrics = new StepMetrics
+                {
+                    Phase = phase, Step = _state.Step, GlobalStep = _state.GlobalStep, TotalSteps = r.Steps, Loss = loss,
+                    LrMuon = optimizers.FirstOrDefault(o => o.Name == "muon")?.LearningRate ?? 0,
+                    LrAdamW = optimizers.FirstOrDefault(o => o.Name == "adamw")?.LearningRate ?? 0,
+                    MeanRecurrence = mu, N = ns, K = ks, GradNorm = clip.Norm, ClipCoefficient = clip.Coefficient,
+                    Tokens = _state.Tokens, TokensPerSecond = tokensPerStep / secs, Flops = _state.Flops,
+                    Mfu = (double)FlopsPerToken(r, mu) * tokensPerStep / secs / _peak,
+                    ElapsedSeconds = _state.ElapsedSeconds, ValLoss = val,
+                };
+                if (_state.Step % r.LogEvery == 0 || val is not null || _state.Step == r.Steps) _hooks.OnStep?.Invoke(metrics);
+                bool stopping = cancel.IsCancellationRequested;
+                if (stopping || _state.Step == r.Steps || (r.CheckpointEvery > 0 && _state.Step % r.CheckpointEvery == 0))
+                    SaveCheckpoint(r, optimizers, train);
+                if (stopping) return false;
+            }
+            return true;
+        }
+        finally
+        {
+            foreach (var o in optimizers) o.Dispose();
+        }
+    }
+
+    /// <summary>Mean validation loss at each T (once for a plain model), on fresh sources, with its own s0 generator.</summary>
+    Dictionary<string, double> Validate(TrainRecipe r, Func<IBatchSource> factory)
+    {
+        var result = new Dictionary<string, double>();
+        _module.eval();
+        try
+        {
+            var depths = _rec is null ? [1] : r.ValRecurrences;
+            foreach (var t in depths)
+            {
+                using var src = factory();
+                using var gen = new Generator((ulong)r.Seed + 1);
+                if (_rec is not null) { _rec.StateGenerator = gen; _rec.Recurrences = t; }
+                double sum = 0; long count = 0;
+                for (int b = 0; b < r.ValBatches; b++)
+                {
+                    using var scope = NewDisposeScope();
+                    var (x, y) = src.Next();
+                    var (s, c) = Engine.Scoring.Loss(Model, x, y);
+                    sum += s; count += c;
+                }
+                result[_rec is null ? "T=-" : $"T={t}"] = count > 0 ? sum / count : double.NaN;
+            }
+        }
+        finally
+        {
+            if (_rec is not null) _rec.StateGenerator = _stateGen;
+            _module.train();
+        }
+        return result;
+    }
+
+    static string CheckpointName(int phase, long step) => $"phase{phase + 1}-step{step:D7}";
+
+    /// <summary>
+    /// Writes checkpoints/phaseP-stepS/ atomically: a loadable model folder (config + weights + tokenizer) plus
+    /// optimizer state and trainer_state.json; then prunes to the newest <c>keep_checkpoints</c>. The previous
+    /// checkpoint is untouched until the new one is complete.
+    /// </summary>
+    void SaveCheckpoint(TrainRecipe r, List<IOptimizer> optimizers, IBatchSource train)
+    {
+        var dir = Path.Combine(_out, "checkpoints", CheckpointName(_state.Phase, _state.Step));
+        var stateBytes = _stateGen.get_state().data<byte>().ToArray();
+        var state = _state with { Data = train.SaveState(), StateGenerator = Convert.ToBase64String(stateBytes) };
+        var tmpFiles = new Dictionary<string, string>(_extraFiles);
+        var scratch = Path.Combine(_out, $".scratch-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(scratch);
+        try
+        {
+            var optState = optimizers.SelectMany(o => o.StateDict().Select(kv => new KeyValuePair<string, Tensor>($"{o.Name}.{kv.Key}", kv.Value))).ToList();
+            SafeTensorsFile.Save(Path.Combine(scratch, OptimizerFile), optState);
+            File.WriteAllText(Path.Combine(scratch, StateFile), JsonSerializer.Serialize(state, StateJson));
+            tmpFiles[OptimizerFile] = Path.Combine(scratch, OptimizerFile);
+            tmpFiles[StateFile] = Path.Combine(scratch, StateFile);
+            if (_rec is not null) RecurrentCheckpoint.Save(_rec, dir, ScalarType.Float32, force: true, extraFiles: tmpFiles);
+            else HfCheckpoint.SaveFolder(dir, _dec!.Config.ToJson(),
+                _dec.named_parameters().Select(kv => new KeyValuePair<string, Tensor>(kv.name, kv.parameter)).ToList(),
+                ScalarType.Float32, 4L << 30, force: true, tmpFiles);
+        }
+        finally { Directory.Delete(scratch, recursive: true); }
+        _state = state;
+        _hooks.OnCheckpoint?.Invoke(dir);
+        var all = ListCheckpoints(_out);
+        foreach (var old in all.Take(Math.Max(0, all.Count - r.KeepCheckpoints))) Directory.Delete(old, recursive: true);
+    }
+
+    void LoadOptimizers(List<IOptimizer> optimizers)
+    {
+        var dir = LatestCheckpoint(_out) ?? throw new RecurUserException($"{_out}: no checkpoint to resume the optimizer state from");
+        using var f = SafeTensorsFile.Open(Path.Combine(dir, OptimizerFile));
+        foreach (var o in optimizers)
+        {
+            string prefix = o.Name + ".";
+            var state = f.Entries.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal))
+                .ToDictionary(k => k[prefix.Length..], k => f.Read(k));
+            o.LoadStateDict(state, Path.Combine(dir, OptimizerFile));
+        }
+    }
+
+    internal static readonly JsonSerializerOptions StateJson = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    /// <summary>Checkpoint folders of a run, oldest first (names sort by phase, then step).</summary>
+    public static List<string> ListCheckpoints(string outDir)
+    {
+        var root = Path.Combine(outDir, "checkpoints");
+        if (!Directory.Exists(root)) return [];
+        return Directory.GetDirectories(root, "phase*-step*")
+            .Where(d => File.Exists(Path.Combine(d, StateFile)))
+            .OrderBy(d => d, StringComparer.Ordinal).ToList();
+    }
+
+    public static string? LatestCheckpoint(string outDir) => ListCheckpoints(outDir).LastOrDefault();
+
+    public static TrainerState ReadState(string checkpointDir)
+    {
+        var p = Path.Combine(checkpointDir, StateFile);
+        try { return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(p), StateJson) ?? throw new JsonException("empty"); }
+        catch (JsonException e) { throw new RecurUserException($"{p}: unreadable trainer state ({e.Message.Split('\n')[0]})"); }
+    }
+
+    public void Dispose()
+    {
+        _stateGen.Dispose();
+    }
+}

@@ -1,0 +1,173 @@
+using System.Text.Json.Nodes;
+using Recur.Checkpoints;
+using Recur.Model;
+using Recur.Tests.Support;
+using Recur.Training;
+using static TorchSharp.torch;
+using Xunit;
+
+namespace Recur.Tests.Training;
+
+public class TrainerTests
+{
+    static readonly string SmokeRecipe = Path.Combine(SharedAssets.RepoRoot ?? ".", "recipes", "smoke.json");
+
+    static TrainRecipe Recipe(params string[] sets) =>
+        TrainRecipe.Load(SmokeRecipe, ["steps=12", "checkpoint_every=4", "val_every=0", "keep_checkpoints=10", .. sets]);
+
+    /// <summary>Runs the trainer as the CLI does; stops (like Ctrl-C) after <paramref name="stopAfter"/> steps.</summary>
+    static List<StepMetrics> Run(TrainRecipe r, string dir, long? stopAfter = null, bool resume = false)
+    {
+        var metrics = new List<StepMetrics>();
+        var tok = TrainRun.LoadTokenizer(r);
+        ICausalLM model;
+        TrainerState? state = null;
+        if (resume)
+        {
+            var ckpt = Trainer.LatestCheckpoint(dir)!;
+            state = Trainer.ReadState(ckpt);
+            model = ModelLoader.Load(ckpt, ScalarType.Float32, CPU);
+        }
+        else model = TrainRun.BuildModel(r, tok, CPU);
+        using var cts = new CancellationTokenSource();
+        var hooks = new TrainerHooks
+        {
+            Data = TrainRun.DataHooks(tok),
+            OnStep = m => { metrics.Add(m); if (stopAfter is { } s && m.GlobalStep >= s) cts.Cancel(); },
+        };
+        using (model)
+        using (var trainer = new Trainer(r, SmokeRecipe, dir, model, hooks, state, TrainRun.TokenizerFiles(tok, Path.Combine(dir, "tok"))))
+            trainer.Run(cts.Token);
+        return metrics;
+    }
+
+    [Fact]
+    public void Loss_falls_on_a_tiny_corpus()
+    {
+        var m = Run(Recipe("steps=30"), TestModels.TempDir());
+        Assert.Equal(30, m.Count);
+        Assert.True(m.TakeLast(5).Average(x => x.Loss) < m.Take(5).Average(x => x.Loss) - 0.5, $"{m[0].Loss} → {m[^1].Loss}");
+    }
+
+    [Fact]
+    public void Resumed_run_reproduces_the_uninterrupted_losses_step_for_step()
+    {
+        var r = Recipe();
+        var full = Run(r, TestModels.TempDir());
+        var dir = TestModels.TempDir();
+        var first = Run(r, dir, stopAfter: 5); // checkpoint written on stop, at step 5
+        Assert.Equal(5, first.Count);
+        var rest = Run(r, dir, resume: true);
+        var joined = first.Concat(rest).ToList();
+        Assert.Equal(full.Count, joined.Count);
+        for (int i = 0; i < full.Count; i++)
+        {
+            Assert.Equal(full[i].N, joined[i].N);
+            Assert.Equal(full[i].K, joined[i].K);
+            Assert.True(Math.Abs(full[i].Loss - joined[i].Loss) <= 1e-6, $"step {i + 1}: {full[i].Loss} vs {joined[i].Loss}");
+        }
+    }
+
+    [Fact]
+    public void Checkpoints_are_loadable_models_and_only_the_newest_are_kept()
+    {
+        var dir = TestModels.TempDir();
+        Run(Recipe("keep_checkpoints=2"), dir);
+        var cks = Trainer.ListCheckpoints(dir);
+        Assert.Equal(2, cks.Count);
+        Assert.EndsWith("phase1-step0000012", cks[^1]);
+        using var m = ModelLoader.Load(cks[^1], ScalarType.Float32, CPU);
+        Assert.IsType<RecurrentModel>(m);
+        Assert.True(File.Exists(Path.Combine(cks[^1], "char_tokenizer.json")));
+        Assert.Equal(12, Trainer.ReadState(cks[^1]).Step);
+    }
+
+    [Fact]
+    public void A_failure_while_writing_a_checkpoint_leaves_the_previous_one_loadable()
+    {
+        var dir = TestModels.TempDir();
+        Run(Recipe("steps=4"), dir);
+        var good = Trainer.LatestCheckpoint(dir)!;
+        // A half-written checkpoint is a temporary folder that never got renamed: simulate one and check it is ignored.
+        var partial = Path.Combine(dir, "checkpoints", ".phase1-step0000008.tmp-1-x");
+        Directory.CreateDirectory(partial);
+        File.WriteAllText(Path.Combine(partial, "model.safetensors"), "truncated");
+        Assert.Equal(good, Trainer.LatestCheckpoint(dir));
+        // And a write that throws midway (the folder exists as a file) leaves the old checkpoint intact.
+        using var model = ModelLoader.Load(good, ScalarType.Float32, CPU);
+        var target = Path.Combine(dir, "checkpoints", "blocked");
+        File.WriteAllText(target, "not a folder");
+        Assert.ThrowsAny<Exception>(() => RecurrentCheckpoint.Save((RecurrentModel)model, Path.Combine(target, "x"), force: true));
+        using var again = ModelLoader.Load(good, ScalarType.Float32, CPU);
+        Assert.Equal(12 - 8, Trainer.ReadState(good).Step);
+    }
+
+    [Fact]
+    public void Non_recurrent_and_random_init_runs_train_with_the_same_loop()
+    {
+        var plain = Run(Recipe("retrofit=null", "steps=6"), TestModels.TempDir());
+        Assert.All(plain, m => Assert.Equal(1, m.MeanRecurrence));
+        var random = Run(Recipe("retrofit.init=random", "steps=6"), TestModels.TempDir());
+        Assert.Equal(6, random.Count);
+        // Equal shapes, different starting points: the losses differ.
+        var pretrained = Run(Recipe("steps=6"), TestModels.TempDir());
+        Assert.NotEqual(pretrained[0].Loss, random[0].Loss);
+    }
+
+    [Fact]
+    public void Metrics_carry_flops_by_the_method_formula()
+    {
+        var r = Recipe("steps=3");
+        var m = Run(r, TestModels.TempDir());
+        long perLayer = Presets.TinyTest.ParamsPerLayer;
+        long tokens = (long)r.MicroBatch * r.SeqLen;
+        double expected = 0;
+        foreach (var s in m) expected += (double)Flops.PerToken(perLayer, (1, 2, 1), s.MeanRecurrence, r.BackpropDepth) * tokens;
+        Assert.Equal(expected, m[^1].Flops, 1e-6 * expected);
+    }
+
+    [Theory]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"stepz\": 3}", "unknown key 'stepz'")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"steps\": 0}", "'steps' must be ≥ 1")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"optimizer\": \"sgd\"}", "'optimizer' must be muon or adamw")]
+    [InlineData("{\"model\": \"preset:tiny\"}", "'data' must list at least one source")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"steps\": \"many\"}", "key 'steps' has the wrong type")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"fixed_depth\": \"3\"}", "'fixed_depth'")]
+    public void Bad_recipes_fail_with_the_key_named(string json, string expected)
+    {
+        var p = Path.Combine(TestModels.TempDir(), "r.json");
+        File.WriteAllText(p, json);
+        var e = Assert.Throws<RecurUserException>(() => TrainRecipe.Load(p));
+        Assert.Contains(expected, e.Message);
+        Assert.StartsWith(p, e.Message);
+    }
+
+    [Fact]
+    public void Set_overrides_reach_nested_keys_and_parse_json_values()
+    {
+        var r = TrainRecipe.Load(SmokeRecipe, ["retrofit.shape=2,1,1", "val_recurrences=[1,3]", "muon_lr=0.5"]);
+        Assert.Equal("2,1,1", r.Retrofit!.Shape);
+        Assert.Equal([1, 3], r.ValRecurrences);
+        Assert.Equal(0.5, r.MuonLr);
+    }
+
+    [Fact]
+    public void Phases_override_fields_and_keep_the_rest()
+    {
+        var p = Path.Combine(TestModels.TempDir(), "r.json");
+        var obj = JsonNode.Parse(File.ReadAllText(SmokeRecipe), documentOptions: new() { CommentHandling = System.Text.Json.JsonCommentHandling.Skip })!.AsObject();
+        obj["steps"] = 4;
+        obj["checkpoint_every"] = 0;
+        obj["phases"] = new JsonArray(new JsonObject { ["steps"] = 3, ["train_recurrence"] = 2 });
+        File.WriteAllText(p, obj.ToJsonString());
+        var r = TrainRecipe.Load(p);
+        Assert.Equal(2, r.PhaseCount);
+        Assert.Equal(3, r.Phase(1, p).Steps);
+        Assert.Equal(2, r.Phase(1, p).TrainRecurrence);
+        Assert.Equal(r.SeqLen, r.Phase(1, p).SeqLen);
+        var m = Run(r, TestModels.TempDir());
+        Assert.Equal(7, m.Count);
+        Assert.Equal(1, m[4].Phase);
+        Assert.Equal(1, m[4].Step); // schedules restart per phase
+    }
+}
