@@ -28,7 +28,9 @@ static class FlopsCommand
 
     public static Command Create()
     {
-        var baseModel = new Option<string>("--base") { Description = "Base model: tinyllama-1.1b, llama-3.2-1b or olmo-2-1b (per-layer counts of METHOD §2.6)", Required = true };
+        var baseModel = new Option<string?>("--base") { Description = "Base model: tinyllama-1.1b, llama-3.2-1b or olmo-2-1b (per-layer counts of METHOD §2.6)" };
+        var recipe = new Option<string?>("--recipe") { Description = "Price a training recipe (every phase); flags below are then not used" };
+        var sets = new Option<string[]>("--set") { Description = "Override a recipe field: key=value (repeatable)" };
         var shape = new Option<string?>("--shape") { Description = "Layers in prelude, recurrent block and coda, p,r,c (default: the paper's 4,8,4 for TinyLlama, 4,6,4 otherwise)" };
         var trainRecurrence = new Option<int?>("--train-recurrence") { Description = "R_max, the mean recurrence the curriculum reaches (required unless --non-recurrent)" };
         var steps = new Option<long>("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 50_000 };
@@ -39,12 +41,32 @@ static class FlopsCommand
         var nonRecurrent = new Option<bool>("--non-recurrent") { Description = "Price the non-recurrent baseline: all of the base model's layers, 6·L·N_layer per token" };
         var cmd = new Command("flops", "Training FLOPs of a recurrent run (6·N1 + 2·N2 per token, METHOD §6) or of the non-recurrent baseline; the last line is the total")
         {
-            baseModel, shape, trainRecurrence, steps, tokensPerStep, curriculum, fraction, backprop, nonRecurrent,
+            baseModel, recipe, sets, shape, trainRecurrence, steps, tokensPerStep, curriculum, fraction, backprop, nonRecurrent,
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
             bool Given(Option o) => parse.GetResult(o) is { Implicit: false };
-            string baseName = parse.GetValue(baseModel)!;
+            if (parse.GetValue(recipe) is { } recipePath)
+            {
+                var used = new Option[] { shape, trainRecurrence, steps, tokensPerStep, curriculum, fraction, backprop, nonRecurrent }.Where(Given).Select(o => o.Name).ToList();
+                if (used.Count > 0) throw new RecurUserException($"--recipe takes its values from the recipe; use --set instead of {string.Join(", ", used)}");
+                var requests = FromRecipe(TrainRecipe.Load(recipePath, parse.GetValue(sets) ?? []), recipePath, parse.GetValue(baseModel));
+                Int128 total = 0;
+                for (int i = 0; i < requests.Count; i++)
+                {
+                    if (requests.Count > 1) Console.WriteLine($"— phase {i + 1}");
+                    var e = Compute(requests[i]);
+                    var sw = new StringWriter();
+                    Print(requests[i], e, sw);
+                    var lines = sw.ToString().TrimEnd('\n').Split('\n');
+                    foreach (var l in lines[..^1]) Console.WriteLine(l);
+                    total += e.Total;
+                }
+                if (requests.Count > 1) Console.WriteLine($"total         {Sci((double)total)} FLOPs (all phases)");
+                Console.WriteLine(Sci((double)total));
+                return 0;
+            }
+            string baseName = parse.GetValue(baseModel) ?? throw new RecurUserException("give --base NAME (or --recipe FILE)");
             var config = Presets.Get(baseName);
             long s = parse.GetValue(steps);
             if (s < 1) throw new RecurUserException($"--steps must be ≥ 1 (got {s})");
@@ -66,7 +88,7 @@ static class FlopsCommand
                 string? shapeText = parse.GetValue(shape);
                 var pqc = shapeText is null
                     ? DefaultShape(baseName) ?? throw new RecurUserException($"--shape is required for base '{baseName}' (the paper's shapes are known for tinyllama-1.1b, llama-3.2-1b and olmo-2-1b)")
-                    : ParseShape(shapeText);
+                    : Recur.Checkpoints.Retrofit.ParseShape(shapeText);
                 if (pqc.P + pqc.R + pqc.C > config.NumHiddenLayers)
                     throw new RecurUserException($"--shape {pqc.P},{pqc.R},{pqc.C} needs {pqc.P + pqc.R + pqc.C} layers, but {baseName} has {config.NumHiddenLayers}");
                 var kind = RecurrenceCurriculum.ParseKind(parse.GetValue(curriculum)!, "--curriculum");
@@ -79,6 +101,40 @@ static class FlopsCommand
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// One request per phase of a recipe. The base model's shape comes from the recipe's model (a preset, or a
+    /// folder's config.json), or from --base when the model is not on this machine.
+    /// </summary>
+    public static List<FlopsRequest> FromRecipe(TrainRecipe recipe, string source, string? baseOverride)
+    {
+        string name;
+        ModelConfig config;
+        if (baseOverride is not null) { name = baseOverride; config = Presets.Get(baseOverride); }
+        else if (recipe.Model.StartsWith("preset:", StringComparison.Ordinal)) { name = recipe.Model[7..]; config = Presets.Get(name); }
+        else if (File.Exists(Path.Combine(recipe.Model, "config.json")) && !RecurConfig.IsRecurrentFolder(recipe.Model)) { name = recipe.Model; config = ModelConfig.Load(Path.Combine(recipe.Model, "config.json")); }
+        else if (RecurConfig.IsRecurrentFolder(recipe.Model))
+        {
+            var rc = RecurConfig.Load(Path.Combine(recipe.Model, "config.json"));
+            name = recipe.Model;
+            config = rc.ToBlockConfig() with { NumHiddenLayers = rc.NLayers };
+            recipe = recipe with { Retrofit = new RetrofitSpec { Shape = $"{rc.NLayersInPrelude},{rc.NLayersInRecurrentBlock},{rc.NLayersInCoda}" } };
+        }
+        else throw new RecurUserException($"{source}: model '{recipe.Model}' is not on this machine; give --base tinyllama-1.1b|llama-3.2-1b|olmo-2-1b to price it");
+        var list = new List<FlopsRequest>();
+        for (int i = 0; i < recipe.PhaseCount; i++)
+        {
+            var r = recipe.Phase(i, source);
+            long tokens = (long)r.MicroBatch * r.Accumulation * r.SeqLen;
+            if (!r.Recurrent) { list.Add(new FlopsRequest(name, config, null, null, r.Steps, tokens, 0)); continue; }
+            var shape = r.Retrofit!.Shape is { } sh ? Recur.Checkpoints.Retrofit.ParseShape(sh)
+                : Recur.Checkpoints.LayerMap.Parse(r.Retrofit.Layers!, config.NumHiddenLayers).Shape;
+            var curriculum = r.Curriculum == "constant" ? RecurrenceCurriculum.Constant(r.TrainRecurrence, r.Steps)
+                : new RecurrenceCurriculum(RecurrenceCurriculum.ParseKind(r.Curriculum, source), r.TrainRecurrence, r.Steps, r.CurriculumFraction);
+            list.Add(new FlopsRequest(name, config, shape, curriculum, r.Steps, tokens, r.BackpropDepth));
+        }
+        return list;
     }
 
     public static FlopsEstimate Compute(FlopsRequest r) => r.Shape is { } shape
@@ -108,16 +164,6 @@ static class FlopsCommand
     }
 
     static string Sci(double v) => v.ToString("0.000e+00", CultureInfo.InvariantCulture);
-
-    // The grammar and messages of the convert verb's --shape (Retrofit.ParseShape, on another branch); call that once both are merged.
-    static (int P, int R, int C) ParseShape(string text)
-    {
-        var parts = text.Split(',', StringSplitOptions.TrimEntries);
-        if (parts.Length != 3 || !int.TryParse(parts[0], out int p) || !int.TryParse(parts[1], out int r) || !int.TryParse(parts[2], out int c))
-            throw new RecurUserException($"--shape '{text}' must be three integers p,r,c (e.g. 4,8,4)");
-        if (p < 0 || r < 1 || c < 0) throw new RecurUserException($"--shape {text}: need p ≥ 0, r ≥ 1, c ≥ 0");
-        return (p, r, c);
-    }
 
     static long ParseTokens(string text)
     {

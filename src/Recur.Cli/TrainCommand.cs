@@ -40,13 +40,8 @@ static class TrainCommand
             if (recipePath is null || outDir is null) throw new RecurUserException("give --recipe FILE and --out DIR (or --resume DIR)");
             r = TrainRecipe.Load(recipePath, sets);
             dir = outDir;
-            if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
-            {
-                if (!force) throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --resume {dir} to continue it, or --force to replace it)");
-                Directory.Delete(dir, recursive: true);
-            }
-            Directory.CreateDirectory(dir);
-            AtomicFile.WriteAllText(Path.Combine(dir, TrainRun.RecipeFile), r.ToJson());
+            if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !force)
+                throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --resume {dir} to continue it, or --force to replace it)");
         }
         Common.SetThreads(r.Threads);
         var device = Common.ParseDevice(r.Device);
@@ -61,7 +56,14 @@ static class TrainCommand
             TrainRun.TruncateMetrics(dir, state!.GlobalStep);
             Log($"resuming {dir} from {Path.GetFileName(checkpoint)} (phase {state.Phase + 1}, step {state.Step})");
         }
-        else model = TrainRun.BuildModel(r, tok, device, Log);
+        else
+        {
+            // Everything that can fail on bad input happens before the run folder is created or replaced.
+            model = TrainRun.BuildModel(r, tok, device, Log);
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            Directory.CreateDirectory(dir);
+            AtomicFile.WriteAllText(Path.Combine(dir, TrainRun.RecipeFile), r.ToJson());
+        }
         using var _model = model;
         var scratch = Path.Combine(Path.GetTempPath(), $"recur-tok-{Guid.NewGuid():N}");
         var tokFiles = TrainRun.TokenizerFiles(tok, scratch);
@@ -118,7 +120,8 @@ static class TrainCommand
     static (long Step, long Total, int Phase) Progress;
 
     static string Describe(StepMetrics m) =>
-        $"step {m.Step}/{m.TotalSteps} loss {m.Loss:0.0000} μ={m.MeanRecurrence} (n,k)=({string.Join(";", m.N.Zip(m.K, (n, k) => $"{n},{k}"))}) " +
+        $"step {m.Step}/{m.TotalSteps} loss {m.Loss:0.0000} " +
+        (m.N.Length > 0 ? $"μ={m.MeanRecurrence} (n,k)=({string.Join(";", m.N.Zip(m.K, (n, k) => $"{n},{k}"))}) " : "") +
         $"lr {m.LrMuon:0.0e0}/{m.LrAdamW:0.0e0} gn {m.GradNorm:0.00} {m.TokensPerSecond:0} tok/s MFU {m.Mfu * 100:0.0}%";
 
     /// <summary>The final model folder: the last checkpoint without optimizer and trainer state.</summary>

@@ -55,6 +55,9 @@ public static class Presets
     /// <summary>A tiny OLMo-2, for tests.</summary>
     public static ModelConfig TinyOlmo2Test { get; } = TinyTest with { ModelType = "olmo2", Architectures = ["Olmo2ForCausalLM"], RmsNormEps = 1e-6, RopeTheta = 500000 };
 
+    /// <summary>The demo's base model: small enough to pretrain on 2 CPU cores in minutes, deep enough to cut into (p, r, c).</summary>
+    public static ModelConfig Demo { get; } = TinyTest with { HiddenSize = 128, IntermediateSize = 352, NumHiddenLayers = 8, NumAttentionHeads = 4, NumKeyValueHeads = 2, MaxPositionEmbeddings = 512 };
+
     static ModelConfig Stories(int dim, int hidden, int layers, int heads, int ctx) => new()
     {
         ModelType = "llama", Architectures = ["LlamaForCausalLM"],
@@ -73,6 +76,7 @@ public static class Presets
         ["stories110m"] = Stories110M,
         ["tiny"] = TinyTest,
         ["tiny-olmo2"] = TinyOlmo2Test,
+        ["demo"] = Demo,
     };
 
     public static ModelConfig Get(string name) =>

@@ -23,6 +23,7 @@ public static class TrainRun
 
     public static ITokenizer LoadTokenizer(TrainRecipe r)
     {
+        if (!r.Model.StartsWith("preset:", StringComparison.Ordinal)) ModelLoader.Detect(r.Model); // "model path not found" before anything else
         if (r.Tokenizer == "char") return new CharTokenizerAdapter(new CharTokenizer(), "char");
         if (r.Tokenizer is { } path) return TokenizerLoader.Load(path);
         if (Directory.Exists(r.Model) && TokenizerLoader.TryResolve(r.Model) is not null) return TokenizerLoader.Load(r.Model);

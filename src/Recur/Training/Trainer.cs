@@ -177,14 +177,18 @@ public sealed class Trainer : IDisposable
                 foreach (var o in optimizers) o.LearningRate = o.BaseLearningRate * factor;
                 var stepWatch = Stopwatch.StartNew();
                 double loss = 0;
-                var ns = new int[r.Accumulation];
-                var ks = new int[r.Accumulation];
+                var ns = new int[_rec is null ? 0 : r.Accumulation];
+                var ks = new int[_rec is null ? 0 : r.Accumulation];
                 for (int micro = 0; micro < r.Accumulation; micro++)
                 {
                     long dataStep = _state.DataStep + 1; // starts at 1 (METHOD §3.1)
                     _state = _state with { DataStep = dataStep };
-                    var (n, k, _) = sampler.Sample(mu, dataStep, r.BackpropDepth);
-                    ns[micro] = n; ks[micro] = k;
+                    int n = 0, k = 0;
+                    if (_rec is not null)
+                    {
+                        (n, k, _) = sampler.Sample(mu, dataStep, r.BackpropDepth);
+                        ns[micro] = n; ks[micro] = k;
+                    }
                     using var scope = NewDisposeScope();
                     var (x, y) = train.Next();
                     x = x.to(_device); y = y.to(_device);
