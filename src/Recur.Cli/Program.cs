@@ -12,4 +12,5 @@ root.Subcommands.Add(TokenizeCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(FlopsCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
+root.Subcommands.Add(DemoCommand.Create());
 return root.Parse(args).Invoke();
