@@ -7,8 +7,9 @@ namespace Recur.Data;
 /// <list type="bullet">
 /// <item>Mixture: global row slot n goes to the source s maximising (n+1)·w_s − c_s, where c_s
 /// counts the rows already drawn from s (ties: lowest index). This deterministic interleaving
-/// keeps every source's count within one row of n·w_s from above and within S rows from below,
-/// at every prefix, so every batch has the weights' proportions up to rounding.</item>
+/// keeps every source's count less than one row above n·w_s and less than S − 1 rows below it
+/// (S sources) after every n rows, so every batch has the weights' proportions up to rounding,
+/// and the position needs no random state.</item>
 /// <item>Order: within a source, epoch e visits its training rows in the Fisher–Yates
 /// permutation drawn by SplitMix64 from (seed + e, source index). A source that runs out starts
 /// its next epoch alone; a small source in a mixture is thus repeated (upsampled).</item>

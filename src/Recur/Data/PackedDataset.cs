@@ -239,14 +239,14 @@ public sealed class PackedDataset : IDisposable
 
     private string ComputeFingerprint()
     {
-        // Content-level facts only (no file times): touching a file must not orphan a run's cursor.
+        // Content-level facts only, no paths or file times: a run must stay resumable after its
+        // data is touched or moved to another mount point, as long as the tokens are the same.
         var facts = new
         {
             seq_len = SeqLen,
             seed = Spec.Seed,
             sources = _sources.Select(s => new
             {
-                path = s.Info.Source.Path,
                 template = s.Info.Source.Template,
                 text_unit = s.Info.Source.TextUnit,
                 tokenizer = s.Info.Tokenizer.Sha256,

@@ -172,6 +172,12 @@ public sealed class OrderTests : IDisposable
             Assert.Equal(batch.Labels, got.Labels);
         }
         Assert.Equal(original.Cursor.ToJson(), resumed.Cursor.ToJson());
+
+        // Touching a source rebuilds its cache, but the tokens are the same, so the cursor still fits.
+        File.SetLastWriteTimeUtc(a, File.GetLastWriteTimeUtc(a).AddMinutes(1));
+        using var rebuilt = Open(spec);
+        Assert.True(rebuilt.Sources[0].Built);
+        Assert.Equal(expected[0].RowRefs, rebuilt.Train(6, resume: DataCursor.FromJson(saved)).NextRows().RowRefs);
     }
 
     [Fact]
