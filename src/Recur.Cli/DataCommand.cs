@@ -15,7 +15,9 @@ static class DataCommand
 
     public static Command Create()
     {
-        var cmd = new Command("data", "Build datasets");
+        var cmd = new Command("data", "Build datasets: tokenise and pack training data, inspect it, or generate synthetic math problems");
+        cmd.Subcommands.Add(DataPrepareCommand.CreatePrepare());
+        cmd.Subcommands.Add(DataPrepareCommand.CreateInspect());
         cmd.Subcommands.Add(SynthMathCommand());
         return cmd;
     }

@@ -10,7 +10,7 @@
 //   calculator annotations (<<3+4=7>>): a model without a calculator gains nothing from them and
 //   they would double the length of every line. The direct variant's answer is only "#### N".
 // - Every starting value, operand and intermediate result is an integer in [1, MaxValue].
-// - Output depends only on the options: the PRNG is SplitMix64, implemented below, never
+// - Output depends only on the options: the PRNG is SplitMix64 (Data/SplitMix64.cs), never
 //   System.Random; sets are used for membership only, never iterated.
 // - Splits are generated test first, then validation, then train, each from its own stream derived
 //   from the seed, and every problem's normalised question is unique across all three splits.
@@ -80,7 +80,7 @@ public static class SynthMath
     {
         o.Validate();
         var (nTrain, nVal, nTest) = o.SplitCounts();
-        var master = new SplitMix64(o.Seed);
+        var master = new SynthRng(o.Seed);
         ulong testSeed = master.Next(), valSeed = master.Next(), trainSeed = master.Next();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var test = GenerateSplit(o, nTest, testSeed, seen, "test");
@@ -93,7 +93,7 @@ public static class SynthMath
     public static SynthMathProblem Sample(ulong seed, int steps, int maxValue = 999, bool direct = false)
     {
         new SynthMathOptions(MinSteps: steps, MaxSteps: steps, MaxValue: maxValue).Validate();
-        return Story.Write(new SplitMix64(seed), steps, maxValue, direct);
+        return Story.Write(new SynthRng(seed), steps, maxValue, direct);
     }
 
     /// <summary>The key used to keep splits disjoint: lower case, whitespace runs collapsed to one space.</summary>
@@ -102,7 +102,7 @@ public static class SynthMath
 
     static List<SynthMathProblem> GenerateSplit(SynthMathOptions o, int n, ulong seed, HashSet<string> seen, string name)
     {
-        var rng = new SplitMix64(seed);
+        var rng = new SynthRng(seed);
         int kinds = o.MaxSteps - o.MinSteps + 1;
         // Round-robin over step counts gives each count ⌊n/K⌋ or ⌈n/K⌉ problems; the random start
         // keeps small splits from always missing the longest chains.
@@ -219,7 +219,7 @@ public static class SynthMath
 
     sealed class Story
     {
-        readonly SplitMix64 _rng;
+        readonly SynthRng _rng;
         readonly int _max;
         readonly List<string> _freeNames = [.. Names];
         readonly List<Noun> _freeGroups = [.. Groups];
@@ -230,9 +230,9 @@ public static class SynthMath
         bool _sizeKnown;              // containers made by packing already have a stated size
         long _value;
 
-        Story(SplitMix64 rng, int max) { _rng = rng; _max = max; }
+        Story(SynthRng rng, int max) { _rng = rng; _max = max; }
 
-        public static SynthMathProblem Write(SplitMix64 rng, int steps, int max, bool direct) => new Story(rng, max).Build(steps, direct);
+        public static SynthMathProblem Write(SynthRng rng, int steps, int max, bool direct) => new Story(rng, max).Build(steps, direct);
 
         SynthMathProblem Build(int steps, bool direct)
         {
@@ -470,20 +470,14 @@ public static class SynthMath
 }
 
 /// <summary>
-/// SplitMix64 (Steele, Lea and Flood, OOPSLA 2014; constants as in Vigna's reference splitmix64.c).
-/// Written out here so a seed gives the same problems on every runtime; System.Random's algorithm is unspecified.
+/// The generator's random source: <see cref="SplitMix64"/> (shared with the data pipeline) behind a reference
+/// type, so the story builder and its caller advance one stream, plus an unbiased integer range.
 /// </summary>
-internal sealed class SplitMix64(ulong seed)
+internal sealed class SynthRng(ulong seed)
 {
-    ulong _state = seed;
+    SplitMix64 _state = new(seed);
 
-    public ulong Next()
-    {
-        ulong z = _state += 0x9E3779B97F4A7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
-    }
+    public ulong Next() => _state.Next();
 
     /// <summary>Uniform integer in [lo, hi], unbiased by rejection of the top partial block.</summary>
     public int Next(int lo, int hi)

@@ -17,16 +17,6 @@ public sealed record RetrofitSpec
     [JsonPropertyName("init")] public string Init { get; init; } = "pretrained";
 }
 
-/// <summary>One data source of a mixture.</summary>
-public sealed record DataSourceSpec
-{
-    [JsonPropertyName("path")] public string Path { get; init; } = "";
-    [JsonPropertyName("weight")] public double Weight { get; init; } = 1.0;
-    /// <summary>auto, text, jsonl, parquet or gsm8k.</summary>
-    [JsonPropertyName("format")] public string Format { get; init; } = "auto";
-    [JsonPropertyName("field")] public string? Field { get; init; }
-}
-
 /// <summary>Synthetic arithmetic data the run generates itself (for smoke tests and the demo).</summary>
 public sealed record SynthDataSpec
 {
@@ -52,7 +42,10 @@ public sealed record TrainRecipe
     [JsonPropertyName("tokenizer")] public string? Tokenizer { get; init; }
     [JsonPropertyName("retrofit")] public RetrofitSpec? Retrofit { get; init; }
 
-    [JsonPropertyName("data")] public DataSourceSpec[] Data { get; init; } = [];
+    /// <summary>Weighted sources (Recur.Data: text, JSONL, Parquet, gsm8k), tokenised once into <see cref="DataCache"/>.</summary>
+    [JsonPropertyName("data")] public Recur.Data.DataSourceSpec[] Data { get; init; } = [];
+    /// <summary>Folder of token caches; default $RECUR_DATA_CACHE or ~/.cache/recur/data.</summary>
+    [JsonPropertyName("data_cache")] public string? DataCache { get; init; }
     [JsonPropertyName("synth_data")] public SynthDataSpec? SynthData { get; init; }
     [JsonPropertyName("val_fraction")] public double ValFraction { get; init; } = 0.01;
 
@@ -162,7 +155,7 @@ public sealed record TrainRecipe
         void Check(bool ok, string key, string expected) { if (!ok) throw new RecurUserException($"{source}: '{key}' {expected}"); }
         Check(!string.IsNullOrWhiteSpace(Model), "model", "must name a model folder or preset:NAME");
         Check(Data.Length > 0 || SynthData is not null, "data", "must list at least one source (or give synth_data)");
-        foreach (var d in Data) { Check(!string.IsNullOrWhiteSpace(d.Path), "data[].path", "must be a file path"); Check(d.Weight > 0, "data[].weight", "must be > 0"); }
+        foreach (var d in Data) { Check(!string.IsNullOrWhiteSpace(d.Path), "data[].path", "must be a file or folder path"); Check(d.Weight > 0, "data[].weight", "must be > 0"); }
         Check(Steps >= 1, "steps", "must be ≥ 1");
         Check(MicroBatch >= 1, "micro_batch", "must be ≥ 1");
         Check(Accumulation >= 1, "accumulation", "must be ≥ 1");

@@ -126,12 +126,28 @@ public static class TrainRun
         return [.. ids];
     }
 
-    /// <summary>Trainer data hooks over in-memory documents.</summary>
-    public static Func<TrainRecipe, int, (IBatchSource, Func<IBatchSource>?)> DataHooks(ITokenizer tok)
+    public static string DefaultDataCache =>
+        Environment.GetEnvironmentVariable("RECUR_DATA_CACHE") is { Length: > 0 } env ? env
+        : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "recur", "data");
+
+    /// <summary>
+    /// Trainer data hooks: file sources are tokenised once into the cache and packed (Recur.Data); synthetic
+    /// data is generated and packed in memory. <paramref name="progress"/> reports tokenisation.
+    /// </summary>
+    public static Func<TrainRecipe, int, (IBatchSource, Func<IBatchSource>?)> DataHooks(ITokenizer tok, IProgress<(long Done, long Total)>? progress = null,
+        int rank = 0, int world = 1)
     {
         int pad = tok.EosId ?? 0;
         return (r, phase) =>
         {
+            if (r.SynthData is null)
+            {
+                var spec = new DataSpec { Sources = r.Data, SeqLen = r.SeqLen, ValFraction = r.ValFraction > 0 ? r.ValFraction : null, Seed = r.Seed + phase };
+                spec.Validate("recipe data");
+                var ds = PackedDataset.Open(spec, tok, r.DataCache ?? DefaultDataCache, progress);
+                Func<IBatchSource>? packedVal = ds.ValRows > 0 ? () => new PackedValidation(ds, r.MicroBatch) : null;
+                return (new PackedSource(ds, r.MicroBatch * world, rank, world), packedVal);
+            }
             var (train, val) = Documents(r, tok);
             Func<IBatchSource>? valFactory = val.Count > 0 ? () => new InMemoryRows(val, r.SeqLen, r.MicroBatch, 0, pad) : null;
             return (new InMemoryRows(train, r.SeqLen, r.MicroBatch, r.Seed + phase, pad), valFactory);
