@@ -12,14 +12,17 @@ public sealed class InMemoryRows : IBatchSource
 {
     readonly int[][] _rows;   // each seq_len + 1 tokens
     readonly int[] _valid;    // real tokens per row (the rest is padding)
-    readonly int _batch, _seqLen;
+    readonly int _batch, _seqLen, _rank, _world;
     readonly long _seed;
     int _epoch, _position;
     int[] _order = [];
 
-    public InMemoryRows(IEnumerable<int[]> documents, int seqLen, int batch, long seed, int padId)
+    /// <param name="batch">Rows per batch for this rank; a global batch is <paramref name="batch"/> × <paramref name="world"/>
+    /// rows, of which rank r reads the r-th contiguous slice (so 1 rank × B·W rows equals W ranks × B rows).</param>
+    public InMemoryRows(IEnumerable<int[]> documents, int seqLen, int batch, long seed, int padId, int rank = 0, int world = 1)
     {
-        _seqLen = seqLen; _batch = batch; _seed = seed;
+        if (world < 1 || rank < 0 || rank >= world) throw new ArgumentOutOfRangeException(nameof(rank), $"rank {rank} of {world}");
+        _seqLen = seqLen; _batch = batch; _seed = seed; _rank = rank; _world = world;
         var rows = new List<int[]>();
         var valid = new List<int>();
         var current = new List<int>(seqLen + 1);
@@ -67,10 +70,12 @@ public sealed class InMemoryRows : IBatchSource
     {
         var inputs = new long[_batch * _seqLen];
         var labels = new long[_batch * _seqLen];
-        for (int b = 0; b < _batch; b++)
+        for (int g = 0; g < _batch * _world; g++)
         {
             if (_position >= _order.Length) { _epoch++; _position = 0; Shuffle(); }
             int r = _order[_position++];
+            int b = g - _rank * _batch;
+            if (b < 0 || b >= _batch) continue; // another rank's slice of the global batch
             var row = _rows[r];
             for (int t = 0; t < _seqLen; t++)
             {

@@ -150,7 +150,7 @@ public static class TrainRun
             }
             var (train, val) = Documents(r, tok);
             Func<IBatchSource>? valFactory = val.Count > 0 ? () => new InMemoryRows(val, r.SeqLen, r.MicroBatch, 0, pad) : null;
-            return (new InMemoryRows(train, r.SeqLen, r.MicroBatch, r.Seed + phase, pad), valFactory);
+            return (new InMemoryRows(train, r.SeqLen, r.MicroBatch, r.Seed + phase, pad, rank, world), valFactory);
         };
     }
 

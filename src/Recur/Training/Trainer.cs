@@ -59,6 +59,8 @@ public sealed class TrainerHooks
     public Action<StepMetrics>? OnStep { get; init; }
     public Action<string>? Log { get; init; }
     public Action<string>? OnCheckpoint { get; init; }
+    /// <summary>Gradient averaging across data-parallel ranks; single-process by default.</summary>
+    public IGradientSync Sync { get; init; } = SingleProcess.Instance;
 }
 
 public sealed class Trainer : IDisposable
@@ -162,7 +164,7 @@ public sealed class Trainer : IDisposable
                 : new RecurrenceCurriculum(RecurrenceCurriculum.ParseKind(r.Curriculum, _source), r.TrainRecurrence, r.Steps, r.CurriculumFraction);
             var wsd = new WsdSchedule(r.Steps, r.Warmup, r.Cooldown, r.MinLrRatio);
             var sampler = r.FixedDepth is { } fd ? DepthSampler.FixedDepth(int.Parse(fd.Split(',')[0]), int.Parse(fd.Split(',')[1])) : new DepthSampler();
-            long tokensPerStep = (long)r.MicroBatch * r.Accumulation * r.SeqLen;
+            long tokensPerStep = (long)r.MicroBatch * r.Accumulation * r.SeqLen * _hooks.Sync.WorldSize;
             Log($"phase {phase + 1}/{_recipe.PhaseCount}: {r.Steps} steps × {tokensPerStep} tokens; {wsd}; " +
                 (curriculum is null ? "non-recurrent" : $"curriculum {curriculum}, backprop depth {r.BackpropDepth}") +
                 $"; optimizers {string.Join(" + ", optimizers.Select(o => $"{o.Name} ({o.Parameters.Count} tensors, lr {o.BaseLearningRate:G3})"))}");
@@ -197,6 +199,14 @@ public sealed class Trainer : IDisposable
                     (l / r.Accumulation).backward();
                     loss += l.item<float>() / r.Accumulation;
                 }
+                // Data parallelism: every rank saw its slice of the global batch; average before clipping (METHOD §4.6).
+                var sync = _hooks.Sync;
+                if (sync.WorldSize > 1)
+                {
+                    foreach (var (_, p) in named) if (p.grad is null) p.grad = zeros_like(p);
+                    sync.AllReduceMean(named.Select(p => p.parameter.grad!).ToList());
+                    loss = sync.Mean(loss);
+                }
                 var clip = GradClip.ClipGlobalNorm(named.Select(p => p.parameter.grad).Where(g => g is not null)!, r.Clip);
                 if (clip.IsFinite) foreach (var o in optimizers) o.Step();
                 else Log($"step {t + 1}: gradient norm is not finite; update skipped");
@@ -223,7 +233,7 @@ public sealed class Trainer : IDisposable
                     Mfu = (double)FlopsPerToken(r, mu) * tokensPerStep / secs / _peak,
                     ElapsedSeconds = _state.ElapsedSeconds, ValLoss = val,
                 };
-                if (_state.Step % r.LogEvery == 0 || val is not null || _state.Step == r.Steps) _hooks.OnStep?.Invoke(metrics);
+                if (_hooks.Sync.Rank == 0 && (_state.Step % r.LogEvery == 0 || val is not null || _state.Step == r.Steps)) _hooks.OnStep?.Invoke(metrics);
                 bool stopping = cancel.IsCancellationRequested;
                 if (stopping || _state.Step == r.Steps || (r.CheckpointEvery > 0 && _state.Step % r.CheckpointEvery == 0))
                     SaveCheckpoint(r, optimizers, train);
@@ -277,6 +287,19 @@ public sealed class Trainer : IDisposable
     /// checkpoint is untouched until the new one is complete.
     /// </summary>
     void SaveCheckpoint(TrainRecipe r, List<IOptimizer> optimizers, IBatchSource train)
+    {
+        // Rank 0 alone writes; the others wait so that nobody runs ahead of a checkpoint it may resume from.
+        if (_hooks.Sync.Rank != 0)
+        {
+            _state = _state with { Data = train.SaveState() };
+            _hooks.Sync.Barrier();
+            return;
+        }
+        try { SaveCheckpointRank0(r, optimizers, train); }
+        finally { _hooks.Sync.Barrier(); }
+    }
+
+    void SaveCheckpointRank0(TrainRecipe r, List<IOptimizer> optimizers, IBatchSource train)
     {
         var dir = Path.Combine(_out, "checkpoints", CheckpointName(_state.Phase, _state.Step));
         var stateBytes = _stateGen.get_state().data<byte>().ToArray();
