@@ -10,4 +10,5 @@ root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(RetrofitCommand.Create());
 root.Subcommands.Add(TokenizeCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
+root.Subcommands.Add(EvalCommand.Create());
 return root.Parse(args).Invoke();
