@@ -293,9 +293,9 @@ static class EvalCommand
         if (entries.Count > 0)
         {
             if (gen.Count == 0) throw new RecurUserException("--fewshot-data is only used by gsm8k and math, and neither is in --tasks");
-            if (entries.Count == 1 && !entries[0].Contains('=') && gen.Count == 1) result[gen[0].Name] = entries[0];
+            if (entries.Count == 1 && !entries[0].Contains('=') && gen.Count == 1) result[gen[0].Name] = Path.GetFullPath(entries[0]);
             else
-                foreach (var (k, v) in AssignPaths(gen, entries, "--fewshot-data")) result[k] = v;
+                foreach (var (k, v) in AssignPaths(gen, entries, "--fewshot-data")) result[k] = Path.GetFullPath(v);
         }
         if (shots == 0) return [];
         foreach (var g in gen)
@@ -330,7 +330,13 @@ static class EvalCommand
     // ---- console ---------------------------------------------------------------------------------
 
     /// <summary>A console bound to the current Console.Out (so redirection, e.g. in tests, is honoured).</summary>
-    static IAnsiConsole OutConsole() => AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+    static IAnsiConsole OutConsole()
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+        // Piped output has no width to fit; Spectre would assume 80 columns and fold the table.
+        if (Console.IsOutputRedirected || !console.Profile.Capabilities.Interactive) console.Profile.Width = 200;
+        return console;
+    }
 
     interface IProgressSink
     {

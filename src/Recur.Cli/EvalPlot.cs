@@ -36,7 +36,7 @@ static class EvalPlot
         plot.XLabel("test-time recurrence T");
         plot.YLabel(info.Kind == EvalTaskKind.ValLoss ? "validation loss (nats/token)" : "score");
         plot.Title($"{info.Name} — {modelName}");
-        plot.ShowLegend(ScottPlot.Alignment.LowerRight);
+        plot.ShowLegend(ScottPlot.Edge.Right);
         return plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
     }
 }

@@ -103,7 +103,7 @@ public class AdapterTests
         using var m = EvalFixtures.Decoder();
         using var tok = EvalFixtures.Tokenizer();
         var gen = new ModelGenerator(m, tok, batchSize: 2);
-        const int budget = 24;
+        const int budget = 16;
         var free = gen.GenerateDetailed(Prompts, [], budget);
         Assert.All(free, g => Assert.Equal(FinishReason.Length, g.Finish));
         int tested = 0;
