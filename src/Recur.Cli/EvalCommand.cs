@@ -75,6 +75,7 @@ static class EvalCommand
 
             if (predictionFiles.Count > 0)
             {
+                if (Split(parse.GetValue(data)).Count > 0) throw new RecurUserException("--data is not used with --predictions: the predictions files carry the gold answers");
                 var files = AssignPaths(infos, predictionFiles, "--predictions");
                 foreach (var i in infos)
                     if (i.Kind is not (EvalTaskKind.Gsm8k or EvalTaskKind.Math))

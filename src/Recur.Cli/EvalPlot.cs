@@ -33,10 +33,19 @@ static class EvalPlot
         // A single T still gets a readable axis around its point.
         double lo = Math.Log2(ts.Min()), hi = Math.Log2(ts.Max());
         plot.Axes.SetLimitsX(lo - 0.5, hi + 0.5);
+        if (info.Kind != EvalTaskKind.ValLoss)
+        {
+            // Scores are fractions: start the axis at 0 so curves of different models read alike, and leave
+            // headroom above the best point (with its error bar) for the legend.
+            var tops = info.PlotMetrics.SelectMany(metric => runs.Select(r =>
+                r.Result.Metrics.GetValueOrDefault(metric, double.NaN) + Math.Max(0, r.Result.Metrics.GetValueOrDefault(EvalReport.StderrKey(metric), 0))))
+                .Where(double.IsFinite).DefaultIfEmpty(0).Max();
+            plot.Axes.SetLimitsY(0, Math.Min(1.0, Math.Max(0.1, tops * 1.25 + 0.02)));
+        }
         plot.XLabel("test-time recurrence T");
         plot.YLabel(info.Kind == EvalTaskKind.ValLoss ? "validation loss (nats/token)" : "score");
         plot.Title($"{info.Name} — {modelName}");
-        plot.ShowLegend(ScottPlot.Edge.Right);
+        plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
         return plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
     }
 }
