@@ -195,13 +195,18 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
         Assert.Equal(expect.Count, Samples(dir, "samples_gsm8k.jsonl").Count);
         Assert.Empty(Directory.GetFiles(dir, "*.png"));
         Assert.Contains("value", stdout);
+
+        (code, _, stderr) = Eval("--tasks", "gsm8k", "--predictions", gsm, "--data", Gsm8kTest, "--out", OutDir());
+        AssertOneError(code, stderr, "--data is not used with --predictions");
+        (code, _, stderr) = Eval("--tasks", "hellaswag", "--predictions", gsm, "--out", OutDir());
+        AssertOneError(code, stderr, "--predictions scores gsm8k and math only");
     }
 
     [Fact]
     public void A_non_recurrent_model_is_evaluated_once_and_says_so()
     {
         var dir = OutDir();
-        var (code, _, stderr) = Eval("--model", models.Decoder, "--tasks", "lambada", "--data", Lambada, "--recurrences", "1,2", "--out", dir);
+        var (code, _, stderr) = Eval("--model", models.Decoder, "--tasks", "lambada", "--data", $"lambada={Lambada}", "--recurrences", "1,2", "--out", dir);
         Assert.True(code == 0, stderr);
         Assert.Contains("not recurrent: each task is evaluated once", stderr);
         var r = Results(dir);
