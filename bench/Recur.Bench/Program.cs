@@ -1,9 +1,14 @@
 // Recur benchmarks. Each suite measures its peers in the same run and reports ratios, because the
 // machine is shared and absolute numbers drift. Usage:
 //   dotnet run -c Release --project bench/Recur.Bench -- decode [--threads 2] [--shapes stories15m,stories110m]
+//   dotnet run -c Release --project bench/Recur.Bench -- eval [--threads 2] [--problems 64] [--max-new 32] [--items 64] [--batch 32]
 using System.Diagnostics;
+using Recur.Checkpoints;
 using Recur.Engine;
+using Recur.Evaluation;
 using Recur.Model;
+using Recur.Tasks;
+using Recur.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -17,7 +22,8 @@ Console.WriteLine($"# Recur bench '{suite}' — {DateTime.UtcNow:yyyy-MM-dd HH:m
 switch (suite)
 {
     case "decode": Decode(); break;
-    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode)"); return 2;
+    case "eval": Eval(); break;
+    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, eval)"); return 2;
 }
 return 0;
 
@@ -88,4 +94,76 @@ void Decode()
             double peak = dt == ScalarType.Float32 ? peak32 : peak16;
             Console.WriteLine($"| {name} | {(dt == ScalarType.Float32 ? "fp32" : "bf16")} | {preTps:0} | {preGf:0} | {preGf / peak:0.00} | {decTps:0.0} | {bound:0.0} | {decTps / bound:0.00} |");
         }
+}
+
+/// <summary>
+/// Evaluation throughput on a stories15M-shaped recurrent model (random weights, shape 2,2,2, the Llama 2
+/// tokenizer it was trained with): GSM8K problems per minute (1-shot paper prompts, greedy, a short budget so
+/// that every row runs to it) and multiple-choice items per second (4 choices per item), each batched and one
+/// at a time on the same inputs, at T = 1 and 4.
+/// </summary>
+void Eval()
+{
+    string shared = ArgS("--shared", Path.Combine(AppContext.BaseDirectory, "../../../../../../../shared"));
+    string gsm8k = ArgS("--gsm8k", Path.Combine(shared, "data/gsm8k/test.jsonl"));
+    string train = ArgS("--gsm8k-train", Path.Combine(shared, "data/gsm8k/train.jsonl"));
+    string tokPath = ArgS("--tokenizer", Path.Combine(shared, "tokenizers/llama2-sentencepiece"));
+    int problems = Arg("--problems", 64), maxNew = Arg("--max-new", 32), items = Arg("--items", 64), batch = Arg("--batch", 32);
+    Console.WriteLine($"data {Path.GetFullPath(gsm8k)}; tokenizer {Path.GetFullPath(tokPath)}; {problems} problems × {maxNew} new tokens; {items} items × 4 choices; batch {batch}");
+
+    using var tok = TokenizerLoader.Load(tokPath);
+    // The stories15M context (256) is shorter than a 1-shot GSM8K prompt; RoPE needs no change for 1024.
+    var cfg = Presets.Stories15M with { MaxPositionEmbeddings = 1024 };
+    manual_seed(0);
+    RecurrentModel m;
+    using (var b = new DecoderModel(cfg))
+    {
+        using (no_grad()) foreach (var p in b.parameters()) p.normal_(0, 0.02);
+        b.eval();
+        m = Retrofit.FromDecoder(b, new RetrofitOptions { Layers = LayerMap.Default(6, 2, 2, 2) });
+    }
+    using var _m = m;
+    TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tokPath);
+
+    var task = Gsm8kTask.Create(new Gsm8kOptions(MaxNewTokens: maxNew), train);
+    var docs = Gsm8kTask.Load(gsm8k, new TaskLoadOptions(Limit: problems)).Docs;
+    var prompts = docs.Select(d => task.BuildPrompt(d.Question)).ToList();
+    Console.WriteLine($"prompt tokens: mean {prompts.Average(p => PromptEncoding.EncodePrompt(tok, p).Length):0}, max {prompts.Max(p => PromptEncoding.EncodePrompt(tok, p).Length)}");
+    // Multiple choice shaped like HellaSwag/ARC (a ~60-token context, four short endings): each question with the
+    // first reasoning line of its own answer and of the next three problems' as the choices.
+    var all = Gsm8kTask.Load(gsm8k, new TaskLoadOptions(Limit: items + 3)).Docs;
+    string Ending(Gsm8kDoc d) => " " + d.Answer.Split('\n')[0].Trim();
+    var mcRequests = Enumerable.Range(0, Math.Min(items, all.Count - 3))
+        .SelectMany(i => Enumerable.Range(0, 4).Select(k => ("Question: " + all[i].Question + "\nAnswer:", Ending(all[i + k]))))
+        .ToList();
+    int mcItems = mcRequests.Count / 4;
+
+    Console.WriteLine();
+    Console.WriteLine("| task | T | batch | items | seconds | rate | batched ÷ single |");
+    Console.WriteLine("|---|---|---|---|---|---|---|");
+    foreach (int t in new[] { 1, 4 })
+    {
+        m.Recurrences = t;
+        double Gen(int bs)
+        {
+            m.StateGenerator = new TorchSharp.torch.Generator(0);
+            var sw = Stopwatch.StartNew();
+            new ModelGenerator(m, tok, bs).Generate(prompts, Gsm8kTask.StopSequences, maxNew);
+            return sw.Elapsed.TotalSeconds;
+        }
+        double Mc(int bs)
+        {
+            m.StateGenerator = new TorchSharp.torch.Generator(0);
+            var sw = Stopwatch.StartNew();
+            new ModelLogLikelihood(m, tok, bs).Score(mcRequests);
+            return sw.Elapsed.TotalSeconds;
+        }
+        Gen(batch); // warm-up
+        double gb = Gen(batch), g1 = Gen(1);
+        Console.WriteLine($"| gsm8k problems/min | {t} | {batch} | {prompts.Count} | {gb:0.0} | {prompts.Count / gb * 60:0.0} | {g1 / gb:0.00} |");
+        Console.WriteLine($"| gsm8k problems/min | {t} | 1 | {prompts.Count} | {g1:0.0} | {prompts.Count / g1 * 60:0.0} | |");
+        double mb = Mc(batch), m1 = Mc(1);
+        Console.WriteLine($"| multiple choice items/s | {t} | {batch} | {mcItems} | {mb:0.0} | {mcItems / mb:0.0} | {m1 / mb:0.00} |");
+        Console.WriteLine($"| multiple choice items/s | {t} | 1 | {mcItems} | {m1:0.0} | {mcItems / m1:0.0} | |");
+    }
 }

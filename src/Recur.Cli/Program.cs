@@ -13,4 +13,5 @@ root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(FlopsCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(EvalCommand.Create());
 return root.Parse(args).Invoke();

@@ -1,0 +1,402 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Recur.Checkpoints;
+using Recur.Evaluation;
+using Recur.Model;
+using Recur.Tasks;
+using Recur.Tokenization;
+using Spectre.Console;
+using static TorchSharp.torch;
+
+namespace Recur.Cli;
+
+/// <summary>
+/// <c>recur eval</c>: benchmark scores at every requested test-time recurrence T (METHOD §7.1, §8), with
+/// results.json, per-sample logs, a table and a plot per task.
+/// </summary>
+static class EvalCommand
+{
+    public const string ResultsFile = "results.json";
+
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "Model folder (HF or recurrent) or llama2.c .bin file" };
+        var tasks = new Option<string>("--tasks") { Description = $"Comma-separated tasks: {string.Join(", ", EvalTasks.Names)}", Required = true };
+        var data = new Option<string[]>("--data") { Description = "Data file per task: PATH[,PATH...] in --tasks order, or task=PATH pairs (repeatable)" };
+        var recurrences = new Option<string?>("--recurrences") { Description = "Test-time recurrences T, e.g. 1,2,4,8,16,32 (default: the model's mean_recurrence)" };
+        var shots = new Option<int>("--shots") { Description = "Exemplars before each GSM8K/MATH question (the paper uses 1; multiple choice is zero-shot)", DefaultValueFactory = _ => 1 };
+        var fewshot = new Option<string[]>("--fewshot-data") { Description = "Training jsonl to draw exemplars from (first K): PATH, or gsm8k=PATH,math=PATH (default: train.jsonl beside the data file)" };
+        var style = new Option<string>("--prompt-style") { Description = "GSM8K prompt: sean (the paper's gsm8k_cot_sean, \"Let's think step by step.\") or cot (lm-eval's gsm8k_cot)", DefaultValueFactory = _ => "sean" };
+        var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N examples of each task (rows for val_loss)" };
+        var batch = new Option<int>("--batch-size") { Description = "Prompts / log-likelihood rows per forward pass", DefaultValueFactory = _ => 32 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Generation budget for GSM8K/MATH (lm-eval's max_gen_toks)", DefaultValueFactory = _ => 256 };
+        var seqLen = new Option<int?>("--seq-len") { Description = "Row length for val_loss (default: 1024, or the model's context if shorter)" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder (default: the model folder)" };
+        var seed = new Option<long>("--seed") { Description = "Seed of the recurrent initial state s_0, reset at the start of every (task, T)", DefaultValueFactory = _ => 0 };
+        var skipBad = new Option<bool>("--skip-bad-lines") { Description = "Skip (and count) malformed data lines instead of failing" };
+        var predictions = new Option<string[]>("--predictions") { Description = "Score existing generations (jsonl) for gsm8k/math instead of running a model: one file per task" };
+        var output = new Option<string>("--out") { Description = "Output folder (results.json, samples_*.jsonl, plot_*.png)", Required = true };
+        var force = new Option<bool>("--force") { Description = "Write into a non-empty --out, replacing an earlier evaluation's files there" };
+        var device = Common.DeviceOption();
+        var dtype = Common.DTypeOption();
+        var threads = Common.ThreadsOption();
+        var cmd = new Command("eval", "Evaluate a model on GSM8K, MATH, multiple choice, LAMBADA or validation loss at any test-time recurrence")
+        {
+            model, tasks, data, recurrences, shots, fewshot, style, limit, batch, maxNew, seqLen, tokenizer, seed, skipBad, predictions,
+            output, force, device, dtype, threads,
+        };
+        cmd.SetAction(parse => Common.Run(parse, () =>
+        {
+            var infos = ParseTasks(parse.GetValue(tasks)!);
+            string outDir = parse.GetValue(output)!;
+            int shotCount = parse.GetValue(shots);
+            if (shotCount < 0) throw new RecurUserException($"--shots must be ≥ 0 (got {shotCount})");
+            int? lim = parse.GetValue(limit);
+            if (lim is < 1) throw new RecurUserException($"--limit must be ≥ 1 (got {lim})");
+            int batchSize = parse.GetValue(batch);
+            if (batchSize < 1) throw new RecurUserException($"--batch-size must be ≥ 1 (got {batchSize})");
+            int maxNewTokens = parse.GetValue(maxNew);
+            if (maxNewTokens < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {maxNewTokens})");
+            if (parse.GetValue(seqLen) is < 1) throw new RecurUserException($"--seq-len must be ≥ 1 (got {parse.GetValue(seqLen)})");
+            var promptStyle = parse.GetValue(style) switch
+            {
+                "sean" => Gsm8kPromptStyle.Sean,
+                "cot" => Gsm8kPromptStyle.LmEvalCot,
+                var s => throw new RecurUserException($"--prompt-style must be sean or cot (got '{s}')"),
+            };
+            var recurrenceList = ParseRecurrences(parse.GetValue(recurrences));
+            var predictionFiles = Split(parse.GetValue(predictions));
+            string? modelPath = parse.GetValue(model);
+            if (predictionFiles.Count > 0 && modelPath is not null) throw new RecurUserException("give either --model or --predictions, not both");
+            if (predictionFiles.Count == 0 && modelPath is null) throw new RecurUserException("give --model DIR (or --predictions FILE.jsonl to score existing generations)");
+            var load = new TaskLoadOptions(lim, parse.GetValue(skipBad));
+
+            if (predictionFiles.Count > 0)
+            {
+                if (Split(parse.GetValue(data)).Count > 0) throw new RecurUserException("--data is not used with --predictions: the predictions files carry the gold answers");
+                var files = AssignPaths(infos, predictionFiles, "--predictions");
+                foreach (var i in infos)
+                    if (i.Kind is not (EvalTaskKind.Gsm8k or EvalTaskKind.Math))
+                        throw new RecurUserException($"--predictions scores gsm8k and math only; '{i.Name}' needs a --model");
+                PrepareOutput(outDir, parse.GetValue(force));
+                return ScorePredictions(infos, files, load, outDir);
+            }
+
+            var dataPaths = AssignPaths(infos, Split(parse.GetValue(data)), "--data");
+            var fewshotPaths = FewshotPaths(infos, Split(parse.GetValue(fewshot)), dataPaths, shotCount);
+            Common.SetThreads(parse.GetValue(threads));
+            var dev = Common.ParseDevice(parse.GetValue(device)!);
+            var dt = Common.ParseDType(parse.GetValue(dtype));
+            var format = ModelLoader.Detect(modelPath!);
+            string? tokPath = parse.GetValue(tokenizer) ?? (Directory.Exists(modelPath) && TokenizerLoader.TryResolve(modelPath!) is not null ? modelPath : null);
+            if (tokPath is null) throw new RecurUserException($"{modelPath}: no tokenizer found beside the model; pass --tokenizer PATH");
+            PrepareOutput(outDir, parse.GetValue(force));
+
+            using var tok = TokenizerLoader.Load(tokPath);
+            using var m = ModelLoader.Load(modelPath!, dt, dev, notice: s => Console.Error.WriteLine($"note: {s}"));
+            TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tokPath);
+            var rm = m as RecurrentModel;
+            IReadOnlyList<int?> ts;
+            if (rm is null)
+            {
+                Console.Error.WriteLine(recurrenceList is null
+                    ? "note: the model is not recurrent: each task is evaluated once"
+                    : "note: the model is not recurrent: each task is evaluated once and --recurrences is ignored");
+                ts = [null];
+            }
+            else ts = (recurrenceList ?? [rm.Recurrences]).Select(t => (int?)t).ToList();
+
+            int effSeqLen = parse.GetValue(seqLen) ?? Math.Min(1024, m.MaxPositions);
+            if (infos.Any(i => i.Kind == EvalTaskKind.ValLoss) && parse.GetValue(seqLen) is null && effSeqLen < 1024)
+                Console.Error.WriteLine($"note: val_loss rows are {effSeqLen} tokens, the model's context (1024 by default)");
+            var baseSettings = new EvalSettings(shotCount, null, promptStyle, lim, parse.GetValue(skipBad), batchSize, maxNewTokens, effSeqLen);
+
+            // Read every task's data before any model time is spent, so a bad file fails fast.
+            var loaded = new List<LoadedTask>();
+            foreach (var info in infos)
+            {
+                var lt = EvalTasks.Load(info, dataPaths[info.Name], baseSettings with { FewshotPath = fewshotPaths.GetValueOrDefault(info.Name) }, tok);
+                foreach (var w in lt.Warnings) Console.Error.WriteLine($"note: {w}");
+                loaded.Add(lt);
+            }
+
+            var settings = new JsonObject
+            {
+                ["shots"] = shotCount,
+                ["prompt_style"] = promptStyle == Gsm8kPromptStyle.Sean ? "sean" : "cot",
+                ["recurrences"] = rm is null ? null : new JsonArray(ts.Select(t => (JsonNode?)JsonValue.Create(t!.Value)).ToArray()),
+                ["dtype"] = HfCheckpoint.DTypeName(dt),
+                ["device"] = parse.GetValue(device),
+                ["seed"] = parse.GetValue(seed),
+                ["limit"] = lim,
+                ["batch_size"] = batchSize,
+                ["max_new_tokens"] = maxNewTokens,
+                ["seq_len"] = effSeqLen,
+                ["skip_bad_lines"] = parse.GetValue(skipBad),
+                ["add_bos_token"] = tok.BosId is not null,
+            };
+            var header = new JsonObject
+            {
+                ["format"] = "recur-eval",
+                ["version"] = 1,
+                ["date"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
+                ["model"] = Path.GetFullPath(modelPath!),
+                ["model_format"] = format.ToString(),
+                ["recurrent"] = rm is not null,
+                ["model_mean_recurrence"] = rm?.Config.MeanRecurrence,
+                ["tokenizer"] = tok.SourcePath,
+            };
+            var report = new EvalReport(header, settings);
+            foreach (var lt in loaded) report.AddTask(lt.Info, lt.LmEvalName, Path.GetFullPath(lt.DataPath), lt.Count, lt.TaskSettings, lt.Warnings);
+            string resultsPath = Path.Combine(outDir, ResultsFile);
+            long seedValue = parse.GetValue(seed);
+
+            var console = OutConsole();
+            using var cancel = Common.CancelOnCtrlC();
+            RunWithProgress(console, progress =>
+            {
+                foreach (var lt in loaded)
+                    foreach (var t in ts)
+                    {
+                        if (rm is not null)
+                        {
+                            rm.Recurrences = t!.Value;
+                            // Reseeded per (task, T) so that any one result is reproduced by re-running it alone.
+                            var old = rm.StateGenerator;
+                            rm.StateGenerator = new Generator((ulong)seedValue);
+                            old?.Dispose();
+                        }
+                        string tKey = t?.ToString(CultureInfo.InvariantCulture) ?? EvalReport.NoRecurrence;
+                        string label = t is null ? lt.Info.Name : $"{lt.Info.Name} T={t}";
+                        var sw = Stopwatch.StartNew();
+                        var outcome = lt.Run(m, tok, progress.Start(label, lt.Count, lt.Info.ProgressUnit), cancel.Token);
+                        sw.Stop();
+                        string samples = t is null ? $"samples_{lt.Info.Name}.jsonl" : $"samples_{lt.Info.Name}_T{t}.jsonl";
+                        SampleLog.Write(Path.Combine(outDir, samples), outcome.Samples);
+                        report.AddRun(lt.Info.Name, tKey, outcome.Result, samples, sw.Elapsed.TotalSeconds, outcome.Notes);
+                        // Written after every (task, T) so an interrupted run keeps what it finished.
+                        report.Write(resultsPath, complete: false);
+                        progress.Done(label, sw.Elapsed, outcome.Result, outcome.Notes);
+                    }
+            });
+            report.Write(resultsPath, complete: true);
+            console.Write(report.Table());
+            if (rm is not null)
+                foreach (var p in report.WritePlots(outDir, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelPath!)))))
+                    console.WriteLine($"wrote {p}");
+            console.WriteLine($"wrote {resultsPath}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    static int ScorePredictions(IReadOnlyList<EvalTaskInfo> infos, IReadOnlyDictionary<string, string> files, TaskLoadOptions load, string outDir)
+    {
+        var header = new JsonObject
+        {
+            ["format"] = "recur-eval",
+            ["version"] = 1,
+            ["date"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
+            ["model"] = null,
+            ["recurrent"] = false,
+            ["predictions"] = new JsonObject(files.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(Path.GetFullPath(kv.Value))))),
+        };
+        var report = new EvalReport(header, new JsonObject { ["limit"] = load.Limit, ["skip_bad_lines"] = load.SkipBadLines });
+        foreach (var info in infos)
+        {
+            var sw = Stopwatch.StartNew();
+            var scored = PredictionScorer.Score(info.Name, files[info.Name], load);
+            foreach (var w in scored.Result.Warnings) Console.Error.WriteLine($"note: {w}");
+            string samples = $"samples_{info.Name}.jsonl";
+            SampleLog.Write(Path.Combine(outDir, samples), scored.Samples);
+            report.AddTask(info, info.Kind == EvalTaskKind.Gsm8k ? "gsm8k" : MathTask.Name, Path.GetFullPath(files[info.Name]), scored.Samples.Count, scored.Result.Settings, scored.Result.Warnings);
+            report.AddRun(info.Name, EvalReport.NoRecurrence, scored.Result, samples, sw.Elapsed.TotalSeconds, []);
+        }
+        var path = Path.Combine(outDir, ResultsFile);
+        report.Write(path, complete: true);
+        var console = OutConsole();
+        console.Write(report.Table());
+        console.WriteLine($"wrote {path}");
+        return 0;
+    }
+
+    // ---- arguments ------------------------------------------------------------------------------
+
+    static List<EvalTaskInfo> ParseTasks(string text)
+    {
+        var names = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (names.Length == 0) throw new RecurUserException($"--tasks is empty; known tasks: {string.Join(", ", EvalTasks.Names)}");
+        var infos = names.Select(EvalTasks.Get).ToList();
+        var dup = infos.GroupBy(i => i.Name).FirstOrDefault(g => g.Count() > 1);
+        if (dup is not null) throw new RecurUserException($"--tasks names '{dup.Key}' twice");
+        return infos;
+    }
+
+    /// <summary>"1,2,4" → [1, 2, 4] (duplicates dropped, order kept); null when not given.</summary>
+    internal static List<int>? ParseRecurrences(string? text)
+    {
+        if (text is null) return null;
+        var list = new List<int>();
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (!int.TryParse(part, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int t))
+                throw new RecurUserException($"--recurrences: '{part}' is not an integer (expected e.g. 1,2,4,8,16,32)");
+            if (t < 1) throw new RecurUserException($"--recurrences: T must be ≥ 1 (got {t})");
+            if (!list.Contains(t)) list.Add(t);
+        }
+        if (list.Count == 0) throw new RecurUserException("--recurrences is empty (expected e.g. 1,2,4,8,16,32)");
+        return list;
+    }
+
+    static List<string> Split(string[]? values) =>
+        (values ?? []).SelectMany(v => v.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)).ToList();
+
+    /// <summary>One path per task: positional (in --tasks order) or task=PATH pairs, not mixed.</summary>
+    internal static Dictionary<string, string> AssignPaths(IReadOnlyList<EvalTaskInfo> infos, IReadOnlyList<string> entries, string flag)
+    {
+        var result = new Dictionary<string, string>();
+        var taskList = string.Join(", ", infos.Select(i => i.Name));
+        bool IsPair(string e) => e.IndexOf('=') is > 0 and var k && TryTask(e[..k]) is not null;
+        if (entries.Count == 0) throw new RecurUserException($"{flag}: no file given; give one per task ({taskList}), in order or as task=PATH");
+        if (entries.All(IsPair))
+        {
+            foreach (var e in entries)
+            {
+                int k = e.IndexOf('=');
+                var info = TryTask(e[..k])!;
+                if (!infos.Contains(info)) throw new RecurUserException($"{flag}: '{e[..k]}' is not one of --tasks ({taskList})");
+                if (!result.TryAdd(info.Name, e[(k + 1)..])) throw new RecurUserException($"{flag}: task '{info.Name}' is given twice");
+            }
+            var missing = infos.FirstOrDefault(i => !result.ContainsKey(i.Name));
+            if (missing is not null) throw new RecurUserException($"{flag}: no file for task '{missing.Name}'");
+            return result;
+        }
+        if (entries.Any(IsPair)) throw new RecurUserException($"{flag}: give either one path per task in order, or task=PATH pairs, not both");
+        if (entries.Count != infos.Count)
+            throw new RecurUserException($"{flag}: {entries.Count} path{(entries.Count == 1 ? "" : "s")} for {infos.Count} task{(infos.Count == 1 ? "" : "s")} ({taskList}); give one per task in order, or task=PATH pairs");
+        for (int i = 0; i < infos.Count; i++) result[infos[i].Name] = entries[i];
+        return result;
+    }
+
+    static EvalTaskInfo? TryTask(string name)
+    {
+        try { return EvalTasks.Get(name); }
+        catch (RecurUserException) { return null; }
+    }
+
+    /// <summary>Exemplar files for the generative tasks; defaults to train.jsonl beside the task's data file.</summary>
+    static Dictionary<string, string> FewshotPaths(IReadOnlyList<EvalTaskInfo> infos, IReadOnlyList<string> entries, IReadOnlyDictionary<string, string> data, int shots)
+    {
+        var gen = infos.Where(i => i.Kind is EvalTaskKind.Gsm8k or EvalTaskKind.Math).ToList();
+        var result = new Dictionary<string, string>();
+        if (entries.Count > 0)
+        {
+            if (gen.Count == 0) throw new RecurUserException("--fewshot-data is only used by gsm8k and math, and neither is in --tasks");
+            if (entries.Count == 1 && !entries[0].Contains('=') && gen.Count == 1) result[gen[0].Name] = Path.GetFullPath(entries[0]);
+            else
+                foreach (var (k, v) in AssignPaths(gen, entries, "--fewshot-data")) result[k] = Path.GetFullPath(v);
+        }
+        if (shots == 0) return [];
+        foreach (var g in gen)
+        {
+            if (result.ContainsKey(g.Name)) continue;
+            var beside = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(data[g.Name]))!, "train.jsonl");
+            if (File.Exists(beside) && Path.GetFullPath(data[g.Name]) != beside)
+            {
+                Console.Error.WriteLine($"note: {g.Name}: {shots}-shot exemplars from {beside} (first {shots}; --fewshot-data to choose another file)");
+                result[g.Name] = beside;
+            }
+            else throw new RecurUserException($"{g.Name}: --shots {shots} needs exemplars: pass --fewshot-data PATH (a training jsonl such as gsm8k/train.jsonl), or --shots 0");
+        }
+        return result;
+    }
+
+    /// <summary>Refuses a non-empty folder without --force; with it, removes the files an earlier evaluation wrote there.</summary>
+    static void PrepareOutput(string dir, bool force)
+    {
+        if (File.Exists(dir)) throw new RecurUserException($"--out {dir}: is a file; expected a folder");
+        if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
+        {
+            if (!force) throw new RecurUserException($"--out {dir}: folder is not empty (use --force to replace an earlier evaluation there)");
+            foreach (var f in Directory.EnumerateFiles(dir).Where(f => Path.GetFileName(f) is var n && (n == ResultsFile
+                || (n.StartsWith("samples_", StringComparison.Ordinal) && n.EndsWith(".jsonl", StringComparison.Ordinal))
+                || (n.StartsWith("plot_", StringComparison.Ordinal) && n.EndsWith(".png", StringComparison.Ordinal)))).ToList())
+                File.Delete(f);
+        }
+        Directory.CreateDirectory(dir);
+    }
+
+    // ---- console ---------------------------------------------------------------------------------
+
+    /// <summary>A console bound to the current Console.Out (so redirection, e.g. in tests, is honoured).</summary>
+    static IAnsiConsole OutConsole()
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+        // Piped output has no width to fit; Spectre would assume 80 columns and fold the table.
+        if (Console.IsOutputRedirected || !console.Profile.Capabilities.Interactive) console.Profile.Width = 200;
+        return console;
+    }
+
+    interface IProgressSink
+    {
+        Action<int, int> Start(string label, int total, string unit);
+        void Done(string label, TimeSpan elapsed, EvalResult result, IReadOnlyList<string> notes);
+    }
+
+    /// <summary>A live Spectre display on a terminal; plain lines (at most one per 10 s per task) otherwise.</summary>
+    static void RunWithProgress(IAnsiConsole console, Action<IProgressSink> body)
+    {
+        bool live = !Console.IsOutputRedirected && console.Profile.Capabilities.Interactive;
+        if (!live) { body(new PlainProgress(console)); return; }
+        console.Progress().AutoClear(false).HideCompleted(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(ctx => body(new LiveProgress(console, ctx)));
+    }
+
+    static string Summary(EvalResult r) =>
+        string.Join(", ", r.Metrics.Where(kv => !kv.Key.Contains("_stderr", StringComparison.Ordinal))
+            .Select(kv => $"{kv.Key} {kv.Value.ToString("0.0000", CultureInfo.InvariantCulture)}"));
+
+    sealed class PlainProgress(IAnsiConsole console) : IProgressSink
+    {
+        public Action<int, int> Start(string label, int total, string unit)
+        {
+            console.WriteLine($"{label}: 0/{total} {unit}");
+            var last = Stopwatch.StartNew();
+            return (done, all) =>
+            {
+                if (done < all && last.Elapsed.TotalSeconds < 10) return;
+                last.Restart();
+                if (done < all) console.WriteLine($"{label}: {done}/{all} {unit}");
+            };
+        }
+
+        public void Done(string label, TimeSpan elapsed, EvalResult result, IReadOnlyList<string> notes)
+        {
+            foreach (var n in notes) Console.Error.WriteLine($"note: {label}: {n}");
+            console.WriteLine($"{label}: done in {elapsed.TotalSeconds:0.0} s: {Summary(result)}");
+        }
+    }
+
+    sealed class LiveProgress(IAnsiConsole console, ProgressContext ctx) : IProgressSink
+    {
+        public Action<int, int> Start(string label, int total, string unit)
+        {
+            var task = ctx.AddTask(Markup.Escape($"{label} (0/{total} {unit})"), maxValue: Math.Max(total, 1));
+            return (done, all) =>
+            {
+                task.MaxValue = Math.Max(all, 1);
+                task.Value = done;
+                task.Description = Markup.Escape($"{label} ({done}/{all} {unit})");
+            };
+        }
+
+        public void Done(string label, TimeSpan elapsed, EvalResult result, IReadOnlyList<string> notes)
+        {
+            foreach (var n in notes) console.MarkupLine($"[yellow]note:[/] {Markup.Escape($"{label}: {n}")}");
+            console.MarkupLine(Markup.Escape($"{label}: done in {elapsed.TotalSeconds:0.0} s: {Summary(result)}"));
+        }
+    }
+}

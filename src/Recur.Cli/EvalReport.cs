@@ -1,0 +1,138 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Recur.Checkpoints;
+using Recur.Evaluation;
+using Recur.Tasks;
+using Spectre.Console;
+
+namespace Recur.Cli;
+
+/// <summary>The scores of one evaluation, kept as they arrive and written as results.json, a table and plots.</summary>
+/// <remarks>
+/// results.json: <c>tasks.{task}.results.{T}</c> → lm-eval metric keys (<c>exact_match,strict-match</c>,
+/// <c>exact_match_stderr,strict-match</c>, ...). T is the recurrence as a string, or <c>"none"</c> for a
+/// non-recurrent model or a predictions file. Stderr that lm-eval prints as N/A (fewer than two samples) is null.
+/// Timings live apart from the scores (<c>timing</c>) so that two runs of the same command compare equal on
+/// <c>tasks</c> and <c>settings</c>.
+/// </remarks>
+sealed class EvalReport(JsonObject header, JsonObject settings)
+{
+    public const string NoRecurrence = "none";
+
+    sealed class TaskEntry
+    {
+        public required EvalTaskInfo Info;
+        public required JsonObject Json;
+        public readonly List<(string T, EvalResult Result)> Runs = [];
+    }
+
+    readonly List<TaskEntry> _tasks = [];
+    readonly JsonObject _timing = [];
+
+    /// <summary>Registers a task before its runs, with what does not change across T.</summary>
+    public void AddTask(EvalTaskInfo info, string lmEvalName, string data, int count, IReadOnlyDictionary<string, string> taskSettings, IReadOnlyList<string> warnings)
+    {
+        var json = new JsonObject
+        {
+            ["lm_eval_task"] = lmEvalName,
+            ["data"] = data,
+            ["samples"] = count,
+            ["main_metric"] = info.MainMetric,
+            ["settings"] = new JsonObject(taskSettings.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))),
+            ["warnings"] = new JsonArray(warnings.Select(w => (JsonNode?)JsonValue.Create(w)).ToArray()),
+            ["results"] = new JsonObject(),
+            ["samples_files"] = new JsonObject(),
+        };
+        _tasks.Add(new TaskEntry { Info = info, Json = json });
+    }
+
+    public void AddRun(string task, string t, EvalResult result, string samplesFile, double seconds, IReadOnlyList<string> notes)
+    {
+        var e = _tasks.Single(x => x.Info.Name == task);
+        e.Runs.Add((t, result));
+        var metrics = new JsonObject();
+        foreach (var (k, v) in result.Metrics) metrics[k] = double.IsFinite(v) ? JsonValue.Create(v) : null;
+        e.Json["results"]![t] = metrics;
+        e.Json["samples_files"]![t] = samplesFile;
+        if (notes.Count > 0)
+        {
+            var arr = (JsonArray)e.Json["warnings"]!;
+            foreach (var n in notes) arr.Add($"T={t}: {n}");
+        }
+        if (_timing[task] is not JsonObject tt) _timing[task] = tt = [];
+        tt[t] = Math.Round(seconds, 3);
+    }
+
+    public JsonObject ToJson(bool complete)
+    {
+        var root = JsonNode.Parse(header.ToJsonString())!.AsObject();
+        root["complete"] = complete;
+        root["settings"] = settings.DeepClone();
+        var tasks = new JsonObject();
+        foreach (var e in _tasks) tasks[e.Info.Name] = e.Json.DeepClone();
+        root["tasks"] = tasks;
+        root["timing_seconds"] = _timing.DeepClone();
+        return root;
+    }
+
+    public void Write(string path, bool complete) =>
+        AtomicFile.WriteAllText(path, ToJson(complete).ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = SampleLog.Json.Encoder }) + "\n");
+
+    /// <summary>One row per task and metric, one column per T; each cell "mean ± stderr".</summary>
+    public Table Table()
+    {
+        var ts = _tasks.SelectMany(e => e.Runs.Select(r => r.T)).Distinct().ToList();
+        var table = new Table().Border(TableBorder.Rounded).AddColumn("task").AddColumn("metric");
+        foreach (var t in ts) table.AddColumn(new TableColumn(t == NoRecurrence ? "value" : $"T={t}").RightAligned());
+        foreach (var e in _tasks)
+        {
+            var metrics = e.Runs.SelectMany(r => r.Result.Metrics.Keys).Where(k => !IsStderr(k)).Distinct()
+                .OrderBy(k => e.Info.PlotMetrics.Contains(k) ? e.Info.PlotMetrics.ToList().IndexOf(k) : 100).ToList();
+            bool first = true;
+            foreach (var m in metrics)
+            {
+                var cells = new List<string> { first ? Markup.Escape(e.Info.Name) : "", Markup.Escape(m) };
+                foreach (var t in ts)
+                {
+                    var run = e.Runs.FirstOrDefault(r => r.T == t);
+                    cells.Add(run.Result is null || !run.Result.Metrics.TryGetValue(m, out var v) ? "" : Format(v, run.Result.Metrics.GetValueOrDefault(StderrKey(m), double.NaN)));
+                }
+                table.AddRow(cells.ToArray());
+                first = false;
+            }
+        }
+        return table;
+    }
+
+    /// <summary>
+    /// A PNG per task of its plotted metrics against T (log2 axis, error bars of one stderr). Only for
+    /// recurrent models: a single evaluation has no curve. Returns the files written.
+    /// </summary>
+    public List<string> WritePlots(string outDir, string modelName)
+    {
+        var written = new List<string>();
+        foreach (var e in _tasks)
+        {
+            var runs = e.Runs.Where(r => r.T != NoRecurrence).OrderBy(r => int.Parse(r.T, CultureInfo.InvariantCulture)).ToList();
+            if (runs.Count == 0) continue;
+            var path = Path.Combine(outDir, $"plot_{e.Info.Name}.png");
+            AtomicFile.Write(path, fs => fs.Write(EvalPlot.Png(e.Info, runs.Select(r => (int.Parse(r.T, CultureInfo.InvariantCulture), r.Result)).ToList(), modelName)));
+            written.Add(path);
+        }
+        return written;
+    }
+
+    static bool IsStderr(string key) => key.Contains("_stderr", StringComparison.Ordinal);
+
+    /// <summary><c>metric,filter</c> → <c>metric_stderr,filter</c>.</summary>
+    public static string StderrKey(string key)
+    {
+        int comma = key.IndexOf(',');
+        return comma < 0 ? key + "_stderr" : key[..comma] + "_stderr" + key[comma..];
+    }
+
+    static string Format(double v, double se) =>
+        (double.IsNaN(v) ? "n/a" : v.ToString(Math.Abs(v) >= 100 ? "0.00" : "0.0000", CultureInfo.InvariantCulture)) +
+        (double.IsFinite(se) ? " ± " + se.ToString("0.0000", CultureInfo.InvariantCulture) : "");
+}
