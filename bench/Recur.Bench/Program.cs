@@ -23,6 +23,8 @@ switch (suite)
 {
     case "decode": Decode(); break;
     case "eval": Eval(); break;
+    case "train": Train(); break;
+    case "recurrence": RecurrenceDecode(); break;
     default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, eval)"); return 2;
 }
 return 0;
@@ -166,4 +168,90 @@ void Eval()
         Console.WriteLine($"| multiple choice items/s | {t} | {batch} | {mcItems} | {mb:0.0} | {mcItems / mb:0.0} | {m1 / mb:0.00} |");
         Console.WriteLine($"| multiple choice items/s | {t} | 1 | {mcItems} | {m1:0.0} | {mcItems / m1:0.0} | |");
     }
+}
+
+/// <summary>
+/// One training step (forward, backward, AdamW) of a (2,4,2) recurrent model of the stories15M shape at
+/// seq 256, T = 4 iterations with gradients — the same model and step as bench/peers/train_step.py.
+/// Also a TinyLlama-shaped (4,8,4) step at seq 1024, batch 1 (--tinyllama).
+/// </summary>
+void Train()
+{
+    int batch = Arg("--batch", 4), seq = Arg("--seq", 256), steps = Arg("--steps", 5), t = Arg("--recurrence", 4);
+    bool tiny = argv.Contains("--tinyllama");
+    var baseCfg = tiny ? Presets.TinyLlama11B : Presets.Stories15M with { MaxPositionEmbeddings = 1024 };
+    var shape = tiny ? (4, 8, 4) : (2, 4, 2);
+    if (tiny) { batch = 1; seq = 1024; steps = Arg("--steps", 2); }
+    var opts = new Recur.Checkpoints.RetrofitOptions { Layers = new Recur.Checkpoints.LayerMap([], [], []) };
+    var rc = Recur.Checkpoints.Retrofit.ConfigFor(baseCfg, opts) with
+    {
+        NLayers = shape.Item1 + shape.Item2 + shape.Item3, NLayersInPrelude = shape.Item1, NLayersInRecurrentBlock = shape.Item2, NLayersInCoda = shape.Item3,
+        InitValues = new InitValues { Std = 0 },
+    };
+    long perTok = Recur.Training.Flops.PerToken(rc.ToBlockConfig().ParamsPerLayer, shape, t);
+    foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+    {
+        if (argv.Contains("--bf16-only") && dt == ScalarType.Float32) continue;
+        manual_seed(0);
+        using var m = Recur.Training.TrainRun.RandomRecurrent(rc, 0);
+        m.ComputeDType = dt;
+        m.train();
+        var named = m.named_parameters().Select(p => (p.name, p.parameter)).ToList();
+        using var opt = new Recur.Training.AdamW(named, new Recur.Training.AdamWOptions(1e-4));
+        var ids = randint(0, rc.VocabSize, [batch, seq + 1], dtype: ScalarType.Int64);
+        var x = ids.narrow(1, 0, seq); var y = ids.narrow(1, 1, seq);
+        void Step()
+        {
+            using var scope = NewDisposeScope();
+            var logits = m.Forward(x, 0, t);
+            var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), y.reshape(-1));
+            loss.backward();
+            opt.Step(); opt.ZeroGrad();
+        }
+        long rssBefore = Environment.WorkingSet;
+        double sec = Time(Step, steps);
+        double tok = batch * seq / sec;
+        Console.WriteLine($"recur {(dt == ScalarType.Float32 ? "fp32" : "bf16")}{(tiny ? " tinyllama(4,8,4) seq 1024 batch 1" : "")}: {sec:0.000} s/step, {tok:0} tok/s, " +
+            $"{tok * perTok / 1e9:0.0} GFLOP/s (METHOD §6 count), peak RSS {System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1e9:0.00} GB");
+    }
+    Console.WriteLine($"recur matmul 1024: fp32 {MatmulPeak(ScalarType.Float32, 1024):0} GFLOP/s, bf16 {MatmulPeak(ScalarType.BFloat16, 1024):0} GFLOP/s");
+}
+
+/// <summary>Decode tokens/s against T for a TinyLlama-shaped (4,8,4) random model (bf16, batch 1, 128-token prompt).</summary>
+void RecurrenceDecode()
+{
+    using var _ = no_grad();
+    var opts = new Recur.Checkpoints.RetrofitOptions { Layers = new Recur.Checkpoints.LayerMap([], [], []) };
+    var rc = Recur.Checkpoints.Retrofit.ConfigFor(Presets.TinyLlama11B, opts) with { NLayers = 16, NLayersInPrelude = 4, NLayersInRecurrentBlock = 8, NLayersInCoda = 4 };
+    var ts = ArgS("--recurrences", "1,2,4,8,16,32").Split(',').Select(int.Parse).ToArray();
+    int n = Arg("--tokens", 16);
+    using var m = Recur.Training.TrainRun.RandomRecurrent(rc, 0);
+    m.to(ScalarType.BFloat16); m.ComputeDType = ScalarType.BFloat16; m.eval();
+    int[] prompt = Enumerable.Range(1, 128).ToArray();
+    Console.WriteLine("| T | depth p+r·T+c | decode tok/s | ms/token | ms/token ÷ depth | KV cache MB/token |");
+    Console.WriteLine("|---|---|---|---|---|---|");
+    var xs = new List<double>(); var ys = new List<double>();
+    foreach (var t in ts)
+    {
+        m.Recurrences = t;
+        m.StateGenerator = new Generator(1);
+        Generation.Generate(m, [prompt], new GenerationOptions(2)); // warm-up
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var outs = Generation.Generate(m, [prompt], new GenerationOptions(n + 1));
+        double total = sw.Elapsed.TotalSeconds;
+        sw.Restart();
+        Generation.Generate(m, [prompt], new GenerationOptions(1));
+        double prefill = sw.Elapsed.TotalSeconds;
+        double perTok = (total - prefill) / n;
+        int depth = rc.EffectiveDepth(t);
+        xs.Add(depth); ys.Add(perTok * 1000);
+        double kv = 2.0 * depth * rc.KvHeads * rc.HeadDimension * 2 / 1e6;
+        Console.WriteLine($"| {t} | {depth} | {1 / perTok:0.00} | {perTok * 1000:0.0} | {perTok * 1000 / depth:0.00} | {kv:0.000} |");
+    }
+    // Least-squares line ms/token = a + b·depth: linear growth means a small intercept and a steady slope.
+    double mx = xs.Average(), my = ys.Average();
+    double b = xs.Zip(ys, (x, y) => (x - mx) * (y - my)).Sum() / xs.Sum(x => (x - mx) * (x - mx));
+    double a0 = my - b * mx;
+    double r2 = 1 - xs.Zip(ys, (x, y) => Math.Pow(y - (a0 + b * x), 2)).Sum() / ys.Sum(y => Math.Pow(y - my, 2));
+    Console.WriteLine($"fit: ms/token = {a0:0.00} + {b:0.000}·depth (R² = {r2:0.0000}); peak RSS {System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1e9:0.00} GB");
 }

@@ -1,7 +1,10 @@
 using System.CommandLine;
 using Recur.Cli;
 
-var root = new RootCommand("Recur: retrofit depth recurrence into pretrained language models, train, evaluate and generate.");
+// A plain Command named "recur" (rather than RootCommand, which takes the assembly's name) so help reads "recur …".
+var root = new Command("recur", "Recur: retrofit depth recurrence into pretrained language models, train, evaluate and generate.");
+root.Options.Add(new System.CommandLine.Help.HelpOption());
+root.Options.Add(new System.CommandLine.VersionOption());
 root.Options.Add(Common.Verbose);
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
