@@ -10,4 +10,6 @@ root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(RetrofitCommand.Create());
 root.Subcommands.Add(TokenizeCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
+root.Subcommands.Add(ChatCommand.Create());
+root.Subcommands.Add(ServeCommand.Create());
 return root.Parse(args).Invoke();
