@@ -112,6 +112,7 @@ public sealed class ModelWorker : IDisposable
         using var linked = batch.Count == 1
             ? CancellationTokenSource.CreateLinkedTokenSource(batch[0].Cancel, _shutdown.Token)
             : CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
+        if (batch.Count > 1) _log?.Invoke($"batching {batch.Count} requests");
         try
         {
             var results = _runner.Run(batch.Select(i => i.Request).ToList(),
