@@ -12,4 +12,5 @@ root.Subcommands.Add(TokenizeCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(ChatCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
+root.Subcommands.Add(DownloadCommand.Create());
 return root.Parse(args).Invoke();
