@@ -142,7 +142,7 @@ public sealed partial class HubClient : IDisposable
         public TimeSpan? RetryAfter { get; init; }
     }
 
-    async Task<T> WithRetries<T>(string what, Func<Task<T>> attempt, CancellationToken ct)
+    async Task<T> WithRetries<T>(string what, Func<Task<T>> attempt, IDownloadProgress? progress, CancellationToken ct)
     {
         for (int n = 0; ; n++)
         {
@@ -156,12 +156,10 @@ public sealed partial class HubClient : IDisposable
             if (n >= _o.MaxRetries)
                 throw new RecurUserException($"network error while downloading {what} after {n + 1} attempt(s): {reason}; rerun the same command to resume");
             var delay = retryAfter ?? TimeSpan.FromTicks(Math.Min(_o.RetryDelay.Ticks * (1L << Math.Min(n, 20)), TimeSpan.FromSeconds(30).Ticks));
-            _progress?.Retrying(what, n + 1, delay, reason);
+            progress?.Retrying(what, n + 1, delay, reason);
             await Task.Delay(delay, ct).ConfigureAwait(false);
         }
     }
-
-    IDownloadProgress? _progress;
 
     /// <summary>Sends a GET, following up to 10 redirects; the token goes only to the hub's own host.</summary>
     async Task<(HttpResponseMessage Response, HttpResponseHeaders FirstHeaders)> Get(Uri url, long? rangeFrom, CancellationToken ct)
@@ -212,7 +210,7 @@ public sealed partial class HubClient : IDisposable
     // ---- listing ----
 
     /// <summary>Lists <paramref name="repo"/> at <paramref name="revision"/> (branch, tag or commit).</summary>
-    public async Task<RepoInfo> GetRepoInfoAsync(string repo, string revision = "main", CancellationToken ct = default)
+    public async Task<RepoInfo> GetRepoInfoAsync(string repo, string revision = "main", CancellationToken ct = default, IDownloadProgress? progress = null)
     {
         ValidateRepoId(repo);
         if (string.IsNullOrWhiteSpace(revision)) throw new RecurUserException("--revision is empty; expected a branch, tag or commit");
@@ -233,7 +231,7 @@ public sealed partial class HubClient : IDisposable
                 timeout.CancelAfter(_o.ReadTimeout);
                 return await res.Content.ReadAsStringAsync(timeout.Token).ConfigureAwait(false);
             }
-        }, ct).ConfigureAwait(false);
+        }, progress, ct).ConfigureAwait(false);
         return ParseInfo(repo, revision, json, url);
     }
 
@@ -293,7 +291,6 @@ public sealed partial class HubClient : IDisposable
     {
         ValidateRepoId(repo);
         if (!IsSafeRelativePath(file)) throw new RecurUserException($"{repo}: refusing the file name '{file}' (absolute or with '..')");
-        _progress = progress;
         string partial = destination + ".incomplete";
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(destination))!);
         var url = new Uri($"{Base}/{repo}/resolve/{Uri.EscapeDataString(revision)}/{string.Join('/', file.Split('/').Select(Uri.EscapeDataString))}");
@@ -301,7 +298,7 @@ public sealed partial class HubClient : IDisposable
         bool restartedAfterMismatch = false;
         while (true)
         {
-            var outcome = await WithRetries(file, () => Attempt(repo, file, url, partial, expected, progress, transferred, ct), ct).ConfigureAwait(false);
+            var outcome = await WithRetries(file, () => Attempt(repo, file, url, partial, expected, progress, transferred, ct), progress, ct).ConfigureAwait(false);
             if (outcome.Mismatch is null)
             {
                 File.Move(partial, destination, overwrite: true);
@@ -418,7 +415,7 @@ public sealed partial class HubClient : IDisposable
     public async Task<DownloadResult> DownloadAsync(string repo, string folder, string revision = "main", IReadOnlyList<string>? include = null,
         bool force = false, IDownloadProgress? progress = null, CancellationToken ct = default)
     {
-        var info = await GetRepoInfoAsync(repo, revision, ct).ConfigureAwait(false);
+        var info = await GetRepoInfoAsync(repo, revision, ct, progress).ConfigureAwait(false);
         var patterns = include ?? [];
         var files = info.Files.Where(f => patterns.Count == 0 || patterns.Any(p => GlobMatch(p, f.Path))).ToList();
         if (files.Count == 0)
