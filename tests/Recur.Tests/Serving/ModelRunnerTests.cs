@@ -38,11 +38,13 @@ public sealed class ModelRunnerTests
         Assert.Equal("stop", cut.FinishReason);
         Assert.True(cut.CompletionTokens < alone.CompletionTokens || alone.FinishReason == "stop");
 
-        // A stop id ends the row without its text.
-        int third = tok.Encode(words[2], addSpecialTokens: false).Single();
-        var byId = runner.Run([new TextRequest(ids, 6, greedy, StopIds: [third])])[0];
-        Assert.Equal(string.Join(' ', words[..2]), byId.Text);
-        Assert.Equal(2, byId.CompletionTokens);
+        // A stop id ends the row without its text: stop on the first word that was not written before.
+        int k = Enumerable.Range(1, words.Length - 1).First(i => !words[..i].Contains(words[i]));
+        int stopId = tok.Encode(words[k], addSpecialTokens: false).Single();
+        var byId = runner.Run([new TextRequest(ids, 6, greedy, StopIds: [stopId])])[0];
+        Assert.Equal(string.Join(' ', words[..k]), byId.Text);
+        Assert.Equal(k, byId.CompletionTokens);
+        Assert.Equal("stop", byId.FinishReason);
 
         Assert.Throws<RecurUserException>(() => runner.Run([new TextRequest(ids, 2, greedy, Recurrences: 3)]));
     }

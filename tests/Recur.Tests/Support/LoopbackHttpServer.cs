@@ -9,7 +9,7 @@ sealed record SeenRequest(string Method, string Path, IReadOnlyDictionary<string
 
 /// <summary>
 /// What to answer. <see cref="DropAfter"/> sends the headers (with the full Content-Length) and only that many
-/// body bytes, then resets the connection: an interrupted transfer.
+/// body bytes, then closes the connection: an interrupted transfer.
 /// </summary>
 sealed record CannedReply(int Status, byte[] Body, IReadOnlyDictionary<string, string>? Headers = null, int? DropAfter = null)
 {
@@ -83,7 +83,9 @@ sealed class LoopbackHttpServer : IDisposable
             {
                 await stream.WriteAsync(reply.Body.AsMemory(0, n));
                 await stream.FlushAsync();
-                client.Client.LingerState = new LingerOption(true, 0); // close with RST: the client sees a broken transfer
+                // Close early but cleanly (FIN, not RST, which could make the client drop bytes it has not read
+                // yet): the client gets exactly n bytes, then the end of a body shorter than its Content-Length.
+                client.Client.Shutdown(SocketShutdown.Send);
                 client.Client.Close();
                 return;
             }
