@@ -25,6 +25,8 @@ public sealed record ServerOptions
     /// <summary>Upper bound on a request's <c>recurrences</c>: the KV cache grows with p + r·T + c slots.</summary>
     public int MaxRecurrences { get; init; } = 256;
     public int MaxBodyBytes { get; init; } = 8 << 20;
+    /// <summary>A chat request without <c>max_tokens</c> may use the rest of the context, up to this many tokens.</summary>
+    public int DefaultChatMaxTokens { get; init; } = 1024;
     /// <summary>One line per request and per server event; null is silent.</summary>
     public Action<string>? Log { get; init; }
 }
@@ -244,8 +246,9 @@ public sealed class OpenAiServer : IDisposable
         if (ids.Length >= ctxLen)
             throw new ApiException(400, $"this model's maximum context length is {ctxLen} tokens, but the prompt alone has {ids.Length}; shorten it",
                 param: promptParam, code: "context_length_exceeded");
-        // OpenAI's defaults: 16 tokens for completions, the rest of the context for chat.
-        int maxTokens = r.MaxTokens ?? (chat ? ctxLen - ids.Length : Math.Min(16, ctxLen - ids.Length));
+        // OpenAI's defaults: 16 tokens for completions, the rest of the context for chat, which we bound because
+        // generation preallocates its KV cache for prompt + max_tokens positions.
+        int maxTokens = r.MaxTokens ?? Math.Min(chat ? _o.DefaultChatMaxTokens : 16, ctxLen - ids.Length);
         if (ids.Length + maxTokens > ctxLen)
             throw new ApiException(400,
                 $"this model's maximum context length is {ctxLen} tokens, but {ids.Length + (long)maxTokens} were requested ({ids.Length} in the prompt, {maxTokens} for the completion); shorten the prompt or lower max_tokens",
