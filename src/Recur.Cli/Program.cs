@@ -17,4 +17,7 @@ root.Subcommands.Add(FlopsCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
+root.Subcommands.Add(ChatCommand.Create());
+root.Subcommands.Add(ServeCommand.Create());
+root.Subcommands.Add(DownloadCommand.Create());
 return root.Parse(args).Invoke();

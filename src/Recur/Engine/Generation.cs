@@ -21,9 +21,12 @@ public static class Generation
     /// <summary>
     /// Generates continuations of <paramref name="prompts"/> (token ids). <paramref name="onToken"/> sees
     /// (row, token) as each token is produced. Returns the new tokens of each row, without the stop token.
+    /// <paramref name="rowFinished"/>, asked after each token a row produces, ends that row early when it
+    /// returns true (the token stays in the output): callers use it for stop strings and per-row length limits
+    /// when requests of different lengths share one batch.
     /// </summary>
     public static List<int>[] Generate(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, Action<int, int>? onToken = null,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default, Func<int, bool>? rowFinished = null)
     {
         if (prompts.Count == 0) return [];
         if (prompts.Any(p => p.Length == 0)) throw new RecurUserException("a prompt is empty: give at least one token (e.g. BOS)");
@@ -77,7 +80,7 @@ public static class Generation
                     if (stop.Contains((int)tok[r])) { done[r] = true; continue; }
                     outputs[r].Add((int)tok[r]);
                     onToken?.Invoke(r, (int)tok[r]);
-                    if (options.StopWhen?.Invoke(r, outputs[r]) == true) done[r] = true;
+                    if (options.StopWhen?.Invoke(r, outputs[r]) == true || rowFinished?.Invoke(r) == true) done[r] = true;
                 }
                 if (done.All(x => x)) break;
             }

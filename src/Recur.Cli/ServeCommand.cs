@@ -1,0 +1,63 @@
+using System.CommandLine;
+using Recur.Serving;
+
+namespace Recur.Cli;
+
+/// <summary>An OpenAI-compatible HTTP server for one model (see docs/serving.md).</summary>
+static class ServeCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Model folder (HF or recurrent)", Required = true };
+        var host = new Option<string>("--host") { Description = "Interface to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (all; the API has no authentication)", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "TCP port (0: any free port)", DefaultValueFactory = _ => 8000 };
+        var recurrences = new Option<int?>("--recurrences") { Description = "Default test-time recurrence T for recurrent models; requests may set \"recurrences\"" };
+        var maxBatch = new Option<int>("--max-batch") { Description = "Most concurrent non-streaming greedy requests run as one batch", DefaultValueFactory = _ => 4 };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder (default: the model folder)" };
+        var name = new Option<string?>("--model-name") { Description = "Model id clients use (default: the model folder's name)" };
+        var template = ChatSetup.TemplateOption();
+        var device = Common.DeviceOption();
+        var dtype = Common.DTypeOption();
+        var threads = Common.ThreadsOption();
+        var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions)")
+        {
+            model, host, port, recurrences, maxBatch, tokenizer, name, template, device, dtype, threads,
+        };
+        cmd.SetAction(parse => Common.Run(parse, () =>
+        {
+            Common.SetThreads(parse.GetValue(threads));
+            string path = parse.GetValue(model)!;
+            if (parse.GetValue(maxBatch) < 1) throw new RecurUserException($"--max-batch must be ≥ 1 (got {parse.GetValue(maxBatch)})");
+            var err = Console.Error;
+            using var loaded = ChatSetup.Load(path, parse.GetValue(tokenizer), parse.GetValue(template)!, parse.GetValue(recurrences),
+                Common.ParseDevice(parse.GetValue(device)!), Common.ParseDType(parse.GetValue(dtype)), err, "serve");
+            using var runner = new ModelRunner(loaded.Model, loaded.Tokenizer);
+            var options = new ServerOptions
+            {
+                Host = parse.GetValue(host)!,
+                Port = parse.GetValue(port),
+                ModelName = parse.GetValue(name) ?? ChatSetup.ModelName(path),
+                MaxBatch = parse.GetValue(maxBatch),
+                Log = line => { lock (err) err.WriteLine($"{DateTime.Now:HH:mm:ss} {line}"); },
+            };
+            using var cancel = Common.CancelOnCtrlC();
+            // Service managers stop with SIGTERM: shut down as gracefully as on Ctrl-C.
+            using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx =>
+            {
+                ctx.Cancel = true;
+                cancel.Cancel();
+            });
+            using var server = new OpenAiServer(runner, loaded.Template, options);
+            server.Start();
+            if (options.Host is not ("127.0.0.1" or "localhost" or "::1"))
+                err.WriteLine($"warning: listening on {options.Host}: anyone who can reach this machine can use the model (there is no authentication)");
+            err.WriteLine($"serving '{options.ModelName}' at {server.BaseAddress}v1 ({loaded.Template.Name} chat template, context {runner.ContextLength}{(runner.IsRecurrent ? $", T = {runner.DefaultRecurrences}" : "")}); Ctrl-C stops");
+            cancel.Token.WaitHandle.WaitOne();
+            err.WriteLine("stopping: finishing requests in progress (Ctrl-C again to quit at once)");
+            server.StopAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
+            err.WriteLine("stopped");
+            return 0;
+        }));
+        return cmd;
+    }
+}

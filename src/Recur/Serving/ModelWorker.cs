@@ -1,0 +1,163 @@
+namespace Recur.Serving;
+
+/// <summary>
+/// Serialises all model work onto one dedicated thread: one forward at a time, in arrival order.
+/// Non-streaming greedy requests without a seed that wait in the queue together and share T are run as
+/// one batch (at most <c>maxBatch</c> rows, and only while the longest prompt plus the longest reply fits
+/// the context): their results do not depend on a random stream, so batching cannot change what a seed
+/// would reproduce. A failing batch fails only its own requests; the thread keeps serving.
+/// </summary>
+public sealed class ModelWorker : IDisposable
+{
+    sealed class Item(TextRequest request, Action<string>? onText, bool batchable, CancellationToken cancel)
+    {
+        public TextRequest Request { get; } = request;
+        public Action<string>? OnText { get; } = onText;
+        public bool Batchable { get; } = batchable;
+        public CancellationToken Cancel { get; } = cancel;
+        public TaskCompletionSource<TextResult> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    readonly ModelRunner _runner;
+    readonly int _maxBatch, _maxQueue;
+    readonly LinkedList<Item> _queue = new();
+    readonly Thread _thread;
+    readonly CancellationTokenSource _shutdown = new();
+    readonly Action<string>? _log;
+    bool _stopped;
+
+    public ModelWorker(ModelRunner runner, int maxBatch = 4, int maxQueue = 64, Action<string>? log = null)
+    {
+        if (maxBatch < 1) throw new RecurUserException($"--max-batch must be ≥ 1 (got {maxBatch})");
+        _runner = runner;
+        _maxBatch = maxBatch;
+        _maxQueue = Math.Max(1, maxQueue);
+        _log = log;
+        _thread = new Thread(Loop) { IsBackground = true, Name = "recur-model-worker" };
+        _thread.Start();
+    }
+
+    /// <summary>Requests waiting (not counting the batch running now).</summary>
+    public int Pending { get { lock (_queue) return _queue.Count; } }
+
+    /// <summary>
+    /// Queues a request. Streaming requests pass <paramref name="onText"/> (called on the worker thread) and are
+    /// never batched. Throws <see cref="ApiException"/> 503 when the queue is full or the worker is stopping.
+    /// </summary>
+    public Task<TextResult> Enqueue(TextRequest request, Action<string>? onText = null, CancellationToken cancel = default)
+    {
+        bool batchable = onText is null && request.Sampling.Greedy && request.Sampling.Seed is null;
+        var item = new Item(request, onText, batchable, cancel);
+        lock (_queue)
+        {
+            if (_stopped) throw new ApiException(503, "the server is shutting down", "server_error");
+            if (_queue.Count >= _maxQueue) throw new ApiException(503, $"the server is busy: {_queue.Count} requests are waiting; retry later", "server_error");
+            _queue.AddLast(item);
+            Monitor.Pulse(_queue);
+        }
+        return item.Done.Task;
+    }
+
+    void Loop()
+    {
+        while (true)
+        {
+            List<Item> batch;
+            lock (_queue)
+            {
+                while (_queue.Count == 0 && !_stopped) Monitor.Wait(_queue);
+                if (_stopped && _queue.Count == 0) return;
+                batch = TakeBatch();
+            }
+            Run(batch);
+        }
+    }
+
+    // Called under the lock: the oldest request, plus compatible batchable requests behind it.
+    List<Item> TakeBatch()
+    {
+        var first = _queue.First!.Value;
+        _queue.RemoveFirst();
+        var batch = new List<Item> { first };
+        if (!first.Batchable) return batch;
+        int? t = _runner.EffectiveRecurrences(first.Request);
+        int longestPrompt = first.Request.PromptIds.Length, longestReply = first.Request.MaxTokens;
+        for (var node = _queue.First; node is not null && batch.Count < _maxBatch;)
+        {
+            var next = node.Next;
+            var r = node.Value.Request;
+            if (node.Value.Batchable && r.Sampling == first.Request.Sampling && _runner.EffectiveRecurrences(r) == t
+                && Math.Max(longestPrompt, r.PromptIds.Length) + Math.Max(longestReply, r.MaxTokens) <= _runner.ContextLength)
+            {
+                batch.Add(node.Value);
+                longestPrompt = Math.Max(longestPrompt, r.PromptIds.Length);
+                longestReply = Math.Max(longestReply, r.MaxTokens);
+                _queue.Remove(node);
+            }
+            node = next;
+        }
+        return batch;
+    }
+
+    void Run(List<Item> batch)
+    {
+        batch.RemoveAll(i =>
+        {
+            if (!i.Cancel.IsCancellationRequested) return false;
+            i.Done.TrySetCanceled(i.Cancel);
+            return true;
+        });
+        if (batch.Count == 0) return;
+        // A lone request can be cancelled by its client; a batch only by shutdown.
+        using var linked = batch.Count == 1
+            ? CancellationTokenSource.CreateLinkedTokenSource(batch[0].Cancel, _shutdown.Token)
+            : CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
+        if (batch.Count > 1) _log?.Invoke($"batching {batch.Count} requests");
+        try
+        {
+            var results = _runner.Run(batch.Select(i => i.Request).ToList(),
+                onText: (row, text) => batch[row].OnText?.Invoke(text), linked.Token);
+            for (int i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(results[i]);
+        }
+        catch (OperationCanceledException)
+        {
+            foreach (var i in batch) i.Done.TrySetCanceled();
+        }
+        catch (RecurUserException e)
+        {
+            foreach (var i in batch) i.Done.TrySetException(new ApiException(400, e.Message));
+        }
+        catch (Exception e)
+        {
+            _log?.Invoke($"error: generation failed: {e.GetType().Name}: {e.Message}");
+            foreach (var i in batch) i.Done.TrySetException(new ApiException(500, $"internal error during generation: {e.GetType().Name}: {e.Message}", "server_error"));
+        }
+    }
+
+    /// <summary>
+    /// Stops taking requests. Queued requests still run unless <paramref name="cancelRunning"/>, which also
+    /// cancels the batch in progress. Waits for the worker thread up to <paramref name="timeout"/>.
+    /// </summary>
+    public bool Stop(bool cancelRunning, TimeSpan timeout)
+    {
+        lock (_queue)
+        {
+            _stopped = true;
+            if (cancelRunning)
+            {
+                foreach (var i in _queue) i.Done.TrySetException(new ApiException(503, "the server is shutting down", "server_error"));
+                _queue.Clear();
+            }
+            Monitor.PulseAll(_queue);
+        }
+        if (cancelRunning) _shutdown.Cancel();
+        return _thread.Join(timeout);
+    }
+
+    public void Dispose()
+    {
+        if (!Stop(cancelRunning: true, TimeSpan.FromSeconds(30)))
+            _log?.Invoke("warning: the model worker did not stop within 30 s");
+        _shutdown.Dispose();
+    }
+}

@@ -1,0 +1,389 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Recur.Engine;
+
+namespace Recur.Serving;
+
+/// <summary>Where and how <see cref="OpenAiServer"/> listens.</summary>
+public sealed record ServerOptions
+{
+    /// <summary>Interface to bind: 127.0.0.1 (default, this machine only), localhost, or 0.0.0.0 / * for all.</summary>
+    public string Host { get; init; } = "127.0.0.1";
+    /// <summary>TCP port; 0 picks a free one (see <see cref="OpenAiServer.BaseAddress"/>).</summary>
+    public int Port { get; init; } = 8000;
+    /// <summary>The model id clients see in <c>/v1/models</c> and pass as <c>model</c>.</summary>
+    public string ModelName { get; init; } = "recur";
+    /// <summary>Most requests run as one batch (non-streaming greedy requests only; see <see cref="ModelWorker"/>).</summary>
+    public int MaxBatch { get; init; } = 4;
+    /// <summary>Requests that may wait for the model before new ones get 503.</summary>
+    public int MaxQueue { get; init; } = 64;
+    /// <summary>Upper bound on a request's <c>recurrences</c>: the KV cache grows with p + r·T + c slots.</summary>
+    public int MaxRecurrences { get; init; } = 256;
+    public int MaxBodyBytes { get; init; } = 8 << 20;
+    /// <summary>A chat request without <c>max_tokens</c> may use the rest of the context, up to this many tokens.</summary>
+    public int DefaultChatMaxTokens { get; init; } = 1024;
+    /// <summary>One line per request and per server event; null is silent.</summary>
+    public Action<string>? Log { get; init; }
+}
+
+/// <summary>
+/// An OpenAI-compatible HTTP server for one model: <c>GET /v1/models</c>, <c>POST /v1/completions</c> and
+/// <c>POST /v1/chat/completions</c>, each with <c>stream: true</c> server-sent events, plus the extra request
+/// field <c>recurrences</c> (test-time T). Built on <see cref="HttpListener"/>; all generation runs on one
+/// <see cref="ModelWorker"/> thread. Every failure of a request becomes an OpenAI-style JSON error and the
+/// server keeps serving.
+/// </summary>
+public sealed class OpenAiServer : IDisposable
+{
+    static readonly JsonSerializerOptions Json = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    readonly ModelRunner _runner;
+    readonly ChatTemplate _template;
+    readonly ServerOptions _o;
+    readonly ModelWorker _worker;
+    readonly HttpListener _listener = new();
+    readonly CancellationTokenSource _stopping = new();
+    readonly HashSet<Task> _inFlight = [];
+    readonly int[] _chatStopIds;
+    readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+    Task? _acceptLoop;
+
+    public OpenAiServer(ModelRunner runner, ChatTemplate template, ServerOptions options)
+    {
+        _runner = runner;
+        _template = template;
+        _o = options;
+        _worker = new ModelWorker(runner, options.MaxBatch, options.MaxQueue, options.Log);
+        _chatStopIds = [.. template.EndOfTurnTokens.Select(t => runner.Tokenizer.TokenToId(t)).OfType<int>()];
+    }
+
+    /// <summary>The server's root, e.g. <c>http://127.0.0.1:8000/</c>; set by <see cref="Start"/>.</summary>
+    public Uri BaseAddress { get; private set; } = new("http://127.0.0.1/");
+
+    /// <summary>Binds the listener and starts accepting requests.</summary>
+    public void Start()
+    {
+        string host = _o.Host is "0.0.0.0" or "*" or "+" ? "+" : _o.Host;
+        string shown = host == "+" ? "0.0.0.0" : _o.Host;
+        if (_o.Port is < 0 or > 65535) throw new RecurUserException($"--port must be between 0 and 65535 (got {_o.Port})");
+        // HttpListener cannot bind port 0 itself: ask the OS for a free port, then bind it; another process
+        // may take it in between, so try a few times.
+        for (int attempt = 0; ; attempt++)
+        {
+            int port = _o.Port != 0 ? _o.Port : FreePort();
+            _listener.Prefixes.Clear();
+            // HttpListener matches requests by their Host header too: a loopback server must answer both
+            // "127.0.0.1" and "localhost", or curl http://localhost:PORT gets HttpListener's own 404.
+            foreach (var h in host is "127.0.0.1" or "localhost" ? ["127.0.0.1", "localhost"] : new[] { host })
+                _listener.Prefixes.Add($"http://{h}:{port}/");
+            try
+            {
+                _listener.Start();
+                BaseAddress = new Uri($"http://{(shown.Contains(':') ? $"[{shown}]" : shown)}:{port}/");
+                break;
+            }
+            catch (HttpListenerException e) when (_o.Port == 0 && attempt < 10)
+            {
+                _o.Log?.Invoke($"note: port {port} was taken ({e.Message}); trying another");
+            }
+            catch (HttpListenerException e)
+            {
+                throw new RecurUserException($"cannot listen on {shown}:{port}: {e.Message} (is another server using the port? choose one with --port)");
+            }
+        }
+        _acceptLoop = Task.Run(AcceptLoop);
+    }
+
+    static int FreePort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    async Task AcceptLoop()
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            HttpListenerContext ctx;
+            try { ctx = await _listener.GetContextAsync().ConfigureAwait(false); }
+            catch (Exception) when (_stopping.IsCancellationRequested || !_listener.IsListening) { return; }
+            catch (HttpListenerException e)
+            {
+                _o.Log?.Invoke($"warning: accepting a connection failed: {e.Message}");
+                continue;
+            }
+            var task = Task.Run(() => HandleAsync(ctx));
+            lock (_inFlight) _inFlight.Add(task);
+            _ = task.ContinueWith(t => { lock (_inFlight) _inFlight.Remove(t); }, TaskScheduler.Default);
+        }
+    }
+
+    /// <summary>
+    /// Stops accepting requests, lets requests in progress finish for up to <paramref name="grace"/>, then
+    /// cancels what is left and closes the listener.
+    /// </summary>
+    public async Task StopAsync(TimeSpan grace)
+    {
+        if (_stopping.IsCancellationRequested) return;
+        _stopping.Cancel();
+        Task[] running;
+        lock (_inFlight) running = [.. _inFlight];
+        var all = Task.WhenAll(running);
+        if (await Task.WhenAny(all, Task.Delay(grace)).ConfigureAwait(false) != all)
+            _o.Log?.Invoke($"note: {running.Count(t => !t.IsCompleted)} request(s) still running after {grace.TotalSeconds:0} s; cancelling them");
+        _worker.Stop(cancelRunning: true, TimeSpan.FromSeconds(30));
+        try { _listener.Stop(); } catch (ObjectDisposedException) { }
+        if (_acceptLoop is not null) await _acceptLoop.ConfigureAwait(false);
+    }
+
+    public void Dispose()
+    {
+        StopAsync(TimeSpan.Zero).GetAwaiter().GetResult();
+        _worker.Dispose();
+        _listener.Close();
+        _stopping.Dispose();
+    }
+
+    async Task HandleAsync(HttpListenerContext ctx)
+    {
+        var sw = Stopwatch.StartNew();
+        var req = ctx.Request;
+        var res = ctx.Response;
+        string path = req.Url?.AbsolutePath.TrimEnd('/') ?? "";
+        string what = $"{req.HttpMethod} {path}";
+        var state = new ResponseState();
+        try
+        {
+            if (_stopping.IsCancellationRequested) throw new ApiException(503, "the server is shutting down", "server_error");
+            switch (req.HttpMethod, path)
+            {
+                case ("GET", "/health"):
+                    await WriteJson(res, 200, new JsonObject { ["status"] = "ok", ["queued"] = _worker.Pending });
+                    break;
+                case ("GET", "/v1/models"):
+                    await WriteJson(res, 200, new JsonObject { ["object"] = "list", ["data"] = new JsonArray(ModelCard()) });
+                    break;
+                case ("GET", _) when path.StartsWith("/v1/models/", StringComparison.Ordinal):
+                    string id = Uri.UnescapeDataString(path["/v1/models/".Length..]);
+                    if (id != _o.ModelName) throw ModelNotFound(id);
+                    await WriteJson(res, 200, ModelCard());
+                    break;
+                case ("POST", "/v1/completions"):
+                    await Complete(ctx, chat: false, state);
+                    break;
+                case ("POST", "/v1/chat/completions"):
+                    await Complete(ctx, chat: true, state);
+                    break;
+                case (_, "/v1/models" or "/v1/completions" or "/v1/chat/completions" or "/health"):
+                    throw new ApiException(405, $"method {req.HttpMethod} is not allowed on {path}", code: "method_not_allowed");
+                default:
+                    throw new ApiException(404, $"unknown route {req.HttpMethod} {path}; this server offers GET /v1/models, POST /v1/completions and POST /v1/chat/completions", code: "not_found");
+            }
+            _o.Log?.Invoke($"{what} {res.StatusCode} {state.Summary}{sw.Elapsed.TotalSeconds:0.00} s");
+        }
+        catch (Exception e)
+        {
+            var api = e as ApiException
+                ?? (e is OperationCanceledException ? new ApiException(503, "the request was cancelled: the server is shutting down", "server_error") : null)
+                ?? new ApiException(500, $"internal error: {e.GetType().Name}: {e.Message}", "server_error");
+            if (api.Status >= 500) _o.Log?.Invoke($"{what} {api.Status} error: {(e is ApiException ? e.Message : e.ToString())}");
+            else _o.Log?.Invoke($"{what} {api.Status} {api.Message}");
+            await TryWriteError(res, api, state);
+        }
+        finally
+        {
+            try { res.Close(); } catch (Exception) { /* the client is gone */ }
+        }
+    }
+
+    JsonObject ModelCard() => new()
+    {
+        ["id"] = _o.ModelName, ["object"] = "model", ["created"] = _created, ["owned_by"] = "recur",
+        ["context_length"] = _runner.ContextLength,
+        ["recurrent"] = _runner.IsRecurrent,
+        ["default_recurrences"] = _runner.DefaultRecurrences,
+    };
+
+    ApiException ModelNotFound(string id) =>
+        new(404, $"the model '{id}' does not exist; this server serves '{_o.ModelName}'", param: "model", code: "model_not_found");
+
+    sealed class ResponseState
+    {
+        public bool Streaming;
+        public string Summary = "";
+    }
+
+    async Task Complete(HttpListenerContext ctx, bool chat, ResponseState state)
+    {
+        byte[] body = await ReadBody(ctx.Request);
+        var r = OpenAiRequest.Parse(body, chat, _o.MaxRecurrences);
+        if (r.Model is not null && r.Model != _o.ModelName) throw ModelNotFound(r.Model);
+        if (r.Recurrences is not null && !_runner.IsRecurrent)
+            throw ApiException.BadValue("recurrences", "recurrences applies only to recurrent models; this server's model is a plain decoder");
+
+        var tok = _runner.Tokenizer;
+        int[] ids;
+        try
+        {
+            ids = chat ? tok.Encode(_template.Render(r.Messages!), _template.AddSpecialTokens)
+                : r.PromptIds ?? tok.Encode(r.Prompt!);
+        }
+        catch (RecurUserException e) { throw ApiException.BadValue(chat ? "messages" : "prompt", e.Message); }
+        if (ids.Length == 0) throw ApiException.BadValue(chat ? "messages" : "prompt", "the prompt encodes to no tokens");
+        if (ids.Any(i => i < 0 || i >= _runner.Model.VocabSize))
+            throw ApiException.BadValue("prompt", $"prompt token ids must be between 0 and {_runner.Model.VocabSize - 1}");
+
+        int ctxLen = _runner.ContextLength;
+        string promptParam = chat ? "messages" : "prompt";
+        if (ids.Length >= ctxLen)
+            throw new ApiException(400, $"this model's maximum context length is {ctxLen} tokens, but the prompt alone has {ids.Length}; shorten it",
+                param: promptParam, code: "context_length_exceeded");
+        // OpenAI's defaults: 16 tokens for completions, the rest of the context for chat, which we bound because
+        // generation preallocates its KV cache for prompt + max_tokens positions.
+        int maxTokens = r.MaxTokens ?? Math.Min(chat ? _o.DefaultChatMaxTokens : 16, ctxLen - ids.Length);
+        if (ids.Length + maxTokens > ctxLen)
+            throw new ApiException(400,
+                $"this model's maximum context length is {ctxLen} tokens, but {ids.Length + (long)maxTokens} were requested ({ids.Length} in the prompt, {maxTokens} for the completion); shorten the prompt or lower max_tokens",
+                param: "max_tokens", code: "context_length_exceeded");
+
+        var request = new TextRequest(ids, maxTokens, r.Sampling, r.Recurrences,
+            chat ? [.. r.Stop, .. _template.StopStrings] : r.Stop,
+            chat ? _chatStopIds : null);
+        string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        int? t = _runner.EffectiveRecurrences(request);
+
+        if (!r.Stream)
+        {
+            var result = await _worker.Enqueue(request);
+            state.Summary = Summary(result, t);
+            var choice = chat
+                ? new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = result.Text }, ["logprobs"] = null, ["finish_reason"] = result.FinishReason }
+                : new JsonObject { ["index"] = 0, ["text"] = result.Text, ["logprobs"] = null, ["finish_reason"] = result.FinishReason };
+            var obj = Envelope(id, chat ? "chat.completion" : "text_completion", created, t);
+            obj["choices"] = new JsonArray(choice);
+            obj["usage"] = Usage(result);
+            await WriteJson(ctx.Response, 200, obj);
+            return;
+        }
+
+        // Streaming: the worker thread pushes text into a channel; this task writes it out as SSE events.
+        var res = ctx.Response;
+        res.StatusCode = 200;
+        res.ContentType = "text/event-stream; charset=utf-8";
+        res.Headers["Cache-Control"] = "no-cache";
+        res.SendChunked = true;
+        state.Streaming = true;
+        using var clientGone = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+        var pieces = System.Threading.Channels.Channel.CreateUnbounded<string>(new() { SingleReader = true, SingleWriter = true });
+        var pending = _worker.Enqueue(request, text => pieces.Writer.TryWrite(text), clientGone.Token);
+        _ = pending.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
+
+        JsonObject Chunk(JsonObject choice)
+        {
+            var o = Envelope(id, chat ? "chat.completion.chunk" : "text_completion", created, t);
+            o["choices"] = new JsonArray(choice);
+            return o;
+        }
+        try
+        {
+            if (chat) await WriteEvent(res, Chunk(new JsonObject { ["index"] = 0, ["delta"] = new JsonObject { ["role"] = "assistant", ["content"] = "" }, ["logprobs"] = null, ["finish_reason"] = null }));
+            await foreach (var text in pieces.Reader.ReadAllAsync())
+                await WriteEvent(res, Chunk(chat
+                    ? new JsonObject { ["index"] = 0, ["delta"] = new JsonObject { ["content"] = text }, ["logprobs"] = null, ["finish_reason"] = null }
+                    : new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = null, ["finish_reason"] = null }));
+        }
+        catch (Exception e) when (e is HttpListenerException or IOException or ObjectDisposedException)
+        {
+            // The client hung up: stop generating for it.
+            clientGone.Cancel();
+            state.Summary = "client disconnected, ";
+            try { await pending; } catch (Exception) { }
+            return;
+        }
+        var final = await pending; // failures surface here and are sent as an error event
+        state.Summary = Summary(final, t);
+        await WriteEvent(res, Chunk(chat
+            ? new JsonObject { ["index"] = 0, ["delta"] = new JsonObject(), ["logprobs"] = null, ["finish_reason"] = final.FinishReason }
+            : new JsonObject { ["index"] = 0, ["text"] = "", ["logprobs"] = null, ["finish_reason"] = final.FinishReason }));
+        if (r.IncludeUsageInStream)
+        {
+            var u = Envelope(id, chat ? "chat.completion.chunk" : "text_completion", created, t);
+            u["choices"] = new JsonArray();
+            u["usage"] = Usage(final);
+            await WriteEvent(res, u);
+        }
+        await WriteRaw(res, "data: [DONE]\n\n");
+    }
+
+    static string Summary(TextResult r, int? t) => $"{r.PromptTokens}+{r.CompletionTokens} tok{(t is int x ? $", T = {x}" : "")}, ";
+
+    JsonObject Envelope(string id, string obj, long created, int? t)
+    {
+        var o = new JsonObject { ["id"] = id, ["object"] = obj, ["created"] = created, ["model"] = _o.ModelName };
+        if (t is int x) o["recurrences"] = x;
+        return o;
+    }
+
+    static JsonObject Usage(TextResult r) => new()
+    {
+        ["prompt_tokens"] = r.PromptTokens, ["completion_tokens"] = r.CompletionTokens, ["total_tokens"] = r.PromptTokens + r.CompletionTokens,
+    };
+
+    async Task<byte[]> ReadBody(HttpListenerRequest req)
+    {
+        if (req.ContentLength64 > _o.MaxBodyBytes)
+            throw new ApiException(413, $"the request body is {req.ContentLength64} bytes; the limit is {_o.MaxBodyBytes}", code: "request_too_large");
+        using var ms = new MemoryStream();
+        var buf = new byte[16384];
+        int n;
+        while ((n = await req.InputStream.ReadAsync(buf)) > 0)
+        {
+            ms.Write(buf, 0, n);
+            if (ms.Length > _o.MaxBodyBytes) throw new ApiException(413, $"the request body exceeds the limit of {_o.MaxBodyBytes} bytes", code: "request_too_large");
+        }
+        return ms.ToArray();
+    }
+
+    static Task WriteJson(HttpListenerResponse res, int status, JsonNode body)
+    {
+        var bytes = Encoding.UTF8.GetBytes(body.ToJsonString(Json));
+        res.StatusCode = status;
+        res.ContentType = "application/json; charset=utf-8";
+        res.ContentLength64 = bytes.Length;
+        return res.OutputStream.WriteAsync(bytes).AsTask();
+    }
+
+    static Task WriteEvent(HttpListenerResponse res, JsonNode data) => WriteRaw(res, $"data: {data.ToJsonString(Json)}\n\n");
+
+    static async Task WriteRaw(HttpListenerResponse res, string text)
+    {
+        var bytes = Encoding.UTF8.GetBytes(text);
+        await res.OutputStream.WriteAsync(bytes);
+        await res.OutputStream.FlushAsync();
+    }
+
+    static JsonObject ErrorBody(ApiException e) => new()
+    {
+        ["error"] = new JsonObject { ["message"] = e.Message, ["type"] = e.Type, ["param"] = e.Param, ["code"] = e.Code },
+    };
+
+    static async Task TryWriteError(HttpListenerResponse res, ApiException e, ResponseState state)
+    {
+        try
+        {
+            // Once an event stream has started its status is sent; report the error as a last event instead.
+            if (state.Streaming) await WriteEvent(res, ErrorBody(e));
+            else await WriteJson(res, e.Status, ErrorBody(e));
+        }
+        catch (Exception) { /* the client is gone */ }
+    }
+}
