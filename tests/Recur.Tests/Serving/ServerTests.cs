@@ -254,6 +254,8 @@ public sealed class ServerTests
     {
         public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) =>
             inputIds.shape[1] > 1 && inputIds.eq(poison).any().item<bool>() ? throw new InvalidOperationException("poisoned token") : inner.Forward(inputIds, keyPadding, cache, lastOnly);
+        public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) => inner.Hidden(inputIds, keyPadding, cache);
+        public Tensor Logits(Tensor hidden) => inner.Logits(hidden);
         public int CacheSlots => inner.CacheSlots;
         public int VocabSize => inner.VocabSize;
         public int MaxPositions => inner.MaxPositions;

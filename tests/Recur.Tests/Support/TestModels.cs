@@ -11,13 +11,14 @@ static class TestModels
     /// <summary>A model with seeded random weights (norm weights near 1 so they are not trivial).</summary>
     public static DecoderModel Random(ModelConfig config, long seed = 0)
     {
-        torch.manual_seed(seed);
+        // A private generator: tests run in parallel, and the global one would interleave their draws.
+        using var gen = new Generator((ulong)seed);
         var m = new DecoderModel(config);
         using (no_grad())
             foreach (var (name, p) in m.named_parameters())
             {
-                if (name.Contains("norm")) p.copy_(ones_like(p) + randn_like(p) * 0.1);
-                else p.copy_(randn_like(p) * 0.05);
+                if (name.Contains("norm")) p.copy_(1 + randn(p.shape, generator: gen) * 0.1);
+                else p.copy_(randn(p.shape, generator: gen) * 0.05);
             }
         m.eval();
         return m;
