@@ -61,7 +61,10 @@ class Block(nn.Module):
         q = rot(q.view(b, s, HEADS, HD).transpose(1, 2), cos.to(q.dtype), sin.to(q.dtype))
         k = rot(k.view(b, s, KV, HD).transpose(1, 2), cos.to(k.dtype), sin.to(k.dtype))
         v = v.view(b, s, KV, HD).transpose(1, 2)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        # Debian's PyTorch 1.13 has no scaled_dot_product_attention: the same math written out.
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(HD)
+        att = att.masked_fill(torch.ones(s, s, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+        o = att @ v
         x = x + self.proj(o.transpose(1, 2).reshape(b, s, DIM))
         g, u = self.fc(self.norm_2(x)).chunk(2, -1)
         return x + self.mproj(F.silu(g) * u)

@@ -45,11 +45,11 @@ public sealed class SelfAttention : nn.Module
     public Tensor Forward(Tensor x, AttentionContext ctx, int slot)
     {
         using var scope = NewDisposeScope();
-        var q = Ops.Linear(x, q_proj.weight!);
-        var k = Ops.Linear(x, k_proj.weight!);
-        var v = Ops.Linear(x, v_proj.weight!);
+        var q = Ops.Linear(x, ctx.W(q_proj.weight!));
+        var k = Ops.Linear(x, ctx.W(k_proj.weight!));
+        var v = Ops.Linear(x, ctx.W(v_proj.weight!));
         var o = Ops.Attention(q, k, v, q_norm, k_norm, _nh, _nkv, _d, ctx, slot);
-        return Ops.Linear(o, o_proj.weight!).MoveToOuterDisposeScope();
+        return Ops.Linear(o, ctx.W(o_proj.weight!)).MoveToOuterDisposeScope();
     }
 }
 
@@ -65,11 +65,11 @@ public sealed class SwiGlu : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x)
+    public Tensor Forward(Tensor x, AttentionContext ctx)
     {
         using var scope = NewDisposeScope();
-        var h = F.silu(Ops.Linear(x, gate_proj.weight!)) * Ops.Linear(x, up_proj.weight!);
-        return Ops.Linear(h, down_proj.weight!).MoveToOuterDisposeScope();
+        var h = F.silu(Ops.Linear(x, ctx.W(gate_proj.weight!))) * Ops.Linear(x, ctx.W(up_proj.weight!));
+        return Ops.Linear(h, ctx.W(down_proj.weight!)).MoveToOuterDisposeScope();
     }
 }
 
@@ -96,8 +96,8 @@ public sealed class DecoderLayer : nn.Module
 
     public Tensor Forward(Tensor x, AttentionContext ctx, int slot) =>
         _type == BlockType.Llama
-            ? Ops.Block(x, _type, h => self_attn.Forward(h, ctx, slot), mlp.Forward, input_layernorm!, post_attention_layernorm)
-            : Ops.Block(x, _type, h => self_attn.Forward(h, ctx, slot), mlp.Forward, post_attention_layernorm, post_feedforward_layernorm!);
+            ? Ops.Block(x, _type, h => self_attn.Forward(h, ctx, slot), h => mlp.Forward(h, ctx), input_layernorm!, post_attention_layernorm)
+            : Ops.Block(x, _type, h => self_attn.Forward(h, ctx, slot), h => mlp.Forward(h, ctx), post_attention_layernorm, post_feedforward_layernorm!);
 }
 
 public sealed class DecoderBody : nn.Module
@@ -175,7 +175,8 @@ public sealed class DecoderModel : nn.Module, ICausalLM
         long past = cache?.Length ?? 0;
         var (positions, mask, causal) = Ops.Layout(b, s, past, keyPadding, device);
         var (cos, sin) = RopeFor(device).Tables(positions, ComputeDType);
-        var ctx = new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache };
+        using var weights = new WeightCast(ComputeDType);
+        var ctx = new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache, Weights = weights };
         var x = model.embed_tokens.call(inputIds).to(ComputeDType);
         var order = layers ?? Enumerable.Range(0, model.layers.Count).ToArray();
         for (int i = 0; i < order.Count; i++) x = model.layers[order[i]].Forward(x, ctx, i);

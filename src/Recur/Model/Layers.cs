@@ -33,6 +33,38 @@ public sealed class AttentionContext
     /// <summary>True when a plain causal mask over the current tokens is exact (no cache history, no padding).</summary>
     public bool Causal { get; init; }
     public IKvCache? Cache { get; init; }
+    /// <summary>Casts weights to the compute dtype once per forward call, however often a layer runs (the recurrent block runs T times).</summary>
+    public WeightCast? Weights { get; init; }
+
+    /// <summary>The weight in the compute dtype (cached per forward call).</summary>
+    public Tensor W(Tensor weight) => Weights?.Get(weight) ?? weight;
+}
+
+/// <summary>
+/// The cast half of autocast: fp32 master weights are cast to the compute dtype at most once per forward call
+/// and the cast reused, so a block applied T times casts (and back-propagates through the cast) once.
+/// Lives for one forward call, which disposes it (autograd keeps what backward needs).
+/// </summary>
+public sealed class WeightCast(ScalarType dtype) : IDisposable
+{
+    // Keyed by grad mode too: a cast made in a no-grad iteration (truncated backprop's first n) must not be
+    // reused by the grad iterations, or the weights would receive no gradient.
+    readonly Dictionary<(IntPtr, bool), Tensor> _cast = new();
+
+    public Tensor Get(Tensor weight)
+    {
+        if (weight.dtype == dtype) return weight;
+        var key = (weight.Handle, is_grad_enabled());
+        // Detached from the (inner) dispose scope it is made in: it must outlive that layer call. Disposed with this object.
+        if (!_cast.TryGetValue(key, out var c)) _cast[key] = c = weight.to(dtype).DetachFromDisposeScope();
+        return c;
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _cast.Values) t.Dispose();
+        _cast.Clear();
+    }
 }
 
 /// <summary>RMSNorm with statistics in fp32 (METHOD §2.4). TorchSharp has no RMSNorm module.</summary>

@@ -44,9 +44,9 @@ public sealed class RavenAttention : nn.Module
     public Tensor Forward(Tensor x, AttentionContext ctx, int slot)
     {
         using var scope = NewDisposeScope();
-        var qkv = Ops.Linear(x, Wqkv.weight!).split([_nh * _d, _nkv * _d, _nkv * _d], -1);
+        var qkv = Ops.Linear(x, ctx.W(Wqkv.weight!)).split([_nh * _d, _nkv * _d, _nkv * _d], -1);
         var o = Ops.Attention(qkv[0], qkv[1], qkv[2], q_norm, k_norm, _nh, _nkv, _d, ctx, slot);
-        return Ops.Linear(o, proj.weight!).MoveToOuterDisposeScope();
+        return Ops.Linear(o, ctx.W(proj.weight!)).MoveToOuterDisposeScope();
     }
 }
 
@@ -61,10 +61,10 @@ public sealed class RavenMlp : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x)
+    public Tensor Forward(Tensor x, AttentionContext ctx)
     {
         using var scope = NewDisposeScope();
-        return Ops.Linear(Ops.SwiGluFused(Ops.Linear(x, fc.weight!)), proj.weight!).MoveToOuterDisposeScope();
+        return Ops.Linear(Ops.SwiGluFused(Ops.Linear(x, ctx.W(fc.weight!))), ctx.W(proj.weight!)).MoveToOuterDisposeScope();
     }
 }
 
@@ -88,7 +88,7 @@ public sealed class RavenBlock : nn.Module
     }
 
     public Tensor Forward(Tensor x, AttentionContext ctx, int slot) =>
-        Ops.Block(x, _type, h => attn.Forward(h, ctx, slot), mlp.Forward, norm_1, norm_2);
+        Ops.Block(x, _type, h => attn.Forward(h, ctx, slot), h => mlp.Forward(h, ctx), norm_1, norm_2);
 }
 
 public sealed class RavenBody : nn.Module
@@ -196,7 +196,8 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         var device = inputIds.device;
         var (positions, mask, causal) = Ops.Layout(b, s, cache?.Length ?? 0, keyPadding, device);
         var (cos, sin) = RopeFor(device).Tables(positions, ComputeDType);
-        var ctx = new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache };
+        using var weights = new WeightCast(ComputeDType);
+        var ctx = new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache, Weights = weights };
 
         var x = transformer.wte.call(inputIds).to(ComputeDType);
         if (Config.InitValues.EmbedScale != 1.0) x = x * Config.InitValues.EmbedScale;
@@ -209,7 +210,7 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
             // Truncated backprop (§3.2): the first n iterations build no graph, so s_0 and their iterates
             // are constants; e still receives gradient through the adapter in each of the last k.
             using var noGrad = i < n ? no_grad() : null;
-            state = Ops.Linear(cat([state, e], -1), transformer.adapter.weight!);
+            state = Ops.Linear(cat([state, e], -1), ctx.W(transformer.adapter.weight!));
             for (int j = 0; j < r; j++) state = transformer.core_block[j].Forward(state, ctx, p + i * r + j);
             if (i == n - 1) state = state.detach();
         }

@@ -65,17 +65,19 @@ public sealed class AdamW : IOptimizer
             _step[i].add_(1);
             double t = _step[i].item<long>();
             p.mul_(1 - lr * wd);
-            _expAvg[i].mul_(b1).add_(g, alpha: 1 - b1);
+            _expAvg[i].lerp_(g, 1 - b1); // = b1·m + (1 − b1)·g in one pass
             _expAvgSq[i].mul_(b2).addcmul_(g, g, value: 1 - b2);
             double bias1 = 1 - Math.Pow(b1, t), bias2 = 1 - Math.Pow(b2, t);
-            var denom = (_expAvgSq[i].sqrt() / Math.Sqrt(bias2)).add_(Options.Eps);
+            var denom = _expAvgSq[i].sqrt().div_(Math.Sqrt(bias2)).add_(Options.Eps);
             p.addcdiv_(_expAvg[i], denom, value: -lr / bias1);
         }
     }
 
     public void ZeroGrad()
     {
-        foreach (var (_, p) in _params) p.grad?.zero_();
+        // Drop the gradients rather than zeroing them (PyTorch's set_to_none): the next backward allocates fresh ones,
+        // which saves a pass over every gradient per step.
+        foreach (var (_, p) in _params) { p.grad?.Dispose(); p.grad = null; }
     }
 
     public IReadOnlyDictionary<string, Tensor> StateDict()

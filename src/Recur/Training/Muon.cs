@@ -129,7 +129,8 @@ public sealed class Muon : IOptimizer
 
     public void ZeroGrad()
     {
-        foreach (var (_, p) in _params) p.grad?.zero_();
+        // As AdamW.ZeroGrad: drop rather than zero.
+        foreach (var (_, p) in _params) { p.grad?.Dispose(); p.grad = null; }
     }
 
     public IReadOnlyDictionary<string, Tensor> StateDict()

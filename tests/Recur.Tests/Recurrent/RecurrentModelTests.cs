@@ -186,6 +186,19 @@ public class RecurrentModelTests
     }
 
     [Fact]
+    public void Bf16_compute_with_fp32_weights_still_trains_the_recurrent_block_after_no_grad_iterations()
+    {
+        using var m = RetrofitRandom("llama");
+        m.ComputeDType = ScalarType.BFloat16;
+        var ids = randint(0, 128, [1, 5], dtype: ScalarType.Int64);
+        m.Forward(ids, 3, 1).sum().backward(); // the core's weights are first cast inside the no-grad iterations
+        Assert.Equal(ScalarType.Float32, m.transformer.core_block[0].mlp.fc.weight!.dtype);
+        Assert.True(m.transformer.core_block[0].mlp.fc.weight!.grad!.abs().max().item<float>() > 0);
+        Assert.True(m.transformer.adapter.weight!.grad!.abs().max().item<float>() > 0);
+        Assert.True(m.transformer.prelude[0].attn.Wqkv.weight!.grad!.abs().max().item<float>() > 0);
+    }
+
+    [Fact]
     public void Recurrences_below_one_are_refused()
     {
         using var m = RetrofitRandom("llama");

@@ -265,7 +265,15 @@ public class OptimizerTests
         using var muon = new Muon([("p", p)]);
         SetGrad(p, ones(2, 2));
         muon.ZeroGrad();
-        Assert.Equal(0f, p.grad!.abs().sum().item<float>());
+        Assert.Null(p.grad); // dropped, as PyTorch's set_to_none
+        var q = new Parameter(randn(2, 2));
+        using var adam = new AdamW([("q", q)]);
+        SetGrad(q, ones(2, 2));
+        adam.ZeroGrad();
+        Assert.Null(q.grad);
+        // The next backward starts from nothing, not from the old gradient.
+        (q * 2).sum().backward();
+        Assert.Equal(8f, q.grad!.sum().item<float>());
     }
 
     [Theory]
