@@ -120,6 +120,13 @@ public sealed class RavenBody : nn.Module
     }
 }
 
+/// <summary>One forward call's shared inputs (rotary tables, mask, cache, weight casts); dispose it when the call ends.</summary>
+public sealed class ForwardContext(AttentionContext attention, WeightCast weights) : IDisposable
+{
+    public AttentionContext Attention { get; } = attention;
+    public void Dispose() => weights.Dispose();
+}
+
 /// <summary>A retrofitted recurrent causal LM in the Raven layout.</summary>
 public sealed class RecurrentModel : nn.Module, ICausalLM
 {
@@ -192,31 +199,57 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         if (cache is not null && cache.Slots != Config.EffectiveDepth(t))
             throw new ArgumentException($"KV cache has {cache.Slots} slots but T = {t} needs p + r·T + c = {Config.EffectiveDepth(t)}");
         using var scope = NewDisposeScope();
-        long b = inputIds.shape[0], s = inputIds.shape[1];
-        var device = inputIds.device;
-        var (positions, mask, causal) = Ops.Layout(b, s, cache?.Length ?? 0, keyPadding, device);
-        var (cos, sin) = RopeFor(device).Tables(positions, ComputeDType);
-        using var weights = new WeightCast(ComputeDType);
-        var ctx = new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache, Weights = weights };
-
-        var x = transformer.wte.call(inputIds).to(ComputeDType);
-        if (Config.InitValues.EmbedScale != 1.0) x = x * Config.InitValues.EmbedScale;
-        for (int j = 0; j < p; j++) x = transformer.prelude[j].Forward(x, ctx, j);
-        var e = x;
-
-        var state = s0 is null ? InitialState(e) : s0.to(ComputeDType).to(device);
+        using var ctx = Context(inputIds, keyPadding, cache);
+        var e = Prelude(inputIds, ctx);
+        var state = s0 is null ? InitialState(e) : s0.to(ComputeDType).to(inputIds.device);
         for (int i = 0; i < t; i++)
         {
             // Truncated backprop (§3.2): the first n iterations build no graph, so s_0 and their iterates
             // are constants; e still receives gradient through the adapter in each of the last k.
             using var noGrad = i < n ? no_grad() : null;
-            state = Ops.Linear(cat([state, e], -1), ctx.W(transformer.adapter.weight!));
-            for (int j = 0; j < r; j++) state = transformer.core_block[j].Forward(state, ctx, p + i * r + j);
+            state = Iterate(state, e, ctx, p + i * r);
             if (i == n - 1) state = state.detach();
         }
-        x = state;
-        for (int j = 0; j < Config.NLayersInCoda; j++) x = transformer.coda[j].Forward(x, ctx, p + r * t + j);
-        return transformer.ln_f.call(x).MoveToOuterDisposeScope();
+        return Coda(state, ctx, p + r * t).MoveToOuterDisposeScope();
+    }
+
+    // The three stages of the forward, also used step by step by engines that choose T per token (adaptive exit).
+    // Slots: prelude 0 … p−1; iteration i's core layers start at `firstSlot` = p + i·r; the coda starts after the last iteration.
+
+    /// <summary>Positions, mask, rotary tables and the per-call weight casts for a forward over <paramref name="inputIds"/>.</summary>
+    public ForwardContext Context(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null)
+    {
+        long b = inputIds.shape[0], s = inputIds.shape[1];
+        var device = inputIds.device;
+        var (positions, mask, causal) = Ops.Layout(b, s, cache?.Length ?? 0, keyPadding, device);
+        var (cos, sin) = RopeFor(device).Tables(positions, ComputeDType);
+        var weights = new WeightCast(ComputeDType);
+        return new ForwardContext(new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache, Weights = weights }, weights);
+    }
+
+    /// <summary>e = P(Embed(x)), the prelude output every iteration is injected with.</summary>
+    public Tensor Prelude(Tensor inputIds, ForwardContext ctx)
+    {
+        var x = transformer.wte.call(inputIds).to(ComputeDType);
+        if (Config.InitValues.EmbedScale != 1.0) x = x * Config.InitValues.EmbedScale;
+        for (int j = 0; j < Config.NLayersInPrelude; j++) x = transformer.prelude[j].Forward(x, ctx.Attention, j);
+        return x;
+    }
+
+    /// <summary>One recurrence: s ← R(A(concat[s, e])), state first (§2.1); the core's layers use slots firstSlot … firstSlot + r − 1.</summary>
+    public Tensor Iterate(Tensor state, Tensor e, ForwardContext ctx, int firstSlot)
+    {
+        state = Ops.Linear(cat([state, e], -1), ctx.Attention.W(transformer.adapter.weight!));
+        for (int j = 0; j < Config.NLayersInRecurrentBlock; j++) state = transformer.core_block[j].Forward(state, ctx.Attention, firstSlot + j);
+        return state;
+    }
+
+    /// <summary>ln_f(C(s)): the coda from slot <paramref name="firstSlot"/>, then the final norm, once (§2.1).</summary>
+    public Tensor Coda(Tensor state, ForwardContext ctx, int firstSlot)
+    {
+        var x = state;
+        for (int j = 0; j < Config.NLayersInCoda; j++) x = transformer.coda[j].Forward(x, ctx.Attention, firstSlot + j);
+        return transformer.ln_f.call(x);
     }
 
     // Φ(−3) and Φ(3): the truncation points of s_0's normal distribution, as CDF values.
