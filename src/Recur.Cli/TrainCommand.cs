@@ -86,8 +86,7 @@ static class TrainCommand
         // Rank 0 alone speaks; the other ranks print only their errors.
         void Log(string s) { if (!lead) return; if (plain) Console.WriteLine(s); else AnsiConsole.MarkupLine($"[grey]{Markup.Escape(s)}[/]"); }
         if (note is not null) Console.Error.WriteLine(note);
-        // Ranks on one node share its cores: by default each takes its share, not all of them.
-        int threads = r.Threads > 0 || mpi is null ? r.Threads : Math.Max(1, Environment.ProcessorCount / mpi.LocalSize);
+        int threads = r.Threads > 0 || mpi is null ? r.Threads : ThreadsPerRank(mpi.LocalSize);
         Common.SetThreads(threads);
         if (mpi is not null)
             Log($"data parallel: {mpi.WorldSize} ranks ({mpi.LocalSize} on this node) over {mpi.Library}; global batch {r.MicroBatch} × {mpi.WorldSize} ranks" +
@@ -185,6 +184,37 @@ static class TrainCommand
         ExportModel(last, final);
         Console.WriteLine($"done: final model in {final}; metrics in {Path.Combine(dir, TrainRun.MetricsFile)}; plots in {dir}");
         return 0;
+    }
+
+    /// <summary>
+    /// Default intra-op threads of one rank. Ranks on one node share its cores, so each takes its share; but a rank
+    /// the launcher has bound to some cores (mpiexec -bind-to, srun --cpus-per-task) already sees only its own
+    /// (ProcessorCount follows the affinity mask), and dividing again would leave cores idle.
+    /// </summary>
+    static int ThreadsPerRank(int localRanks)
+    {
+        int visible = Environment.ProcessorCount;
+        int online = OnlineCpus();
+        bool bound = false;
+        if (online is > 0 and <= 64 && OperatingSystem.IsLinux())
+            bound = System.Numerics.BitOperations.PopCount((ulong)(long)System.Diagnostics.Process.GetCurrentProcess().ProcessorAffinity) < online;
+        return bound ? visible : Math.Max(1, visible / localRanks);
+    }
+
+    /// <summary>Online CPUs from /sys/devices/system/cpu/online ("0-63,65"); 0 when unknown.</summary>
+    static int OnlineCpus()
+    {
+        try
+        {
+            int n = 0;
+            foreach (var part in File.ReadAllText("/sys/devices/system/cpu/online").Trim().Split(',', StringSplitOptions.RemoveEmptyEntries))
+            {
+                var ends = part.Split('-');
+                n += ends.Length == 2 ? int.Parse(ends[1]) - int.Parse(ends[0]) + 1 : 1;
+            }
+            return n;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { return 0; }
     }
 
     /// <summary>
