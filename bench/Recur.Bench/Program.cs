@@ -2,8 +2,11 @@
 // machine is shared and absolute numbers drift. Usage:
 //   dotnet run -c Release --project bench/Recur.Bench -- decode [--threads 2] [--shapes stories15m,stories110m]
 //   dotnet run -c Release --project bench/Recur.Bench -- eval [--threads 2] [--problems 64] [--max-new 32] [--items 64] [--batch 32]
+//   mpiexec -n 2 bench/Recur.Bench/bin/Release/net10.0/linux-x64/Recur.Bench allreduce --threads 1 [--sizes-mb 16,64,256] [--reference 16:4.1,...]
+//     (run by bench/mpi/run.sh, which passes the C program's GB/s as --reference)
 using System.Diagnostics;
 using Recur.Checkpoints;
+using Recur.Distributed;
 using Recur.Engine;
 using Recur.Evaluation;
 using Recur.Model;
@@ -17,7 +20,8 @@ string suite = argv.Count > 0 ? argv[0] : "decode";
 int threads = Arg("--threads", 2);
 var shapes = ArgS("--shapes", "stories15m,stories110m").Split(',');
 torch.set_num_threads(threads);
-Console.WriteLine($"# Recur bench '{suite}' — {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {threads} threads, {Environment.ProcessorCount} cores, TorchSharp {typeof(torch).Assembly.GetName().Version}");
+if ((MpiLaunch.FromEnvironment()?.Rank ?? 0) == 0)
+    Console.WriteLine($"# Recur bench '{suite}' — {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {threads} threads, {Environment.ProcessorCount} cores, TorchSharp {typeof(torch).Assembly.GetName().Version}");
 
 switch (suite)
 {
@@ -25,7 +29,8 @@ switch (suite)
     case "eval": Eval(); break;
     case "train": Train(); break;
     case "recurrence": RecurrenceDecode(); break;
-    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, eval)"); return 2;
+    case "allreduce": AllReduce(); break;
+    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, eval, train, recurrence, allreduce)"); return 2;
 }
 return 0;
 
@@ -254,4 +259,50 @@ void RecurrenceDecode()
     double a0 = my - b * mx;
     double r2 = 1 - xs.Zip(ys, (x, y) => Math.Pow(y - (a0 + b * x), 2)).Sum() / ys.Sum(y => Math.Pow(y - my, 2));
     Console.WriteLine($"fit: ms/token = {a0:0.00} + {b:0.000}·depth (R² = {r2:0.0000}); peak RSS {System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1e9:0.00} GB");
+}
+
+/// <summary>
+/// MpiGradientSync's all-reduce bandwidth (buffer bytes / seconds per call) under mpiexec: the bare MPI_Allreduce
+/// through Recur's binding, AllReduceMean on one tensor (adds the division), and AllReduceMean on 1 MiB tensors
+/// (adds the copies into and out of the 25 MiB buckets); each as a ratio to the C program's bandwidth.
+/// </summary>
+void AllReduce()
+{
+    var mpi = Mpi.TryLoad(out var why) ?? throw new InvalidOperationException(why);
+    using var sync = MpiGradientSync.Start(mpi, TimeSpan.FromMinutes(10));
+    bool lead = sync.Rank == 0;
+    int reps = Arg("--reps", 5);
+    var sizes = ArgS("--sizes-mb", "16,64,256").Split(',').Select(int.Parse).ToList();
+    var reference = ArgS("--reference", "").Split(',', StringSplitOptions.RemoveEmptyEntries)
+        .Select(kv => kv.Split(':')).ToDictionary(kv => int.Parse(kv[0]), kv => double.Parse(kv[1], System.Globalization.CultureInfo.InvariantCulture));
+    double Seconds(Action a)
+    {
+        a(); // warm-up: first touch of the buffers, bucket plan
+        sync.Barrier();
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < reps; i++) a();
+        sync.Barrier();
+        return sw.Elapsed.TotalSeconds / reps;
+    }
+    string Ratio(double gbs, int mib) => reference.TryGetValue(mib, out var c) ? $"{gbs / c:0.00}" : "–";
+    if (lead)
+    {
+        Console.WriteLine($"{sync.WorldSize} ranks, {sync.Library}, {reps} calls per size");
+        Console.WriteLine();
+        Console.WriteLine("| MiB | C MPI_Allreduce GB/s | Recur MPI_Allreduce GB/s | ÷ C | AllReduceMean, one tensor GB/s | ÷ C | AllReduceMean, 1 MiB tensors GB/s | ÷ C |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+    }
+    foreach (int mib in sizes)
+    {
+        using var scope = NewDisposeScope();
+        long bytes = (long)mib << 20;
+        var one = ones(bytes / 4);
+        var many = Enumerable.Range(0, mib).Select(_ => ones(1 << 18)).ToList();
+        double raw = bytes / Seconds(() => sync.ReduceInPlace(one)) / 1e9;
+        one.fill_(1);
+        double mean1 = bytes / Seconds(() => sync.AllReduceMean([one])) / 1e9;
+        double meanN = bytes / Seconds(() => sync.AllReduceMean(many)) / 1e9;
+        if (lead)
+            Console.WriteLine($"| {mib} | {(reference.TryGetValue(mib, out var c) ? $"{c:0.00}" : "–")} | {raw:0.00} | {Ratio(raw, mib)} | {mean1:0.00} | {Ratio(mean1, mib)} | {meanN:0.00} | {Ratio(meanN, mib)} |");
+    }
 }

@@ -38,28 +38,26 @@ static class Common
     {
         bool verbose = parse.GetValue(Verbose);
         try { return body(); }
-        catch (RecurUserException e)
+        catch (Exception e) { return Report(e, verbose); }
+    }
+
+    /// <summary>Prints an error as <see cref="Run"/> does (after <paramref name="prefix"/>, e.g. "rank 1: ") and returns its exit code.</summary>
+    public static int Report(Exception e, bool verbose, string prefix = "")
+    {
+        switch (e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
-            if (verbose) Console.Error.WriteLine(e);
-            return 1;
-        }
-        catch (OperationCanceledException)
-        {
-            Console.Error.WriteLine("interrupted");
-            return 130;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            if (verbose) Console.Error.WriteLine(e);
-            return 1;
-        }
-        catch (Exception e)
-        {
-            Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message.Split('\n')[0]}");
-            Console.Error.WriteLine(verbose ? e.ToString() : "(run with --verbose for details)");
-            return 2;
+            case RecurUserException:
+            case IOException or UnauthorizedAccessException:
+                Console.Error.WriteLine($"error: {prefix}{e.Message}");
+                if (verbose) Console.Error.WriteLine(e);
+                return 1;
+            case OperationCanceledException:
+                Console.Error.WriteLine($"{prefix}interrupted");
+                return 130;
+            default:
+                Console.Error.WriteLine($"error: {prefix}{e.GetType().Name}: {e.Message.Split('\n')[0]}");
+                Console.Error.WriteLine(verbose ? e.ToString() : "(run with --verbose for details)");
+                return 2;
         }
     }
 

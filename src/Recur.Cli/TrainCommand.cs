@@ -1,8 +1,10 @@
 using System.CommandLine;
 using Recur.Checkpoints;
+using Recur.Distributed;
 using Recur.Model;
 using Recur.Training;
 using Spectre.Console;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Recur.Cli;
@@ -17,12 +19,49 @@ static class TrainCommand
         var resume = new Option<string?>("--resume") { Description = "Continue the run in this folder from its newest checkpoint" };
         var force = new Option<bool>("--force") { Description = "Replace an existing run folder" };
         var cmd = new Command("train", "Train a recurrent (or non-recurrent) model with the paper's recipe") { recipe, sets, output, resume, force };
-        cmd.SetAction(parse => Common.Run(parse, () => Run(parse.GetValue(recipe), parse.GetValue(sets) ?? [], parse.GetValue(output), parse.GetValue(resume), parse.GetValue(force))));
+        cmd.SetAction(parse => Common.Run(parse, () => Launch(parse.GetValue(recipe), parse.GetValue(sets) ?? [], parse.GetValue(output), parse.GetValue(resume), parse.GetValue(force), parse.GetValue(Common.Verbose))));
         return cmd;
     }
 
-    static int Run(string? recipePath, string[] sets, string? outDir, string? resumeDir, bool force)
+    /// <summary>
+    /// One process, or one rank of a data-parallel job when an MPI launcher started this process (docs/distributed.md).
+    /// A rank that fails aborts the whole job after printing its error: the others may be waiting in a collective.
+    /// </summary>
+    static int Launch(string? recipePath, string[] sets, string? outDir, string? resumeDir, bool force, bool verbose)
     {
+        var launch = MpiLaunch.FromEnvironment();
+        if (launch is null || launch.Size == 1) return Run(recipePath, sets, outDir, resumeDir, force, null, null);
+        var mpi = Mpi.TryLoad(out var why);
+        if (mpi is null)
+        {
+            // Started as several processes with no MPI to join them: one trains, the others must not write the same folder.
+            if (launch.Rank != 0)
+            {
+                Console.Error.WriteLine($"note: {launch}: {why}; this rank exits, rank 0 trains alone");
+                return 0;
+            }
+            return Run(recipePath, sets, outDir, resumeDir, force, null,
+                $"note: launched by {launch.Launcher} as {launch.Size?.ToString() ?? "several"} processes, but {why}: training as a single process (rank 0); the other ranks exit");
+        }
+        var timeout = MpiGradientSync.TimeoutFromEnvironment();
+        using var sync = MpiGradientSync.Start(mpi, timeout);
+        if (launch.Size is { } n && n != sync.WorldSize)
+            throw new RecurUserException($"{launch.Launcher} started {n} processes but {sync.Library} sees {sync.WorldSize}: the launcher belongs to another MPI than the library " +
+                $"(e.g. Open MPI's mpirun with MPICH); launch with MPICH's mpiexec (mpiexec.mpich) or set ${Mpi.LibraryVariable} to the launcher's MPICH-ABI library");
+        if (sync.WorldSize == 1) return Run(recipePath, sets, outDir, resumeDir, force, null, null);
+        try { return Run(recipePath, sets, outDir, resumeDir, force, sync, null); }
+        catch (Exception e)
+        {
+            int code = Common.Report(e, verbose, sync.Rank == 0 ? "" : $"rank {sync.Rank}: ");
+            sync.Abort(code == 0 ? 1 : code);
+            return code;
+        }
+    }
+
+    static int Run(string? recipePath, string[] sets, string? outDir, string? resumeDir, bool force, MpiGradientSync? mpi, string? note)
+    {
+        IGradientSync sync = (IGradientSync?)mpi ?? SingleProcess.Instance;
+        bool lead = sync.Rank == 0;
         TrainRecipe r;
         string dir;
         TrainerState? state = null;
@@ -43,34 +82,63 @@ static class TrainCommand
             if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !force)
                 throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --resume {dir} to continue it, or --force to replace it)");
         }
-        Common.SetThreads(r.Threads);
-        var device = Common.ParseDevice(r.Device);
         bool plain = Console.IsOutputRedirected;
-        void Log(string s) { if (plain) Console.WriteLine(s); else AnsiConsole.MarkupLine($"[grey]{Markup.Escape(s)}[/]"); }
+        // Rank 0 alone speaks; the other ranks print only their errors.
+        void Log(string s) { if (!lead) return; if (plain) Console.WriteLine(s); else AnsiConsole.MarkupLine($"[grey]{Markup.Escape(s)}[/]"); }
+        if (note is not null) Console.Error.WriteLine(note);
+        int threads = r.Threads > 0 || mpi is null ? r.Threads : ThreadsPerRank(mpi.LocalSize);
+        Common.SetThreads(threads);
+        if (mpi is not null)
+            Log($"data parallel: {mpi.WorldSize} ranks ({mpi.LocalSize} on this node) over {mpi.Library}; global batch {r.MicroBatch} × {mpi.WorldSize} ranks" +
+                (r.Accumulation > 1 ? $" × {r.Accumulation} accumulation" : "") + $" = {(long)r.MicroBatch * mpi.WorldSize * r.Accumulation} rows per step; " +
+                $"threads per rank {threads}; collective timeout " + (mpi.Timeout > TimeSpan.Zero ? $"{mpi.Timeout.TotalSeconds:0} s" : "off") + $" (${MpiGradientSync.TimeoutVariable})");
+        var device = Common.ParseDevice(r.Device);
+        if (mpi is not null && device.type != DeviceType.CPU)
+            throw new RecurUserException($"recipe device '{r.Device}': MPI data parallelism runs on the CPU; GPU ranks need the NCCL backend, which is not implemented (docs/distributed.md)");
 
         using var tok = TrainRun.LoadTokenizer(r);
         ICausalLM model;
         if (checkpoint is not null)
         {
             model = ModelLoader.Load(checkpoint, ScalarType.Float32, device, s => Log($"note: {s}"));
-            TrainRun.TruncateMetrics(dir, state!.GlobalStep);
-            Log($"resuming {dir} from {Path.GetFileName(checkpoint)} (phase {state.Phase + 1}, step {state.Step})");
+            if (lead) TrainRun.TruncateMetrics(dir, state!.GlobalStep);
+            Log($"resuming {dir} from {Path.GetFileName(checkpoint)} (phase {state!.Phase + 1}, step {state.Step})");
         }
         else
         {
-            // Everything that can fail on bad input happens before the run folder is created or replaced.
+            // Everything that can fail on bad input happens before the run folder is created or replaced; every rank
+            // has checked the folder before rank 0 replaces it.
             model = TrainRun.BuildModel(r, tok, device, Log);
-            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
-            Directory.CreateDirectory(dir);
-            AtomicFile.WriteAllText(Path.Combine(dir, TrainRun.RecipeFile), r.ToJson());
+            sync.Barrier();
+            if (lead)
+            {
+                if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+                Directory.CreateDirectory(dir);
+                AtomicFile.WriteAllText(Path.Combine(dir, TrainRun.RecipeFile), r.ToJson());
+            }
         }
         using var _model = model;
+        if (mpi is not null) CheckRanksAgree(mpi, r, model, state);
         var scratch = Path.Combine(Path.GetTempPath(), $"recur-tok-{Guid.NewGuid():N}");
         var tokFiles = TrainRun.TokenizerFiles(tok, scratch);
 
+        var data = TrainRun.DataHooks(tok, null, sync.Rank, sync.WorldSize);
+        if (mpi is not null)
+        {
+            // Rank 0 tokenises a missing data cache first; the others then find it built instead of all writing it.
+            var perRank = data;
+            data = (rr, phase) =>
+            {
+                if (!lead) mpi.UnboundedBarrier();
+                var d = perRank(rr, phase);
+                if (lead) mpi.UnboundedBarrier();
+                return d;
+            };
+        }
+        if (TestFault.FromEnvironment(sync.Rank) is { } fault) data = fault.Wrap(data);
         var hooks = new TrainerHooks
         {
-            Data = TrainRun.DataHooks(tok),
+            Data = data,
             Log = Log,
             OnStep = m =>
             {
@@ -80,12 +148,13 @@ static class TrainCommand
                 Progress = (m.Step, m.TotalSteps, m.Phase);
             },
             OnCheckpoint = c => Log($"checkpoint {c}"),
+            Sync = sync,
         };
         using var cancel = Common.CancelOnCtrlC();
         bool finished;
         using (var trainer = new Trainer(r, Path.Combine(dir, TrainRun.RecipeFile), dir, model, hooks, state, tokFiles))
         {
-            if (plain) finished = trainer.Run(cancel.Token);
+            if (plain || !lead) finished = trainer.Run(cancel.Token);
             else
                 finished = AnsiConsole.Progress()
                     .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new ElapsedTimeColumn())
@@ -103,6 +172,7 @@ static class TrainCommand
                     });
         }
         try { Directory.Delete(scratch, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        if (!lead) return finished ? 0 : 130;
         WritePlots(dir);
         if (!finished)
         {
@@ -114,6 +184,52 @@ static class TrainCommand
         ExportModel(last, final);
         Console.WriteLine($"done: final model in {final}; metrics in {Path.Combine(dir, TrainRun.MetricsFile)}; plots in {dir}");
         return 0;
+    }
+
+    /// <summary>
+    /// Default intra-op threads of one rank. Ranks on one node share its cores, so each takes its share; but a rank
+    /// the launcher has bound to some cores (mpiexec -bind-to, srun --cpus-per-task) already sees only its own
+    /// (ProcessorCount follows the affinity mask), and dividing again would leave cores idle.
+    /// </summary>
+    static int ThreadsPerRank(int localRanks)
+    {
+        int visible = Environment.ProcessorCount;
+        int online = OnlineCpus();
+        bool bound = false;
+        if (online is > 0 and <= 64 && OperatingSystem.IsLinux())
+            bound = System.Numerics.BitOperations.PopCount((ulong)(long)System.Diagnostics.Process.GetCurrentProcess().ProcessorAffinity) < online;
+        return bound ? visible : Math.Max(1, visible / localRanks);
+    }
+
+    /// <summary>Online CPUs from /sys/devices/system/cpu/online ("0-63,65"); 0 when unknown.</summary>
+    static int OnlineCpus()
+    {
+        try
+        {
+            int n = 0;
+            foreach (var part in File.ReadAllText("/sys/devices/system/cpu/online").Trim().Split(',', StringSplitOptions.RemoveEmptyEntries))
+            {
+                var ends = part.Split('-');
+                n += ends.Length == 2 ? int.Parse(ends[1]) - int.Parse(ends[0]) + 1 : 1;
+            }
+            return n;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { return 0; }
+    }
+
+    /// <summary>
+    /// Data parallelism is only correct when every rank starts from the same weights with the same recipe: the ranks
+    /// build their models independently (same seed, or the same files), so compare hashes before the first step.
+    /// </summary>
+    static void CheckRanksAgree(MpiGradientSync mpi, TrainRecipe r, ICausalLM model, TrainerState? state)
+    {
+        if (!mpi.Agree(Fingerprint.OfText(r.ToJson())))
+            throw new RecurUserException("the ranks read different recipes (a recipe file or --set that differs between nodes?)");
+        if (!mpi.Agree(state?.GlobalStep ?? -1))
+            throw new RecurUserException("the ranks resume from different checkpoints (is the run folder on a file system every node shares?)");
+        var named = ((nn.Module)model).named_parameters().Select(p => (p.name, (Tensor)p.parameter));
+        if (!mpi.Agree(Fingerprint.OfTensors(named)))
+            throw new RecurUserException("the ranks start from different parameters (a model folder that differs between nodes?); every rank must load the same weights");
     }
 
     static string Status = "";

@@ -28,16 +28,19 @@ public sealed class PackedSource : IBatchSource
     public void Dispose() { if (_ownsData) _data.Dispose(); }
 }
 
-/// <summary>The held-out rows of a packed dataset, in order, as batches; cycles when exhausted.</summary>
-public sealed class PackedValidation(PackedDataset data, int batch) : IBatchSource
+/// <summary>
+/// The held-out rows of a packed dataset, in order, as batches of <paramref name="globalBatch"/> rows of which this
+/// rank reads its slice; cycles when exhausted.
+/// </summary>
+public sealed class PackedValidation(PackedDataset data, int globalBatch, int rank = 0, int world = 1) : IBatchSource
 {
-    IEnumerator<RowBatch> _it = data.ValidationBatches(batch).GetEnumerator();
+    IEnumerator<RowBatch> _it = data.ValidationBatches(globalBatch, rank, world).GetEnumerator();
 
     public (Tensor Inputs, Tensor Labels) Next()
     {
         if (!_it.MoveNext())
         {
-            _it = data.ValidationBatches(batch).GetEnumerator();
+            _it = data.ValidationBatches(globalBatch, rank, world).GetEnumerator();
             if (!_it.MoveNext()) throw new RecurUserException("the validation split is empty (raise val_fraction)");
         }
         return _it.Current.ToTensors();

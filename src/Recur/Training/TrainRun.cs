@@ -132,7 +132,9 @@ public static class TrainRun
 
     /// <summary>
     /// Trainer data hooks: file sources are tokenised once into the cache and packed (Recur.Data); synthetic
-    /// data is generated and packed in memory. <paramref name="progress"/> reports tokenisation.
+    /// data is generated and packed in memory. <paramref name="progress"/> reports tokenisation. With
+    /// <paramref name="world"/> ranks, rank <paramref name="rank"/> reads its slice of every global batch of
+    /// micro_batch × world rows, for training and validation alike.
     /// </summary>
     public static Func<TrainRecipe, int, (IBatchSource, Func<IBatchSource>?)> DataHooks(ITokenizer tok, IProgress<(long Done, long Total)>? progress = null,
         int rank = 0, int world = 1)
@@ -145,11 +147,11 @@ public static class TrainRun
                 var spec = new DataSpec { Sources = r.Data, SeqLen = r.SeqLen, ValFraction = r.ValFraction > 0 ? r.ValFraction : null, Seed = r.Seed + phase };
                 spec.Validate("recipe data");
                 var ds = PackedDataset.Open(spec, tok, r.DataCache ?? DefaultDataCache, progress);
-                Func<IBatchSource>? packedVal = ds.ValRows > 0 ? () => new PackedValidation(ds, r.MicroBatch) : null;
+                Func<IBatchSource>? packedVal = ds.ValRows > 0 ? () => new PackedValidation(ds, r.MicroBatch * world, rank, world) : null;
                 return (new PackedSource(ds, r.MicroBatch * world, rank, world), packedVal);
             }
             var (train, val) = Documents(r, tok);
-            Func<IBatchSource>? valFactory = val.Count > 0 ? () => new InMemoryRows(val, r.SeqLen, r.MicroBatch, 0, pad) : null;
+            Func<IBatchSource>? valFactory = val.Count > 0 ? () => new InMemoryRows(val, r.SeqLen, r.MicroBatch, 0, pad, rank, world) : null;
             return (new InMemoryRows(train, r.SeqLen, r.MicroBatch, r.Seed + phase, pad, rank, world), valFactory);
         };
     }

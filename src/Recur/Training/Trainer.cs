@@ -48,7 +48,15 @@ public sealed record TrainerState
     public long Tokens { get; init; }
     public double ElapsedSeconds { get; init; }
     public JsonNode? Data { get; init; }
-    public string? StateGenerator { get; init; } // base64 of the s0 generator's state
+    /// <summary>Read from older checkpoints and ignored: s_0 noise is now a function of (seed, data step, row), see Trainer.RowStates.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public string? StateGenerator { get; init; }
+    /// <summary>
+    /// Ranks the run was started on: the recipe's micro_batch is per rank of this many, so the global batch is
+    /// micro_batch × world_size × accumulation rows. A run resumed on another number of ranks keeps that global
+    /// batch (and with it the data order and the result) by reading proportionally more or fewer rows per rank.
+    /// </summary>
+    public int WorldSize { get; init; } = 1;
 }
 
 /// <summary>What the trainer needs from the outside world: data per phase and an optional progress sink.</summary>
@@ -77,7 +85,6 @@ public sealed class Trainer : IDisposable
     readonly nn.Module _module;
     readonly RecurrentModel? _rec;
     readonly DecoderModel? _dec;
-    readonly Generator _stateGen;
     readonly double _peak;
     readonly IReadOnlyDictionary<string, string> _extraFiles;
     TrainerState _state;
@@ -102,10 +109,7 @@ public sealed class Trainer : IDisposable
         model.ComputeDType = _dtype;
         _module.train();
         Log($"compute dtype {HfCheckpoint.DTypeName(_dtype)} ({why}); parameters and optimizer state fp32");
-        _stateGen = new Generator((ulong)recipe.Seed);
-        if (_rec is not null) _rec.StateGenerator = _stateGen;
-        _state = resumeFrom ?? new TrainerState();
-        if (_state.StateGenerator is { } g) _stateGen.set_state(tensor(Convert.FromBase64String(g)));
+        _state = resumeFrom ?? new TrainerState { WorldSize = hooks.Sync.WorldSize };
         _peak = recipe.PeakFlops > 0 ? recipe.PeakFlops : MeasurePeak(_dtype, _device);
         Log($"peak for MFU: {_peak / 1e9:0} GFLOP/s ({(recipe.PeakFlops > 0 ? "configured" : "measured matmul")})");
     }
@@ -139,10 +143,22 @@ public sealed class Trainer : IDisposable
         for (int phase = _state.Phase; phase < _recipe.PhaseCount; phase++)
         {
             if (phase != _state.Phase) _state = _state with { Phase = phase, Step = 0, Data = null };
-            var r = _recipe.Phase(phase, _source);
+            var r = ForWorld(_recipe.Phase(phase, _source));
             if (!RunPhase(r, phase, cancel)) return false;
         }
         return true;
+    }
+
+    /// <summary>The phase recipe with micro_batch per rank of the current world, keeping the run's global batch.</summary>
+    TrainRecipe ForWorld(TrainRecipe r)
+    {
+        int started = _state.WorldSize, now = _hooks.Sync.WorldSize;
+        if (started == now) return r;
+        long global = (long)r.MicroBatch * started;
+        if (global % now != 0)
+            throw new RecurUserException($"{_source}: the run's global batch of {global} rows (micro_batch {r.MicroBatch} × {started} ranks) does not divide among {now} ranks; resume it on a number of ranks that divides {global}");
+        Log($"resuming on {now} rank(s) a run started on {started}: micro_batch {r.MicroBatch} → {global / now} rows per rank; the global batch stays {global} rows");
+        return r with { MicroBatch = (int)(global / now) };
     }
 
     bool RunPhase(TrainRecipe r, int phase, CancellationToken cancel)
@@ -194,7 +210,7 @@ public sealed class Trainer : IDisposable
                     using var scope = NewDisposeScope();
                     var (x, y) = train.Next();
                     x = x.to(_device); y = y.to(_device);
-                    var logits = _rec is not null ? _rec.Forward(x, n, k) : _dec!.Forward(x);
+                    var logits = _rec is not null ? _rec.Forward(x, n, k, s0: RowStates(TrainNoise, dataStep, x)) : _dec!.Forward(x);
                     var l = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), y.reshape(-1), ignore_index: -100);
                     (l / r.Accumulation).backward();
                     loss += l.item<float>() / r.Accumulation;
@@ -230,11 +246,15 @@ public sealed class Trainer : IDisposable
                     LrAdamW = optimizers.FirstOrDefault(o => o.Name == "adamw")?.LearningRate ?? 0,
                     MeanRecurrence = mu, N = ns, K = ks, GradNorm = clip.Norm, ClipCoefficient = clip.Coefficient,
                     Tokens = _state.Tokens, TokensPerSecond = tokensPerStep / secs, Flops = _state.Flops,
-                    Mfu = (double)FlopsPerToken(r, mu) * tokensPerStep / secs / _peak,
+                    // Every rank measured its own share of the machine; the job's peak is their sum.
+                    Mfu = (double)FlopsPerToken(r, mu) * tokensPerStep / secs / (_peak * sync.WorldSize),
                     ElapsedSeconds = _state.ElapsedSeconds, ValLoss = val,
                 };
                 if (_hooks.Sync.Rank == 0 && (_state.Step % r.LogEvery == 0 || val is not null || _state.Step == r.Steps)) _hooks.OnStep?.Invoke(metrics);
                 bool stopping = cancel.IsCancellationRequested;
+                // Ranks see Ctrl-C at different moments; stopping must be unanimous, or one rank would write its
+                // checkpoint (a barrier) while another starts the next step (an all-reduce).
+                if (sync.WorldSize > 1) stopping = sync.Mean(stopping ? 1 : 0) > 0;
                 if (stopping || _state.Step == r.Steps || (r.CheckpointEvery > 0 && _state.Step % r.CheckpointEvery == 0))
                     SaveCheckpoint(r, optimizers, train);
                 if (stopping) return false;
@@ -247,36 +267,75 @@ public sealed class Trainer : IDisposable
         }
     }
 
-    /// <summary>Mean validation loss at each T (once for a plain model), on fresh sources, with its own s0 generator.</summary>
+    /// <summary>
+    /// Mean validation loss at each T (once for a plain model), on fresh sources. With several ranks each scores its
+    /// slice of every validation batch and the token-weighted mean is taken over all of them, so the number equals a
+    /// single-process run's.
+    /// </summary>
     Dictionary<string, double> Validate(TrainRecipe r, Func<IBatchSource> factory)
     {
         var result = new Dictionary<string, double>();
+        var sync = _hooks.Sync;
         _module.eval();
         try
         {
+            using var _ = no_grad();
             var depths = _rec is null ? [1] : r.ValRecurrences;
             foreach (var t in depths)
             {
                 using var src = factory();
-                using var gen = new Generator((ulong)r.Seed + 1);
-                if (_rec is not null) { _rec.StateGenerator = gen; _rec.Recurrences = t; }
-                double sum = 0; long count = 0;
+                double sum = 0, count = 0;
                 for (int b = 0; b < r.ValBatches; b++)
                 {
                     using var scope = NewDisposeScope();
                     var (x, y) = src.Next();
-                    var (s, c) = Engine.Scoring.Loss(Model, x, y);
-                    sum += s; count += c;
+                    if (x.shape[0] == 0) continue; // this rank's share of a short last batch
+                    x = x.to(_device); y = y.to(_device).reshape(-1);
+                    var logits = _rec is not null ? _rec.Forward(x, t, 0, s0: RowStates(ValNoise + (ulong)t, b, x)) : _dec!.Forward(x);
+                    sum += F.cross_entropy(logits.reshape(-1, logits.shape[^1]), y, ignore_index: -100, reduction: nn.Reduction.Sum).item<float>();
+                    count += y.ne(-100).sum().item<long>();
                 }
+                if (sync.WorldSize > 1) { sum = sync.Mean(sum); count = sync.Mean(count); }
                 result[_rec is null ? "T=-" : $"T={t}"] = count > 0 ? sum / count : double.NaN;
             }
         }
         finally
         {
-            if (_rec is not null) _rec.StateGenerator = _stateGen;
             _module.train();
         }
         return result;
+    }
+
+    const ulong TrainNoise = 0x5EED_0001, ValNoise = 0x5EED_1000;
+
+    /// <summary>
+    /// s_0 (METHOD §2.5) for the rows of <paramref name="x"/>, this rank's slice of a global batch. Row g of the
+    /// global batch at <paramref name="step"/> draws from its own generator, seeded from (seed, stream, step, g):
+    /// the noise a row gets does not depend on how the global batch is split across ranks (one rank with 2B rows
+    /// and two ranks with B rows draw the same values), and a resumed run draws the same noise without saved state.
+    /// </summary>
+    Tensor? RowStates(ulong stream, long step, Tensor x)
+    {
+        if (_rec is null) return null;
+        // Slices are equal except in a short last validation batch, where the rows keep independent (if not
+        // rank-count-invariant) draws.
+        long rows = x.shape[0], first = _hooks.Sync.Rank * rows;
+        using var scope = NewDisposeScope();
+        var like = empty([1, x.shape[1], _rec.Config.NEmbd], dtype: _dtype, device: _device);
+        var parts = new Tensor[rows];
+        var saved = _rec.StateGenerator;
+        try
+        {
+            for (long i = 0; i < rows; i++)
+            {
+                ulong seed = Recur.Data.SplitMix64.Mix(Recur.Data.SplitMix64.Mix(Recur.Data.SplitMix64.Mix((ulong)_recipe.Seed ^ stream) + (ulong)step) + (ulong)(first + i));
+                using var gen = new Generator(seed);
+                _rec.StateGenerator = gen;
+                parts[i] = _rec.InitialState(like);
+            }
+        }
+        finally { _rec.StateGenerator = saved; }
+        return cat(parts, 0).MoveToOuterDisposeScope();
     }
 
     static string CheckpointName(int phase, long step) => $"phase{phase + 1}-step{step:D7}";
@@ -302,8 +361,7 @@ public sealed class Trainer : IDisposable
     void SaveCheckpointRank0(TrainRecipe r, List<IOptimizer> optimizers, IBatchSource train)
     {
         var dir = Path.Combine(_out, "checkpoints", CheckpointName(_state.Phase, _state.Step));
-        var stateBytes = _stateGen.get_state().data<byte>().ToArray();
-        var state = _state with { Data = train.SaveState(), StateGenerator = Convert.ToBase64String(stateBytes) };
+        var state = _state with { Data = train.SaveState(), StateGenerator = null };
         var tmpFiles = new Dictionary<string, string>(_extraFiles);
         var scratch = Path.Combine(_out, $".scratch-{Guid.NewGuid():N}");
         Directory.CreateDirectory(scratch);
@@ -362,6 +420,5 @@ public sealed class Trainer : IDisposable
 
     public void Dispose()
     {
-        _stateGen.Dispose();
     }
 }

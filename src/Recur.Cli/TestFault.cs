@@ -1,0 +1,53 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Recur.Training;
+using static TorchSharp.torch;
+
+namespace Recur.Cli;
+
+/// <summary>
+/// Fault injection for the distributed tests: <c>RECUR_TEST_FAULT=RANK:BATCH:MODE</c> makes rank RANK, when it asks
+/// for its BATCH-th training batch (1-based), die by SIGKILL (kill), stop responding (hang) or fail with an I/O
+/// error (throw), so that the tests can check what the other ranks do. Not for users.
+/// </summary>
+sealed record TestFault(int Batch, string Mode)
+{
+    public const string Variable = "RECUR_TEST_FAULT";
+
+    public static TestFault? FromEnvironment(int rank)
+    {
+        var v = Environment.GetEnvironmentVariable(Variable);
+        if (string.IsNullOrEmpty(v)) return null;
+        var p = v.Split(':');
+        if (p.Length != 3 || !int.TryParse(p[0], out int r) || !int.TryParse(p[1], out int b) || p[2] is not ("kill" or "hang" or "throw"))
+            throw new RecurUserException($"${Variable} must be RANK:BATCH:kill|hang|throw (got '{v}')");
+        return r == rank ? new TestFault(b, p[2]) : null;
+    }
+
+    public Func<TrainRecipe, int, (IBatchSource, Func<IBatchSource>?)> Wrap(Func<TrainRecipe, int, (IBatchSource, Func<IBatchSource>?)> inner) =>
+        (r, phase) => { var (train, val) = inner(r, phase); return (new Source(train, this), val); };
+
+    sealed class Source(IBatchSource inner, TestFault fault) : IBatchSource
+    {
+        int _batches;
+
+        public (Tensor Inputs, Tensor Labels) Next()
+        {
+            if (++_batches == fault.Batch)
+            {
+                Console.Error.WriteLine($"test fault: {fault.Mode} at batch {_batches}");
+                switch (fault.Mode)
+                {
+                    case "kill": Process.GetCurrentProcess().Kill(); break;
+                    case "hang": Thread.Sleep(Timeout.Infinite); break;
+                    default: throw new IOException("injected test fault");
+                }
+            }
+            return inner.Next();
+        }
+
+        public JsonNode SaveState() => inner.SaveState();
+        public void LoadState(JsonNode state) => inner.LoadState(state);
+        public void Dispose() => inner.Dispose();
+    }
+}
