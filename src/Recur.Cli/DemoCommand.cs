@@ -69,7 +69,7 @@ static class DemoCommand
         table.AddColumn("train FLOPs");
         foreach (var d in r.Models[0].Accuracy.First().Value.Keys) table.AddColumn($"{d} step{(d > 1 ? "s" : "")}");
         table.AddColumn("all");
-        table.AddColumn("val loss");
+        table.AddColumn("answer loss");
         foreach (var m in r.Models)
             foreach (var (t, byD) in m.Accuracy)
                 table.AddRow([Markup.Escape(m.Name), m.Recurrent ? t.ToString() : "–", m.TrainFlops.ToString("0.00e+0", CultureInfo.InvariantCulture),
@@ -134,7 +134,7 @@ static class DemoCommand
         sb.AppendLine();
         sb.AppendLine($"- **Task.** Synthetic grade-school word problems with {o.MinSteps}–{o.MaxSteps} reasoning steps and numbers up to {o.MaxValue}, answered *directly* (`#### N`, no written reasoning), so the arithmetic must happen inside the network. Difficulty = number of steps; {o.TestPerDifficulty} held-out test problems per difficulty, disjoint from all training data.");
         sb.AppendLine($"- **a. Base model.** A Llama (8 layers, width 128, GQA 4/2 heads, character vocabulary, ≈{Presets(r)}) pretrained from scratch for {pre.Steps} steps on worked solutions and direct answers ({pre.TrainFlops:0.00e+0} FLOPs).");
-        sb.AppendLine($"- **b. Retrofit.** Cut to (p, r, c) = ({o.Shape}): prelude = the first layers, recurrent block and coda = the last layers, the middle layers removed (METHOD §2.2), plus the linear adapter and s₀ noise; post-trained {rec.Steps} steps with the paper's recipe: 1-sqrt curriculum of the mean recurrence to {o.TrainRecurrence} over 75 % of training, Poisson-lognormal depths per micro-batch, truncated backprop through the last {o.BackpropDepth} iterations, Muon + AdamW, warm-up/stable/cosine schedule, clipping at 1.0.");
+        sb.AppendLine($"- **b. Retrofit.** Cut to (p, r, c) = ({o.Shape}): prelude = the first layers, recurrent block and coda = the last layers, the middle layers removed (METHOD §2.2), plus the linear adapter and s₀ noise; post-trained {rec.Steps} steps with the paper's recipe: 1-sqrt curriculum of the mean recurrence to {o.TrainRecurrence} over 75 % of training, Poisson-lognormal depths per micro-batch, truncated backprop through the last {o.BackpropDepth} iterations, Muon + AdamW, warm-up/stable/cosine schedule, clipping at 1.0. Post-training learns the answers: the loss covers the answer tokens only, since a question's numbers are random draws that no model can predict and would swamp the signal at this scale.");
         sb.AppendLine($"- **c. Baseline.** The base model post-trained on the same data without recurrence for {baseline.Steps} steps — the same training FLOPs by METHOD §6's formula ({baseline.TrainFlops:0.00e+0} vs {rec.TrainFlops:0.00e+0}).");
         sb.AppendLine($"- **d. Random init.** The same recurrent shape and recipe from random weights ({rnd.TrainFlops:0.00e+0} FLOPs).");
         sb.AppendLine($"- **Scale choices.** Learning rates are raised for a model this small (Muon {o.MuonLr}, AdamW {o.AdamWLr}; the paper's 1e-3/5e-5 are for 1B models that are already well trained); sequence length {o.SeqLen}, micro-batch {o.MicroBatch}; the train recurrence is {o.TrainRecurrence} rather than 32 to fit the budget. Greedy decoding; s₀ drawn from a fixed seed, so the same command gives the same numbers on the same machine.");
@@ -142,7 +142,7 @@ static class DemoCommand
         sb.AppendLine("## Accuracy (%) against test-time recurrence T, per difficulty");
         sb.AppendLine();
         var diffs = pre.Accuracy.First().Value.Keys.ToList();
-        sb.AppendLine($"| model | T | {string.Join(" | ", diffs.Select(d => $"{d} step{(d > 1 ? "s" : "")}"))} | all | val loss |");
+        sb.AppendLine($"| model | T | {string.Join(" | ", diffs.Select(d => $"{d} step{(d > 1 ? "s" : "")}"))} | all | answer loss |");
         sb.AppendLine($"|---|---|{string.Concat(diffs.Select(_ => "---|"))}---|---|");
         foreach (var m in r.Models)
             foreach (var (t, byD) in m.Accuracy)

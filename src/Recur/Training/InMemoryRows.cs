@@ -7,6 +7,8 @@ namespace Recur.Training;
 /// Batches from documents held in memory, packed the "wrapped" way (METHOD §5): documents are concatenated
 /// and cut into rows of seq_len + 1 tokens, straddling rows, without document masking; only the last row is
 /// padded, with labels −100 there. Rows are visited in a seeded shuffled order that changes every epoch.
+/// A token stored as its bitwise complement (~id, a negative number) is input but not a target: its label is −100
+/// (for example the question of a question–answer pair, when only the answer should be learned).
 /// </summary>
 public sealed class InMemoryRows : IBatchSource
 {
@@ -35,7 +37,7 @@ public sealed class InMemoryRows : IBatchSource
         if (current.Count > 1)
         {
             valid.Add(current.Count);
-            while (current.Count < seqLen + 1) current.Add(padId);
+            while (current.Count < seqLen + 1) current.Add(~padId);
             rows.Add([.. current]);
         }
         if (rows.Count == 0) throw new RecurUserException("the training data is empty after tokenisation");
@@ -79,8 +81,8 @@ public sealed class InMemoryRows : IBatchSource
             var row = _rows[r];
             for (int t = 0; t < _seqLen; t++)
             {
-                inputs[b * _seqLen + t] = row[t];
-                labels[b * _seqLen + t] = t + 1 < _valid[r] ? row[t + 1] : -100;
+                inputs[b * _seqLen + t] = row[t] < 0 ? ~row[t] : row[t];
+                labels[b * _seqLen + t] = t + 1 < _valid[r] && row[t + 1] >= 0 ? row[t + 1] : -100;
             }
         }
         return (tensor(inputs, [_batch, _seqLen]), tensor(labels, [_batch, _seqLen]));

@@ -100,15 +100,8 @@ public class FlopsTests
 
     static (int Code, string[] Lines, string Error) RunCli(params string[] args)
     {
-        string dll = Path.Combine(AppContext.BaseDirectory, "Recur.Cli.dll");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(dll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        string stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), stderr.Result);
+        var r = CliProcess.Run(args);
+        return (r.Code, r.Lines, r.Stderr);
     }
 
     [Fact]
