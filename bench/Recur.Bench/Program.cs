@@ -30,7 +30,8 @@ switch (suite)
     case "train": Train(); break;
     case "recurrence": RecurrenceDecode(); break;
     case "allreduce": AllReduce(); break;
-    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, eval, train, recurrence, allreduce)"); return 2;
+    case "serve": Serve(); break;
+    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, eval, train, recurrence, allreduce, serve)"); return 2;
 }
 return 0;
 
@@ -305,4 +306,55 @@ void AllReduce()
         if (lead)
             Console.WriteLine($"| {mib} | {(reference.TryGetValue(mib, out var c) ? $"{c:0.00}" : "–")} | {raw:0.00} | {Ratio(raw, mib)} | {mean1:0.00} | {Ratio(mean1, mib)} | {meanN:0.00} | {Ratio(meanN, mib)} |");
     }
+}
+
+/// <summary>
+/// The OpenAI-compatible server under load from a bounded client on loopback: a stories15M-shaped random model
+/// with the Llama-2 SentencePiece tokenizer (../shared), /v1/completions, greedy, fixed max_tokens; 1, 4 and 16
+/// concurrent clients; requests/s, generated tokens/s, p50/p99 latency.
+/// </summary>
+void Serve()
+{
+    int perClient = Arg("--requests", 8), maxTokens = Arg("--max-tokens", 32);
+    var tokPath = ArgS("--tokenizer", Path.Combine(AppContext.BaseDirectory, "../../../../../../../shared/tokenizers/llama2-sentencepiece"));
+    using var tok = Recur.Tokenization.TokenizerLoader.Load(tokPath);
+    manual_seed(0);
+    using var m = new DecoderModel(Presets.Stories15M with { MaxPositionEmbeddings = 512 });
+    using (no_grad()) foreach (var p in m.parameters()) p.normal_(0, 0.02);
+    m.eval();
+    using var runner = new Recur.Serving.ModelRunner(m, tok);
+    using var server = new Recur.Serving.OpenAiServer(runner, ChatTemplate.Plain, new Recur.Serving.ServerOptions { Port = 0, MaxBatch = Arg("--max-batch", 8), MaxQueue = 256 });
+    server.Start();
+    using var http = new System.Net.Http.HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromMinutes(5) };
+    string[] prompts = ["Once upon a time", "The little dog", "One day a girl named Lily", "The sun was shining and"];
+    Console.WriteLine($"server {server.BaseAddress}; stories15M-shaped random model; max_tokens {maxTokens}; {perClient} requests per client; max batch {Arg("--max-batch", 8)}");
+    Console.WriteLine();
+    Console.WriteLine("| clients | requests | seconds | requests/s | generated tokens/s | p50 latency ms | p99 latency ms |");
+    Console.WriteLine("|---|---|---|---|---|---|---|");
+    foreach (int clients in ArgS("--clients", "1,4,16").Split(',').Select(int.Parse))
+    {
+        var latencies = new System.Collections.Concurrent.ConcurrentBag<double>();
+        long tokens = 0;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var tasks = Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+        {
+            for (int i = 0; i < perClient; i++)
+            {
+                string body = System.Text.Json.JsonSerializer.Serialize(new { model = "recur", prompt = prompts[(c + i) % prompts.Length], max_tokens = maxTokens, temperature = 0 });
+                var t0 = System.Diagnostics.Stopwatch.StartNew();
+                using var resp = await http.PostAsync("/v1/completions", new System.Net.Http.StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+                var text = await resp.Content.ReadAsStringAsync();
+                latencies.Add(t0.Elapsed.TotalMilliseconds);
+                if (!resp.IsSuccessStatusCode) throw new InvalidOperationException($"HTTP {(int)resp.StatusCode}: {text}");
+                var usage = System.Text.Json.JsonDocument.Parse(text).RootElement.GetProperty("usage");
+                Interlocked.Add(ref tokens, usage.GetProperty("completion_tokens").GetInt64());
+            }
+        })).ToArray();
+        Task.WaitAll(tasks);
+        double secs = sw.Elapsed.TotalSeconds;
+        var sorted = latencies.OrderBy(x => x).ToArray();
+        double P(double q) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(q * sorted.Length) - 1)];
+        Console.WriteLine($"| {clients} | {sorted.Length} | {secs:0.0} | {sorted.Length / secs:0.00} | {tokens / secs:0.0} | {P(0.5):0} | {P(0.99):0} |");
+    }
+    server.StopAsync(TimeSpan.FromSeconds(5)).Wait();
 }
