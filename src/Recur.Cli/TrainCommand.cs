@@ -181,7 +181,7 @@ static class TrainCommand
         }
         var last = Trainer.LatestCheckpoint(dir)!;
         var final = Path.Combine(dir, TrainRun.FinalModelDir);
-        ExportModel(last, final);
+        TrainRun.ExportModel(last, final);
         Console.WriteLine($"done: final model in {final}; metrics in {Path.Combine(dir, TrainRun.MetricsFile)}; plots in {dir}");
         return 0;
     }
@@ -239,21 +239,6 @@ static class TrainCommand
         $"step {m.Step}/{m.TotalSteps} loss {m.Loss:0.0000} " +
         (m.N.Length > 0 ? $"μ={m.MeanRecurrence} (n,k)=({string.Join(";", m.N.Zip(m.K, (n, k) => $"{n},{k}"))}) " : "") +
         $"lr {m.LrMuon:0.0e0}/{m.LrAdamW:0.0e0} gn {m.GradNorm:0.00} {m.TokensPerSecond:0} tok/s MFU {m.Mfu * 100:0.0}%";
-
-    /// <summary>The final model folder: the last checkpoint without optimizer and trainer state.</summary>
-    static void ExportModel(string checkpoint, string dst)
-    {
-        var tmp = dst + $".tmp-{Guid.NewGuid():N}";
-        Directory.CreateDirectory(tmp);
-        foreach (var f in Directory.GetFiles(checkpoint))
-        {
-            var name = Path.GetFileName(f);
-            if (name is Trainer.OptimizerFile or Trainer.StateFile) continue;
-            File.Copy(f, Path.Combine(tmp, name));
-        }
-        if (Directory.Exists(dst)) Directory.Delete(dst, true);
-        Directory.Move(tmp, dst);
-    }
 
     public static void WritePlots(string dir)
     {

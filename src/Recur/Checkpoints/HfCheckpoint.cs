@@ -40,12 +40,13 @@ public static class HfCheckpoint
     /// folder. The folder is written under a temporary name and renamed when complete; an existing folder is
     /// refused unless <paramref name="force"/>.
     /// </summary>
-    public static void Save(DecoderModel model, string folder, ScalarType? storeDType = null, long maxShardBytes = 4L << 30, bool force = false)
+    public static void Save(DecoderModel model, string folder, ScalarType? storeDType = null, long maxShardBytes = 4L << 30, bool force = false,
+        IReadOnlyDictionary<string, string>? extraFiles = null)
     {
         var dtype = storeDType ?? model.model.embed_tokens.weight!.dtype;
         var config = model.Config with { TorchDType = DTypeName(dtype) };
         var tensors = model.named_parameters().Select(kv => new KeyValuePair<string, Tensor>(kv.name, kv.parameter)).ToList();
-        SaveFolder(folder, config.ToJson(), tensors, dtype, maxShardBytes, force);
+        SaveFolder(folder, config.ToJson(), tensors, dtype, maxShardBytes, force, extraFiles);
     }
 
     /// <summary>Writes config JSON and tensors as a model folder, atomically (temporary folder, then rename).</summary>

@@ -179,6 +179,21 @@ public static class TrainRun
         return File.ReadAllLines(p).Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<StepMetrics>(l, Trainer.StateJson)!).ToList();
     }
 
+    /// <summary>The final model folder: the last checkpoint without optimizer and trainer state (replaces <paramref name="dst"/>).</summary>
+    public static void ExportModel(string checkpoint, string dst)
+    {
+        var tmp = dst + $".tmp-{Guid.NewGuid():N}";
+        Directory.CreateDirectory(tmp);
+        foreach (var f in Directory.GetFiles(checkpoint))
+        {
+            var name = Path.GetFileName(f);
+            if (name is Trainer.OptimizerFile or Trainer.StateFile) continue;
+            File.Copy(f, Path.Combine(tmp, name));
+        }
+        if (Directory.Exists(dst)) Directory.Delete(dst, true);
+        Directory.Move(tmp, dst);
+    }
+
     /// <summary>Tokenizer files to ship with every exported model folder.</summary>
     public static Dictionary<string, string> TokenizerFiles(ITokenizer tok, string scratchDir)
     {

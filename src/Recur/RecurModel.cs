@@ -1,0 +1,652 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Recur.Checkpoints;
+using Recur.Engine;
+using Recur.Evaluation;
+using Recur.Model;
+using Recur.Serving;
+using Recur.Tasks;
+using Recur.Tokenization;
+using Recur.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Recur;
+
+/// <summary>How <see cref="RecurModel.Load"/> opens a model.</summary>
+public sealed record RecurLoadOptions
+{
+    /// <summary><c>cpu</c> (default) or <c>cuda[:N]</c>; CUDA needs a build with <c>-p:TorchBackend=cuda</c>.</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>Parameter and compute dtype: <c>fp32</c> (default) or <c>bf16</c>. Training needs fp32.</summary>
+    public string DType { get; init; } = "fp32";
+
+    /// <summary>Tokenizer file or folder; null: the model folder's <c>tokenizer.json</c>/<c>tokenizer.model</c>, if any.</summary>
+    public string? Tokenizer { get; init; }
+
+    /// <summary>Test-time recurrence T of a recurrent model; null: the config's <c>mean_recurrence</c>.</summary>
+    public int? Recurrences { get; init; }
+
+    /// <summary>Chat format: <c>auto</c> (recognise the tokenizer's <c>chat_template</c>), plain, llama3, llama3.1, chatml, llama2 or mistral.</summary>
+    public string ChatTemplate { get; init; } = "auto";
+
+    /// <summary>Receives notes about the files (e.g. a guessed setting); null discards them.</summary>
+    public Action<string>? Notice { get; init; }
+}
+
+/// <summary>Settings of one <see cref="RecurModel.Generate(string, GenerateOptions?, CancellationToken)"/> call.</summary>
+public sealed record GenerateOptions
+{
+    /// <summary>Most tokens to generate.</summary>
+    public int MaxNewTokens { get; init; } = 128;
+
+    /// <summary>Test-time recurrence T for this call (recurrent models only); null: <see cref="RecurModel.Recurrences"/>.</summary>
+    public int? Recurrences { get; init; }
+
+    /// <summary>Sampling temperature; 0 (default) is greedy decoding.</summary>
+    public double Temperature { get; init; }
+
+    /// <summary>Keep the k most likely tokens before sampling; 0 turns it off.</summary>
+    public int TopK { get; init; }
+
+    /// <summary>Nucleus sampling mass; 1 turns it off.</summary>
+    public double TopP { get; init; } = 1.0;
+
+    /// <summary>Seed of the sampler and of the recurrent initial state s_0; the same seed and T give the same text.</summary>
+    public long? Seed { get; init; }
+
+    /// <summary>Text that ends the reply; the returned text stops before it.</summary>
+    public IReadOnlyList<string>? StopSequences { get; init; }
+
+    /// <summary>Whether the tokenizer adds its special tokens (BOS) to the prompt.</summary>
+    public bool AddSpecialTokens { get; init; } = true;
+
+    internal SamplingOptions Sampling() => new SamplingOptions(Temperature, TopK, TopP, Seed).Validate();
+}
+
+/// <summary>How <see cref="RecurModel.Retrofit"/> cuts a plain model into prelude, recurrent block and coda (METHOD §2.8).</summary>
+public sealed record RecurRetrofitOptions
+{
+    /// <summary>"p,r,c" (e.g. "4,8,4"); null: the paper's preset for the base model's size, or the shape of <see cref="Layers"/>.</summary>
+    public string? Shape { get; init; }
+
+    /// <summary>Explicit source layers, e.g. "prelude=0-3,core=10-17,coda=18-21"; null: the first p, then the last r + c.</summary>
+    public string? Layers { get; init; }
+
+    /// <summary>Adapter initialisation: PyTorch's Linear init as in the paper (default), or identity ([0 | I]).</summary>
+    public AdapterInit AdapterInit { get; init; } = AdapterInit.Default;
+
+    /// <summary>Seed of the adapter initialisation.</summary>
+    public long Seed { get; init; }
+
+    /// <summary>σ of the initial state s_0 (0: zeros).</summary>
+    public double StateStd { get; init; } = InitValues.HuginnStd;
+
+    /// <summary>Default test-time T of the new model (its config's <c>mean_recurrence</c>).</summary>
+    public int MeanRecurrence { get; init; } = 32;
+}
+
+/// <summary>Settings of <see cref="RecurModel.Evaluate"/>; the defaults are <c>recur eval</c>'s.</summary>
+public sealed record EvaluateOptions
+{
+    /// <summary>Exemplars before each GSM8K/MATH question (the paper uses 1).</summary>
+    public int Shots { get; init; } = 1;
+
+    /// <summary>Training jsonl the exemplars come from; null: <c>train.jsonl</c> beside the data file.</summary>
+    public string? FewshotPath { get; init; }
+
+    /// <summary>GSM8K prompt format.</summary>
+    public Gsm8kPromptStyle PromptStyle { get; init; } = Gsm8kPromptStyle.Sean;
+
+    /// <summary>Evaluate only the first N examples.</summary>
+    public int? Limit { get; init; }
+
+    /// <summary>Skip malformed data lines instead of failing.</summary>
+    public bool SkipBadLines { get; init; }
+
+    /// <summary>Prompts or log-likelihood rows per forward pass.</summary>
+    public int BatchSize { get; init; } = 32;
+
+    /// <summary>Generation budget for GSM8K/MATH.</summary>
+    public int MaxNewTokens { get; init; } = 256;
+
+    /// <summary>Row length for val_loss; null: 1024 or the model's context if shorter.</summary>
+    public int? SeqLen { get; init; }
+
+    /// <summary>Seed of s_0, reset at the start of every T so each result can be reproduced alone.</summary>
+    public long Seed { get; init; }
+
+    /// <summary>Receives (done, total) as examples finish.</summary>
+    public IProgress<(int Done, int Total)>? Progress { get; init; }
+}
+
+/// <summary>One task at one test-time recurrence (<see cref="Recurrences"/> is null for a plain model).</summary>
+public sealed record EvaluationRun(string Task, int? Recurrences, EvalResult Result, IReadOnlyList<IEvalSample> Samples,
+    IReadOnlyList<string> Notes, TimeSpan Elapsed);
+
+/// <summary>
+/// How a <see cref="RecurModel.Train"/> call ended. <see cref="Completed"/> is false when it was cancelled (a checkpoint
+/// was written; <c>recur train --resume OutDir</c> continues it). <see cref="ModelDir"/> is the exported final model.
+/// </summary>
+public sealed record TrainResult(bool Completed, string OutDir, string? ModelDir, string? LastCheckpoint, StepMetrics? LastStep);
+
+/// <summary>
+/// A language model with its tokenizer: the library's front door. Loads any model Recur reads (a Hugging Face
+/// Llama/OLMo-2 folder, a recurrent folder in the paper's Raven format, a llama2.c <c>.bin</c>), retrofits
+/// recurrence into a plain one, generates text at any test-time recurrence T, saves, trains and evaluates.
+/// Calls on one instance run one at a time (they take a lock); the model's tensors are freed by <see cref="Dispose"/>.
+/// </summary>
+/// <example>
+/// <code>
+/// using Recur;
+///
+/// using var model = RecurModel.Load("runs/tinyllama-484", new RecurLoadOptions { DType = "bf16" });
+/// string answer = model.Generate("Question: what is 17 + 25?\nAnswer:", new GenerateOptions { Recurrences = 8, MaxNewTokens = 32 });
+/// await foreach (var piece in model.GenerateStreamingAsync("Once upon a time", new GenerateOptions { Recurrences = 4 }))
+///     Console.Write(piece);
+/// </code>
+/// </example>
+public sealed class RecurModel : IDisposable
+{
+    readonly object _gate = new();
+    readonly ModelRunner? _runner;
+    ChatTemplate? _template;
+    readonly string _templateName;
+    bool _disposed;
+
+    RecurModel(ICausalLM model, ITokenizer? tokenizer, string? path, string templateName)
+    {
+        Model = model;
+        Tokenizer = tokenizer;
+        Path = path;
+        _templateName = templateName;
+        if (tokenizer is not null) _runner = new ModelRunner(model, tokenizer);
+    }
+
+    /// <summary>The network (a <see cref="DecoderModel"/> or a <see cref="RecurrentModel"/>), for lower-level use.</summary>
+    public ICausalLM Model { get; }
+
+    /// <summary>The tokenizer, or null when the model was loaded without one (then only <see cref="GenerateTokens"/> works).</summary>
+    public ITokenizer? Tokenizer { get; }
+
+    /// <summary>Where the model was loaded from or last saved to; null for a model made in memory.</summary>
+    public string? Path { get; private set; }
+
+    /// <summary>Whether the model has a recurrent block (its depth is set at test time).</summary>
+    public bool IsRecurrent => Model is RecurrentModel;
+
+    /// <summary>Context length in tokens (prompt plus generated).</summary>
+    public int ContextLength => Model.MaxPositions;
+
+    /// <summary>Default test-time recurrence T of a recurrent model (null for plain decoders); ≥ 1.</summary>
+    public int? Recurrences
+    {
+        get => Model is RecurrentModel rm ? _runner?.DefaultRecurrences ?? rm.Recurrences : null;
+        set
+        {
+            if (Model is not RecurrentModel rm)
+            {
+                if (value is null) return;
+                throw new RecurUserException("recurrences applies only to recurrent models; this model is a plain decoder");
+            }
+            int t = value ?? rm.Config.MeanRecurrence;
+            lock (_gate)
+            {
+                rm.Recurrences = t; // validates T ≥ 1
+                if (_runner is not null) _runner.DefaultRecurrences = t;
+            }
+        }
+    }
+
+    /// <summary>The chat format of this model's tokenizer (recognised from its <c>chat_template</c>, or plain).</summary>
+    public ChatTemplate ChatTemplate
+    {
+        get
+        {
+            var tok = RequireTokenizer("chat");
+            lock (_gate)
+            {
+                if (_template is not null) return _template;
+                string? bos = tok.BosId is int b ? tok.IdToToken(b) : null;
+                string? eos = tok.EosId is int e ? tok.IdToToken(e) : null;
+                _template = _templateName.Equals("auto", StringComparison.OrdinalIgnoreCase)
+                    ? ChatTemplate.Detect(tok is CharTokenizerAdapter ? null : ChatTemplateFile.Read(tok.SourcePath), bos, eos)
+                    : ChatTemplate.Named(_templateName, bos, eos);
+                return _template;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Opens a model folder (Hugging Face or recurrent) or a llama2.c <c>.bin</c> file, with the tokenizer beside it
+    /// when there is one (or <see cref="RecurLoadOptions.Tokenizer"/>).
+    /// </summary>
+    /// <exception cref="RecurUserException">The path is not a model, the tokenizer does not fit it, or an option is invalid.</exception>
+    /// <example>
+    /// <code>
+    /// using var model = RecurModel.Load("models/TinyLlama-1.1B", new RecurLoadOptions { Device = "cpu", DType = "bf16" });
+    /// Console.WriteLine(model.Generate("The capital of France is", new GenerateOptions { MaxNewTokens = 8 }));
+    /// </code>
+    /// </example>
+    public static RecurModel Load(string path, RecurLoadOptions? options = null)
+    {
+        var o = options ?? new RecurLoadOptions();
+        var device = ParseDevice(o.Device);
+        var dtype = HfCheckpoint.ParseDType(o.DType);
+        ModelLoader.Detect(path);
+        string? tokPath = o.Tokenizer ?? (Directory.Exists(path) && TokenizerLoader.TryResolve(path) is not null ? path : null);
+        var tok = tokPath is null ? null : TokenizerLoader.Load(tokPath);
+        ICausalLM? model = null;
+        try
+        {
+            model = ModelLoader.Load(path, dtype, device, o.Notice);
+            if (tok is not null) TokenizerLoader.CheckFitsModel(tok, model.VocabSize, tokPath!);
+            var result = new RecurModel(model, tok, path, o.ChatTemplate);
+            if (o.Recurrences is not null)
+            {
+                if (model is not RecurrentModel) o.Notice?.Invoke("Recurrences ignored: this is not a recurrent model");
+                else result.Recurrences = o.Recurrences;
+            }
+            return result;
+        }
+        catch
+        {
+            model?.Dispose();
+            tok?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Wraps a model (and tokenizer) built in code. The new <see cref="RecurModel"/> owns both and disposes them.
+    /// </summary>
+    public static RecurModel FromModel(ICausalLM model, ITokenizer? tokenizer = null, string chatTemplate = "auto")
+    {
+        if (tokenizer is not null) TokenizerLoader.CheckFitsModel(tokenizer, model.VocabSize, tokenizer.SourcePath);
+        return new RecurModel(model, tokenizer, null, chatTemplate);
+    }
+
+    /// <summary>
+    /// Retrofits recurrence into this plain model (METHOD §2.8): copies the chosen layers into a prelude, a recurrent
+    /// block and a coda, adds the adapter, and checks on the CPU that T = 1 with s_0 = 0 and an identity adapter reproduces
+    /// the base model on the kept layers. Returns a new model (with its own copy of the tokenizer); this one is unchanged.
+    /// </summary>
+    /// <exception cref="RecurUserException">This model is already recurrent, or the shape/layers do not fit it.</exception>
+    public RecurModel Retrofit(RecurRetrofitOptions? options = null)
+    {
+        var o = options ?? new RecurRetrofitOptions();
+        if (Model is not DecoderModel b) throw new RecurUserException($"{Path ?? "model"}: is already a recurrent model; Retrofit needs a plain Llama/OLMo-2 model");
+        if (o.StateStd < 0) throw new RecurUserException($"StateStd must be ≥ 0 (got {o.StateStd})");
+        if (o.MeanRecurrence < 1) throw new RecurUserException($"MeanRecurrence must be ≥ 1 (got {o.MeanRecurrence})");
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            int L = b.Config.NumHiddenLayers;
+            (int, int, int)? want = o.Shape is { } s ? Checkpoints.Retrofit.ParseShape(s) : null;
+            LayerMap map;
+            if (o.Layers is { } l) map = LayerMap.Parse(l, L, want);
+            else
+            {
+                var (p, r, c) = want ?? Checkpoints.Retrofit.PresetShape(b.Config)
+                    ?? throw new RecurUserException($"no preset shape for a {L}-layer model; set Shape = \"p,r,c\"");
+                map = LayerMap.Default(L, p, r, c);
+            }
+            var ro = new RetrofitOptions { Layers = map, AdapterInit = o.AdapterInit, Seed = o.Seed, StateStd = o.StateStd, MeanRecurrence = o.MeanRecurrence };
+            var m = Checkpoints.Retrofit.FromDecoder(b, ro);
+            ITokenizer? tok = null;
+            try
+            {
+                // The check builds its inputs on the CPU; fp32 keeps its 1e-4 bound meaningful (bf16 rounding alone exceeds it).
+                if (b.Device.type == DeviceType.CPU && b.model.embed_tokens.weight!.dtype == ScalarType.Float32)
+                {
+                    double diff = Checkpoints.Retrofit.EquivalenceCheck(b, m, map);
+                    if (diff > 1e-4) throw new InvalidOperationException($"equivalence check failed: max |Δlogit| = {diff:G3} > 1e-4 (METHOD §2.8)");
+                }
+                tok = Tokenizer is null ? null : CopyTokenizer(Tokenizer);
+                return new RecurModel(m, tok, null, _templateName);
+            }
+            catch
+            {
+                m.Dispose();
+                tok?.Dispose();
+                throw;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Generates a continuation of <paramref name="prompt"/> and returns its text (without the prompt). Greedy unless
+    /// <see cref="GenerateOptions.Temperature"/> &gt; 0; stops at the model's and tokenizer's end-of-text tokens, at a
+    /// stop sequence, or after <see cref="GenerateOptions.MaxNewTokens"/>.
+    /// </summary>
+    /// <exception cref="RecurUserException">No tokenizer, invalid options, or prompt plus budget exceed the context.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancel"/> was cancelled.</exception>
+    /// <example>
+    /// <code>
+    /// using var model = RecurModel.Load("runs/tiny-recurrent");
+    /// foreach (int t in new[] { 1, 4, 16 })
+    ///     Console.WriteLine($"T={t}: " + model.Generate("Once upon a time", new GenerateOptions { Recurrences = t, MaxNewTokens = 24 }));
+    /// </code>
+    /// </example>
+    public string Generate(string prompt, GenerateOptions? options = null, CancellationToken cancel = default) =>
+        Run(Request(prompt, options), null, cancel).Text;
+
+    /// <summary>
+    /// Like <see cref="Generate(string, GenerateOptions?, CancellationToken)"/>, but yields the text as it is decoded
+    /// (pieces never split a character and never run past a stop sequence). The model works on a background thread;
+    /// leaving the loop early stops it.
+    /// </summary>
+    public async IAsyncEnumerable<string> GenerateStreamingAsync(string prompt, GenerateOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancel = default)
+    {
+        await foreach (var piece in StreamRequest(Request(prompt, options), cancel).ConfigureAwait(false))
+            if (piece.Text is { Length: > 0 } t) yield return t;
+    }
+
+    /// <summary>
+    /// Token ids in, token ids out, for models without a tokenizer (e.g. a random preset or a llama2.c file).
+    /// Returns the new tokens, without the end-of-text token that stopped them.
+    /// </summary>
+    public int[] GenerateTokens(IReadOnlyList<int> promptIds, GenerateOptions? options = null, CancellationToken cancel = default)
+    {
+        var o = options ?? new GenerateOptions();
+        if (o.MaxNewTokens < 1) throw new RecurUserException($"MaxNewTokens must be ≥ 1 (got {o.MaxNewTokens})");
+        if (o.StopSequences is { Count: > 0 }) throw new RecurUserException("StopSequences need text: use Generate(string) with a tokenizer");
+        long seed = o.Seed ?? Random.Shared.NextInt64(1, long.MaxValue);
+        var sampling = o.Sampling() with { Seed = seed };
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            Generator? gen = null;
+            int? savedT = null;
+            try
+            {
+                if (Model is RecurrentModel rm)
+                {
+                    savedT = rm.Recurrences;
+                    if (o.Recurrences is { } t) rm.Recurrences = t;
+                    gen = new Generator((ulong)seed);
+                    rm.StateGenerator = gen;
+                }
+                else if (o.Recurrences is not null)
+                    throw new RecurUserException("recurrences applies only to recurrent models; this model is a plain decoder");
+                var stops = new HashSet<int>(Model.EosTokenIds);
+                if (Tokenizer is not null) stops.UnionWith(Tokenizer.StopIds);
+                return [.. Generation.Generate(Model, [[.. promptIds]], new GenerationOptions(o.MaxNewTokens, sampling, stops), cancel: cancel)[0]];
+            }
+            finally
+            {
+                if (Model is RecurrentModel rm)
+                {
+                    rm.StateGenerator = null;
+                    rm.Recurrences = savedT!.Value;
+                }
+                gen?.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Saves the model with its tokenizer files: a plain model as a Hugging Face folder, a recurrent one in the paper's
+    /// Raven format. The folder is written under a temporary name and renamed when complete.
+    /// </summary>
+    /// <param name="path">The model folder to write.</param>
+    /// <param name="overwrite">Replace an existing folder (otherwise that is an error).</param>
+    /// <param name="dtype">Stored dtype (<c>fp32</c>, <c>bf16</c>); null keeps the parameters' dtype.</param>
+    public void Save(string path, bool overwrite = false, string? dtype = null)
+    {
+        var storeType = dtype is null ? (ScalarType?)null : HfCheckpoint.ParseDType(dtype);
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            string scratch = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"recur-save-{Guid.NewGuid():N}");
+            try
+            {
+                var extra = Tokenizer is null ? new Dictionary<string, string>() : TrainRun.TokenizerFiles(Tokenizer, scratch);
+                switch (Model)
+                {
+                    case RecurrentModel rm: RecurrentCheckpoint.Save(rm, path, storeType, overwrite, extraFiles: extra); break;
+                    case DecoderModel dm: HfCheckpoint.Save(dm, path, storeType, force: overwrite, extraFiles: extra); break;
+                    default: throw new NotSupportedException($"cannot save a {Model.GetType().Name}");
+                }
+                Path = path;
+            }
+            finally
+            {
+                if (Directory.Exists(scratch)) Directory.Delete(scratch, true);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Trains this model in place with <paramref name="recipe"/> (METHOD §3–5: Muon + AdamW, the depth curriculum,
+    /// truncated backpropagation, phases), as <c>recur train</c> does but without console output. Metrics, checkpoints
+    /// and the recipe go to <paramref name="outDir"/>, which must be empty or absent; the final model is exported to
+    /// <c>outDir/model</c>. The recipe's <c>model</c>, <c>tokenizer</c>, <c>retrofit</c> and <c>device</c> fields are not
+    /// used: this model and its tokenizer train where they are (call <see cref="Retrofit"/> first to make it recurrent).
+    /// </summary>
+    /// <param name="progress">Receives every optimizer step's metrics.</param>
+    /// <param name="cancel">Stops after the current step and writes a checkpoint (<see cref="TrainResult.Completed"/> is false).</param>
+    /// <exception cref="RecurUserException">No tokenizer, parameters not fp32, a non-empty <paramref name="outDir"/>, or a bad recipe.</exception>
+    public TrainResult Train(TrainRecipe recipe, string outDir, IProgress<StepMetrics>? progress = null, CancellationToken cancel = default)
+    {
+        var tok = RequireTokenizer("training");
+        if (recipe.Recurrent && Model is not RecurrentModel)
+            throw new RecurUserException("recipe: 'retrofit' asks for a recurrent model but this one is plain: call Retrofit() first, then Train()");
+        var module = (nn.Module)Model;
+        if (module.parameters().Any(p => p.dtype != ScalarType.Float32))
+            throw new RecurUserException("training needs fp32 parameters (the recipe's dtype sets the compute dtype): load with DType = \"fp32\"");
+        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
+            throw new RecurUserException($"{outDir}: run folder already exists and is not empty");
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            var rm = Model as RecurrentModel;
+            int? savedT = rm?.Recurrences;
+            var savedCompute = Model.ComputeDType;
+            string scratch = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"recur-tok-{Guid.NewGuid():N}");
+            Directory.CreateDirectory(outDir);
+            string recipeFile = System.IO.Path.Combine(outDir, TrainRun.RecipeFile);
+            AtomicFile.WriteAllText(recipeFile, recipe.ToJson());
+            StepMetrics? last = null;
+            bool finished;
+            try
+            {
+                var hooks = new TrainerHooks
+                {
+                    Data = TrainRun.DataHooks(tok),
+                    OnStep = m =>
+                    {
+                        TrainRun.AppendMetrics(outDir, m);
+                        last = m;
+                        progress?.Report(m);
+                    },
+                };
+                using var trainer = new Trainer(recipe, recipeFile, outDir, Model, hooks, null, TrainRun.TokenizerFiles(tok, scratch));
+                finished = trainer.Run(cancel);
+            }
+            finally
+            {
+                // The trainer leaves the model in training mode with its own T and compute dtype; generation expects eval mode.
+                module.eval();
+                Model.ComputeDType = savedCompute;
+                if (rm is not null)
+                {
+                    rm.Recurrences = savedT!.Value;
+                    rm.StateGenerator = null;
+                }
+                try { if (Directory.Exists(scratch)) Directory.Delete(scratch, true); } catch (IOException) { }
+            }
+            var checkpoint = Trainer.LatestCheckpoint(outDir);
+            string? final = null;
+            if (finished && checkpoint is not null)
+            {
+                final = System.IO.Path.Combine(outDir, TrainRun.FinalModelDir);
+                TrainRun.ExportModel(checkpoint, final);
+            }
+            return new TrainResult(finished, outDir, final, checkpoint, last);
+        }
+    }
+
+    /// <summary>
+    /// Scores the model on one task (<see cref="EvalTasks.Names"/>: gsm8k, math, multiple-choice tasks, lambada, val_loss)
+    /// at each test-time recurrence in <paramref name="recurrences"/> (null: the model's current T; ignored for plain models),
+    /// as <c>recur eval</c> does, without writing files.
+    /// </summary>
+    /// <param name="task">Task name, e.g. <c>gsm8k</c> or <c>val_loss</c>.</param>
+    /// <param name="dataPath">The task's data file (jsonl, or text for val_loss).</param>
+    /// <exception cref="RecurUserException">Unknown task, unreadable data, or no tokenizer.</exception>
+    public IReadOnlyList<EvaluationRun> Evaluate(string task, string dataPath, IReadOnlyList<int>? recurrences = null,
+        EvaluateOptions? options = null, CancellationToken cancel = default)
+    {
+        var o = options ?? new EvaluateOptions();
+        var tok = RequireTokenizer("evaluation");
+        if (o.Shots < 0) throw new RecurUserException($"Shots must be ≥ 0 (got {o.Shots})");
+        if (o.BatchSize < 1) throw new RecurUserException($"BatchSize must be ≥ 1 (got {o.BatchSize})");
+        if (o.MaxNewTokens < 1) throw new RecurUserException($"MaxNewTokens must be ≥ 1 (got {o.MaxNewTokens})");
+        if (o.Limit is < 1) throw new RecurUserException($"Limit must be ≥ 1 (got {o.Limit})");
+        if (o.SeqLen is < 1) throw new RecurUserException($"SeqLen must be ≥ 1 (got {o.SeqLen})");
+        if (recurrences is not null && recurrences.Any(t => t < 1)) throw new RecurUserException("recurrences must all be ≥ 1");
+        var info = EvalTasks.Get(task);
+        string? fewshot = o.FewshotPath;
+        if (fewshot is null && o.Shots > 0 && info.Kind is EvalTaskKind.Gsm8k or EvalTaskKind.Math)
+        {
+            var beside = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(dataPath))!, "train.jsonl");
+            fewshot = File.Exists(beside) && System.IO.Path.GetFullPath(dataPath) != beside ? beside
+                : throw new RecurUserException($"{task}: Shots = {o.Shots} needs exemplars: set FewshotPath (a training jsonl such as gsm8k/train.jsonl), or Shots = 0");
+        }
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            var settings = new EvalSettings(o.Shots, fewshot, o.PromptStyle, o.Limit, o.SkipBadLines, o.BatchSize, o.MaxNewTokens,
+                o.SeqLen ?? Math.Min(1024, Model.MaxPositions));
+            var lt = EvalTasks.Load(info, dataPath, settings, tok);
+            var rm = Model as RecurrentModel;
+            IReadOnlyList<int?> ts = rm is null ? [null] : (recurrences ?? [rm.Recurrences]).Select(t => (int?)t).ToList();
+            int? savedT = rm?.Recurrences;
+            var runs = new List<EvaluationRun>();
+            try
+            {
+                foreach (var t in ts)
+                {
+                    Generator? gen = null;
+                    if (rm is not null)
+                    {
+                        rm.Recurrences = t!.Value;
+                        // Reseeded per T, as recur eval does, so that any one result is reproduced by running it alone.
+                        gen = new Generator((ulong)o.Seed);
+                        rm.StateGenerator = gen;
+                    }
+                    try
+                    {
+                        var sw = Stopwatch.StartNew();
+                        var outcome = lt.Run(Model, tok, o.Progress is { } p ? (done, total) => p.Report((done, total)) : null, cancel);
+                        runs.Add(new EvaluationRun(info.Name, t, outcome.Result, outcome.Samples, [.. lt.Warnings, .. outcome.Notes], sw.Elapsed));
+                    }
+                    finally
+                    {
+                        if (rm is not null) rm.StateGenerator = null;
+                        gen?.Dispose();
+                    }
+                }
+            }
+            finally
+            {
+                if (rm is not null) rm.Recurrences = savedT!.Value;
+            }
+            return runs;
+        }
+    }
+
+    /// <summary>Frees the model's tensors and the tokenizer.</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _runner?.Dispose();
+            Model.Dispose();
+            Tokenizer?.Dispose();
+        }
+    }
+
+    // ---- shared with RecurChatClient ----
+
+    /// <summary>One streamed piece of a reply; the last one carries the result.</summary>
+    internal readonly record struct Piece(string? Text, TextResult? Result);
+
+    /// <summary>Runs one request synchronously; <paramref name="onText"/> sees the text as it becomes final.</summary>
+    internal TextResult Run(TextRequest request, Action<string>? onText, CancellationToken cancel)
+    {
+        var runner = _runner ?? throw new RecurUserException("this model has no tokenizer: load it with a tokenizer, or use GenerateTokens");
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            return runner.Run([request], (_, text) => onText?.Invoke(text), cancel)[0];
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="request"/> on a background thread and yields its text as it is decoded, then the result.
+    /// Leaving the enumeration early cancels the generation.
+    /// </summary>
+    internal async IAsyncEnumerable<Piece> StreamRequest(TextRequest request, [EnumeratorCancellation] CancellationToken cancel)
+    {
+        var channel = Channel.CreateUnbounded<Piece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        var work = Task.Run(() =>
+        {
+            try
+            {
+                var result = Run(request, text => channel.Writer.TryWrite(new Piece(text, null)), stop.Token);
+                channel.Writer.TryWrite(new Piece(null, result));
+                channel.Writer.Complete();
+            }
+            catch (Exception e) { channel.Writer.Complete(e); }
+        }, CancellationToken.None);
+        try
+        {
+            await foreach (var piece in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+                yield return piece;
+        }
+        finally
+        {
+            stop.Cancel();
+            try { await work.ConfigureAwait(false); } catch (OperationCanceledException) { }
+        }
+    }
+
+    TextRequest Request(string prompt, GenerateOptions? options)
+    {
+        var o = options ?? new GenerateOptions();
+        var tok = RequireTokenizer("text generation");
+        if (o.MaxNewTokens < 1) throw new RecurUserException($"MaxNewTokens must be ≥ 1 (got {o.MaxNewTokens})");
+        var ids = tok.Encode(prompt, o.AddSpecialTokens);
+        if (ids.Length == 0 && tok.BosId is int bos) ids = [bos];
+        return new TextRequest(ids, o.MaxNewTokens, o.Sampling(), o.Recurrences, o.StopSequences);
+    }
+
+    ITokenizer RequireTokenizer(string what) =>
+        Tokenizer ?? throw new RecurUserException($"{Path ?? "this model"}: no tokenizer; {what} needs one (RecurLoadOptions.Tokenizer)");
+
+    void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    static ITokenizer CopyTokenizer(ITokenizer tok) => tok is CharTokenizerAdapter c
+        ? new CharTokenizerAdapter(c.Inner, c.SourcePath)
+        : TokenizerLoader.Load(tok.SourcePath);
+
+    static Device ParseDevice(string name)
+    {
+        if (name == "cpu") return CPU;
+        if (name.StartsWith("cuda", StringComparison.Ordinal))
+        {
+            if (!cuda.is_available())
+                throw new RecurUserException($"device {name}: CUDA is not available (this build uses the CPU TorchSharp package, or no GPU is visible; build with -p:TorchBackend=cuda)");
+            return device(name);
+        }
+        throw new RecurUserException($"device must be cpu or cuda[:N] (got '{name}')");
+    }
+}

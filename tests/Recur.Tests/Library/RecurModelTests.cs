@@ -1,0 +1,141 @@
+using Recur.Checkpoints;
+using Recur.Engine;
+using Recur.Model;
+using Recur.Tests.Support;
+using Recur.Tokenization;
+using Recur.Training;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace Recur.Tests.Library;
+
+/// <summary>The facade end to end on a tiny random model with the word tokenizer of <see cref="ChatModels"/>.</summary>
+public sealed class RecurModelTests
+{
+    /// <summary>
+    /// What the facade should produce, computed below it: the saved folder loaded with ModelLoader, T and the s_0
+    /// generator set by hand, greedy generation with Generation.Generate, decoded by the tokenizer.
+    /// </summary>
+    static string Reference(string folder, string prompt, int t, long seed, int maxNew)
+    {
+        using var tok = TokenizerLoader.Load(folder);
+        using var m = (RecurrentModel)ModelLoader.Load(folder, ScalarType.Float32, CPU);
+        m.Recurrences = t;
+        using var gen = new Generator((ulong)seed);
+        m.StateGenerator = gen;
+        var stops = new HashSet<int>([.. m.EosTokenIds, .. tok.StopIds]);
+        var ids = Generation.Generate(m, [tok.Encode(prompt)], new GenerationOptions(maxNew, new SamplingOptions(Seed: seed), stops))[0];
+        return tok.Decode(ids);
+    }
+
+    [Fact]
+    public async Task Load_retrofit_generate_at_two_depths_save_and_load_again()
+    {
+        string plain = ChatModels.Plain(seed: 21);
+        const string prompt = "the big cat sat on the mat";
+        using var baseModel = RecurModel.Load(plain);
+        Assert.False(baseModel.IsRecurrent);
+        Assert.Null(baseModel.Recurrences);
+        Assert.NotNull(baseModel.Tokenizer);
+        Assert.Throws<RecurUserException>(() => baseModel.Generate(prompt, new GenerateOptions { Recurrences = 2 }));
+
+        using var rec = baseModel.Retrofit(new RecurRetrofitOptions { Shape = "1,2,1", Seed = 4, MeanRecurrence = 3 });
+        Assert.True(rec.IsRecurrent);
+        Assert.Equal(3, rec.Recurrences);
+        Assert.False(baseModel.IsRecurrent); // the base is left as it was
+        Assert.Throws<RecurUserException>(() => rec.Retrofit());
+
+        var o1 = new GenerateOptions { Recurrences = 1, MaxNewTokens = 8, Seed = 9 };
+        var o3 = o1 with { Recurrences = 3 };
+        string t1 = rec.Generate(prompt, o1);
+        string t3 = rec.Generate(prompt, o3);
+        Assert.Equal(3, rec.Recurrences); // a per-call T does not change the default
+
+        string saved = Path.Combine(TestModels.TempDir(), "saved");
+        rec.Save(saved);
+        Assert.True(File.Exists(Path.Combine(saved, "tokenizer.json")), "the tokenizer is saved beside the model");
+        Assert.Throws<RecurUserException>(() => rec.Save(saved));
+        Assert.Equal(Reference(saved, prompt, 1, 9, 8), t1);
+        Assert.Equal(Reference(saved, prompt, 3, 9, 8), t3);
+
+        using var again = RecurModel.Load(saved);
+        Assert.True(again.IsRecurrent);
+        Assert.Equal(3, again.Recurrences); // mean_recurrence survives the round trip
+        Assert.Equal(t3, again.Generate(prompt, o3 with { Recurrences = null }));
+        Assert.Equal(t1, again.Generate(prompt, o1));
+
+        // Streaming gives the same text in pieces.
+        var pieces = new List<string>();
+        await foreach (var p in again.GenerateStreamingAsync(prompt, o3)) pieces.Add(p);
+        Assert.Equal(t3, string.Concat(pieces));
+
+        // Token ids in and out match the text path.
+        var ids = again.GenerateTokens(again.Tokenizer!.Encode(prompt), o3);
+        Assert.Equal(t3, again.Tokenizer.Decode(ids));
+
+        again.Recurrences = 1;
+        Assert.Equal(t1, again.Generate(prompt, o1 with { Recurrences = null }));
+        Assert.Throws<RecurUserException>(() => again.Recurrences = 0);
+    }
+
+    [Fact]
+    public void Load_with_recurrences_option_and_bad_inputs()
+    {
+        string dir = ChatModels.Recurrent(seed: 8);
+        using var m = RecurModel.Load(dir, new RecurLoadOptions { Recurrences = 2 });
+        Assert.Equal(2, m.Recurrences);
+        Assert.Throws<RecurUserException>(() => RecurModel.Load(Path.Combine(dir, "missing")));
+        Assert.Throws<RecurUserException>(() => RecurModel.Load(dir, new RecurLoadOptions { Device = "tpu" }));
+        Assert.Throws<RecurUserException>(() => RecurModel.Load(dir, new RecurLoadOptions { DType = "fp8" }));
+        Assert.Throws<RecurUserException>(() => m.Generate("the cat", new GenerateOptions { MaxNewTokens = 0 }));
+        Assert.Throws<RecurUserException>(() => m.Generate("the cat", new GenerateOptions { TopP = 0 }));
+        Assert.Throws<RecurUserException>(() => m.Generate("the cat", new GenerateOptions { MaxNewTokens = 10_000 }));
+    }
+
+    [Fact]
+    public void Train_runs_the_recipe_in_place_and_exports_the_model()
+    {
+        var r = TrainRecipe.Load(Path.Combine(SharedAssets.RepoRoot ?? ".", "recipes", "smoke.json"),
+            ["steps=3", "val_every=0", "checkpoint_every=0", "peak_flops=1e9", "micro_batch=2", "seq_len=32"]);
+        var tok = TrainRun.LoadTokenizer(r);
+        using var m = RecurModel.FromModel(TrainRun.BuildModel(r, tok, CPU), tok);
+        var before = ((nn.Module)m.Model).parameters().Select(p => p.clone()).ToList();
+        string dir = Path.Combine(TestModels.TempDir(), "run");
+        var steps = new List<StepMetrics>();
+        var result = m.Train(r, dir, new SyncProgress<StepMetrics>(steps.Add));
+
+        Assert.True(result.Completed);
+        Assert.Equal([1L, 2L, 3L], steps.Select(s => s.GlobalStep));
+        Assert.Equal(3, result.LastStep!.GlobalStep);
+        Assert.True(File.Exists(Path.Combine(result.ModelDir!, "config.json")));
+        Assert.True(File.Exists(Path.Combine(result.ModelDir!, CharTokenizerAdapter.FileName)));
+        Assert.Equal(3, TrainRun.ReadMetrics(dir).Count);
+        var after = ((nn.Module)m.Model).parameters().ToList();
+        Assert.Contains(before.Zip(after), p => (p.First - p.Second).abs().max().item<float>() > 0);
+        Assert.False(((nn.Module)m.Model).training, "the model is back in eval mode");
+        Assert.Throws<RecurUserException>(() => m.Train(r, dir)); // the run folder is not empty
+    }
+
+    [Fact]
+    public void Evaluate_val_loss_at_each_recurrence_reproducibly()
+    {
+        string dir = ChatModels.Recurrent(seed: 12);
+        string data = Path.Combine(TestModels.TempDir(), "val.txt");
+        File.WriteAllText(data, string.Join(" ", Enumerable.Repeat("the cat sat on the mat and the dog ran to the red mat", 12)));
+        using var m = RecurModel.Load(dir);
+        var runs = m.Evaluate("val_loss", data, [1, 2], new EvaluateOptions { SeqLen = 32, Seed = 3 });
+        Assert.Equal([1, 2], runs.Select(r => r.Recurrences!.Value));
+        Assert.All(runs, r => Assert.True(double.IsFinite(r.Result.Metrics["loss,none"]) && r.Result.Metrics["loss,none"] > 0));
+        // Each T is reseeded, so T = 2 alone reproduces the T = 2 of the sweep.
+        var alone = m.Evaluate("val_loss", data, [2], new EvaluateOptions { SeqLen = 32, Seed = 3 });
+        Assert.Equal(runs[1].Result.Metrics["loss,none"], alone[0].Result.Metrics["loss,none"]);
+        Assert.Equal(4, m.Recurrences); // the default T is restored
+        Assert.Throws<RecurUserException>(() => m.Evaluate("nope", data));
+    }
+
+    /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool).</summary>
+    sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+}
