@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Recur.Checkpoints;
+using Recur.Engine;
 using Recur.Evaluation;
 using Recur.Model;
 using Recur.Tasks;
@@ -25,7 +26,9 @@ static class EvalCommand
         var model = new Option<string?>("--model") { Description = "Model folder (HF or recurrent) or llama2.c .bin file" };
         var tasks = new Option<string>("--tasks") { Description = $"Comma-separated tasks: {string.Join(", ", EvalTasks.Names)}", Required = true };
         var data = new Option<string[]>("--data") { Description = "Data file per task: PATH[,PATH...] in --tasks order, or task=PATH pairs (repeatable)" };
-        var recurrences = new Option<string?>("--recurrences") { Description = "Test-time recurrences T, e.g. 1,2,4,8,16,32 (default: the model's mean_recurrence)" };
+        var recurrences = new Option<string?>("--recurrences") { Description = "Test-time recurrences T, e.g. 1,2,4,8,16,32 (default: the model's mean_recurrence); "
+    + "adaptive per-token depth (experimental, gsm8k/math only): adaptive:kl=5e-4,max=32, adaptive:latent=0.03,max=16, adaptive:entropy=1e-3,max=32, "
+    + "adaptive:argmax=5,max=32, plus warm=1 (start from the previous token's state) and cache=latest (K/V of the newest iteration only); see docs/adaptive.md" };
         var shots = new Option<int>("--shots") { Description = "Exemplars before each GSM8K/MATH question (the paper uses 1; multiple choice is zero-shot)", DefaultValueFactory = _ => 1 };
         var fewshot = new Option<string[]>("--fewshot-data") { Description = "Training jsonl to draw exemplars from (first K): PATH, or gsm8k=PATH,math=PATH (default: train.jsonl beside the data file)" };
         var style = new Option<string>("--prompt-style") { Description = "GSM8K prompt: sean (the paper's gsm8k_cot_sean, \"Let's think step by step.\") or cot (lm-eval's gsm8k_cot)", DefaultValueFactory = _ => "sean" };
@@ -66,7 +69,7 @@ static class EvalCommand
                 "cot" => Gsm8kPromptStyle.LmEvalCot,
                 var s => throw new RecurUserException($"--prompt-style must be sean or cot (got '{s}')"),
             };
-            var recurrenceList = ParseRecurrences(parse.GetValue(recurrences));
+            var recurrenceList = parse.GetValue(recurrences) is { } recText ? RecurrenceSetting.ParseList(recText) : null;
             var predictionFiles = Split(parse.GetValue(predictions));
             string? modelPath = parse.GetValue(model);
             if (predictionFiles.Count > 0 && modelPath is not null) throw new RecurUserException("give either --model or --predictions, not both");
@@ -98,7 +101,7 @@ static class EvalCommand
             using var m = ModelLoader.Load(modelPath!, dt, dev, notice: s => Console.Error.WriteLine($"note: {s}"));
             TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tokPath);
             var rm = m as RecurrentModel;
-            IReadOnlyList<int?> ts;
+            IReadOnlyList<RecurrenceSetting?> ts;
             if (rm is null)
             {
                 Console.Error.WriteLine(recurrenceList is null
@@ -106,7 +109,9 @@ static class EvalCommand
                     : "note: the model is not recurrent: each task is evaluated once and --recurrences is ignored");
                 ts = [null];
             }
-            else ts = (recurrenceList ?? [rm.Recurrences]).Select(t => (int?)t).ToList();
+            else ts = recurrenceList ?? [new RecurrenceSetting(rm.Recurrences, null)];
+            if (ts.Any(t => t?.Adaptive is not null) && infos.Any(i => !EvalTasks.SupportsAdaptive(i)))
+                Console.Error.WriteLine($"note: adaptive recurrence runs only for gsm8k and math; skipped for {string.Join(", ", infos.Where(i => !EvalTasks.SupportsAdaptive(i)).Select(i => i.Name))}");
 
             int effSeqLen = parse.GetValue(seqLen) ?? Math.Min(1024, m.MaxPositions);
             if (infos.Any(i => i.Kind == EvalTaskKind.ValLoss) && parse.GetValue(seqLen) is null && effSeqLen < 1024)
@@ -126,7 +131,7 @@ static class EvalCommand
             {
                 ["shots"] = shotCount,
                 ["prompt_style"] = promptStyle == Gsm8kPromptStyle.Sean ? "sean" : "cot",
-                ["recurrences"] = rm is null ? null : new JsonArray(ts.Select(t => (JsonNode?)JsonValue.Create(t!.Value)).ToArray()),
+                ["recurrences"] = rm is null ? null : new JsonArray(ts.Select(t => t!.Fixed is { } f ? (JsonNode?)JsonValue.Create(f) : JsonValue.Create(t.Key)).ToArray()),
                 ["dtype"] = HfCheckpoint.DTypeName(dt),
                 ["device"] = parse.GetValue(device),
                 ["seed"] = parse.GetValue(seed),
@@ -160,22 +165,26 @@ static class EvalCommand
                 foreach (var lt in loaded)
                     foreach (var t in ts)
                     {
+                        if (t?.Adaptive is not null && !EvalTasks.SupportsAdaptive(lt.Info)) continue;
                         if (rm is not null)
                         {
-                            rm.Recurrences = t!.Value;
+                            rm.Recurrences = t!.Fixed ?? t.Adaptive!.MaxIterations;
                             // Reseeded per (task, T) so that any one result is reproduced by re-running it alone.
                             var old = rm.StateGenerator;
                             rm.StateGenerator = new Generator((ulong)seedValue);
                             old?.Dispose();
                         }
-                        string tKey = t?.ToString(CultureInfo.InvariantCulture) ?? EvalReport.NoRecurrence;
-                        string label = t is null ? lt.Info.Name : $"{lt.Info.Name} T={t}";
+                        string tKey = t?.Key ?? EvalReport.NoRecurrence;
+                        string label = t is null ? lt.Info.Name : t.Adaptive is null ? $"{lt.Info.Name} T={tKey}" : $"{lt.Info.Name} {tKey}";
                         var sw = Stopwatch.StartNew();
-                        var outcome = lt.Run(m, tok, progress.Start(label, lt.Count, lt.Info.ProgressUnit), cancel.Token);
+                        var outcome = lt.Run(m, tok, progress.Start(label, lt.Count, lt.Info.ProgressUnit), cancel.Token, t?.Adaptive);
                         sw.Stop();
-                        string samples = t is null ? $"samples_{lt.Info.Name}.jsonl" : $"samples_{lt.Info.Name}_T{t}.jsonl";
+                        string samples = t is null ? $"samples_{lt.Info.Name}.jsonl"
+                            : t.Adaptive is null ? $"samples_{lt.Info.Name}_T{tKey}.jsonl" : $"samples_{lt.Info.Name}_{FileSafe(tKey)}.jsonl";
                         SampleLog.Write(Path.Combine(outDir, samples), outcome.Samples);
-                        report.AddRun(lt.Info.Name, tKey, outcome.Result, samples, sw.Elapsed.TotalSeconds, outcome.Notes);
+                        // Fixed T spends T iterations on every token; adaptive runs report what they spent.
+                        double? meanIterations = t is null ? null : outcome.MeanIterations ?? t.Fixed;
+                        report.AddRun(lt.Info.Name, tKey, outcome.Result, samples, sw.Elapsed.TotalSeconds, outcome.Notes, meanIterations, outcome.Adaptive);
                         // Written after every (task, T) so an interrupted run keeps what it finished.
                         report.Write(resultsPath, complete: false);
                         progress.Done(label, sw.Elapsed, outcome.Result, outcome.Notes);
@@ -224,6 +233,10 @@ static class EvalCommand
 
     // ---- arguments ------------------------------------------------------------------------------
 
+    /// <summary>An adaptive spec as a file-name part: <c>adaptive:kl=0.0005,max=32</c> → <c>adaptive_kl0.0005_max32</c>.</summary>
+    internal static string FileSafe(string key) =>
+        new string(key.Replace(":", "_").Replace(",", "_").Replace("=", "").Select(ch => char.IsLetterOrDigit(ch) || ch is '.' or '_' or '-' ? ch : '_').ToArray());
+
     static List<EvalTaskInfo> ParseTasks(string text)
     {
         var names = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
@@ -232,22 +245,6 @@ static class EvalCommand
         var dup = infos.GroupBy(i => i.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup is not null) throw new RecurUserException($"--tasks names '{dup.Key}' twice");
         return infos;
-    }
-
-    /// <summary>"1,2,4" → [1, 2, 4] (duplicates dropped, order kept); null when not given.</summary>
-    internal static List<int>? ParseRecurrences(string? text)
-    {
-        if (text is null) return null;
-        var list = new List<int>();
-        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (!int.TryParse(part, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int t))
-                throw new RecurUserException($"--recurrences: '{part}' is not an integer (expected e.g. 1,2,4,8,16,32)");
-            if (t < 1) throw new RecurUserException($"--recurrences: T must be ≥ 1 (got {t})");
-            if (!list.Contains(t)) list.Add(t);
-        }
-        if (list.Count == 0) throw new RecurUserException("--recurrences is empty (expected e.g. 1,2,4,8,16,32)");
-        return list;
     }
 
     static List<string> Split(string[]? values) =>

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Recur.Checkpoints;
+using Recur.Engine;
 using Recur.Evaluation;
 using Recur.Tasks;
 using Spectre.Console;
@@ -25,6 +26,7 @@ sealed class EvalReport(JsonObject header, JsonObject settings)
         public required EvalTaskInfo Info;
         public required JsonObject Json;
         public readonly List<(string T, EvalResult Result)> Runs = [];
+        public readonly Dictionary<string, double> MeanIterations = [];
     }
 
     readonly List<TaskEntry> _tasks = [];
@@ -43,14 +45,37 @@ sealed class EvalReport(JsonObject header, JsonObject settings)
             ["warnings"] = new JsonArray(warnings.Select(w => (JsonNode?)JsonValue.Create(w)).ToArray()),
             ["results"] = new JsonObject(),
             ["samples_files"] = new JsonObject(),
+            ["mean_iterations"] = new JsonObject(),
         };
         _tasks.Add(new TaskEntry { Info = info, Json = json });
     }
 
-    public void AddRun(string task, string t, EvalResult result, string samplesFile, double seconds, IReadOnlyList<string> notes)
+    /// <param name="meanIterations">Recurrent iterations per generated token: T for fixed runs, measured for adaptive ones.</param>
+    /// <param name="adaptive">Adaptive runs: the iteration accounting written under <c>adaptive.{T}</c>.</param>
+    public void AddRun(string task, string t, EvalResult result, string samplesFile, double seconds, IReadOnlyList<string> notes,
+        double? meanIterations = null, AdaptiveStats? adaptive = null)
     {
         var e = _tasks.Single(x => x.Info.Name == task);
         e.Runs.Add((t, result));
+        if (meanIterations is { } mi && double.IsFinite(mi))
+        {
+            e.MeanIterations[t] = mi;
+            e.Json["mean_iterations"]![t] = Math.Round(mi, 4);
+        }
+        if (adaptive is not null)
+        {
+            if (e.Json["adaptive"] is not JsonObject ad) e.Json["adaptive"] = ad = [];
+            ad[t] = new JsonObject
+            {
+                ["experimental"] = true,
+                ["generated_tokens"] = adaptive.Tokens,
+                ["iterations"] = adaptive.Iterations,
+                ["mean_iterations"] = double.IsFinite(adaptive.MeanIterations) ? Math.Round(adaptive.MeanIterations, 4) : null,
+                ["probes"] = adaptive.Probes,
+                ["prompt_tokens_at_max"] = adaptive.PromptTokens,
+                ["depth_histogram"] = new JsonArray(adaptive.Histogram.Select(x => (JsonNode?)JsonValue.Create(x)).ToArray()),
+            };
+        }
         var metrics = new JsonObject();
         foreach (var (k, v) in result.Metrics) metrics[k] = double.IsFinite(v) ? JsonValue.Create(v) : null;
         e.Json["results"]![t] = metrics;
@@ -84,7 +109,7 @@ sealed class EvalReport(JsonObject header, JsonObject settings)
     {
         var ts = _tasks.SelectMany(e => e.Runs.Select(r => r.T)).Distinct().ToList();
         var table = new Table().Border(TableBorder.Rounded).AddColumn("task").AddColumn("metric");
-        foreach (var t in ts) table.AddColumn(new TableColumn(t == NoRecurrence ? "value" : $"T={t}").RightAligned());
+        foreach (var t in ts) table.AddColumn(new TableColumn(Markup.Escape(t == NoRecurrence ? "value" : IsFixed(t) ? $"T={t}" : t)).RightAligned());
         foreach (var e in _tasks)
         {
             var metrics = e.Runs.SelectMany(r => r.Result.Metrics.Keys).Where(k => !IsStderr(k)).Distinct()
@@ -101,6 +126,9 @@ sealed class EvalReport(JsonObject header, JsonObject settings)
                 table.AddRow(cells.ToArray());
                 first = false;
             }
+            if (e.MeanIterations.Count > 0)
+                table.AddRow(new[] { "", "mean iterations / token" }.Concat(ts.Select(t =>
+                    e.MeanIterations.TryGetValue(t, out var mi) ? mi.ToString("0.00", CultureInfo.InvariantCulture) : "")).ToArray());
         }
         return table;
     }
@@ -114,14 +142,27 @@ sealed class EvalReport(JsonObject header, JsonObject settings)
         var written = new List<string>();
         foreach (var e in _tasks)
         {
-            var runs = e.Runs.Where(r => r.T != NoRecurrence).OrderBy(r => int.Parse(r.T, CultureInfo.InvariantCulture)).ToList();
-            if (runs.Count == 0) continue;
-            var path = Path.Combine(outDir, $"plot_{e.Info.Name}.png");
-            AtomicFile.Write(path, fs => fs.Write(EvalPlot.Png(e.Info, runs.Select(r => (int.Parse(r.T, CultureInfo.InvariantCulture), r.Result)).ToList(), modelName)));
-            written.Add(path);
+            var runs = e.Runs.Where(r => IsFixed(r.T)).OrderBy(r => int.Parse(r.T, CultureInfo.InvariantCulture)).ToList();
+            if (runs.Count > 0)
+            {
+                var path = Path.Combine(outDir, $"plot_{e.Info.Name}.png");
+                AtomicFile.Write(path, fs => fs.Write(EvalPlot.Png(e.Info, runs.Select(r => (int.Parse(r.T, CultureInfo.InvariantCulture), r.Result)).ToList(), modelName)));
+                written.Add(path);
+            }
+            // Compute–accuracy frontier once any adaptive run is present: score against mean iterations per token.
+            if (e.Runs.Any(r => r.T != NoRecurrence && !IsFixed(r.T)))
+            {
+                var pts = e.Runs.Where(r => e.MeanIterations.ContainsKey(r.T)).Select(r => (r.T, e.MeanIterations[r.T], r.Result, IsFixed(r.T))).ToList();
+                var path = Path.Combine(outDir, $"plot_{e.Info.Name}_frontier.png");
+                AtomicFile.Write(path, fs => fs.Write(EvalPlot.FrontierPng(e.Info, pts, modelName)));
+                written.Add(path);
+            }
         }
         return written;
     }
+
+    /// <summary>A fixed-T key ("4"), as opposed to "none" or an adaptive spec.</summary>
+    static bool IsFixed(string t) => int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out _);
 
     static bool IsStderr(string key) => key.Contains("_stderr", StringComparison.Ordinal);
 

@@ -17,7 +17,12 @@ static class GenerateCommand
         var promptIds = new Option<string[]>("--prompt-ids") { Description = "Prompt as space-separated token ids, for models without a tokenizer (repeat for a batch)" };
         var outputIds = new Option<bool>("--output-ids") { Description = "Print only the generated ids, space-separated, one line per prompt" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 128 };
-        var recurrences = new Option<int?>("--recurrences") { Description = "Test-time recurrence T for recurrent models (default: the config's mean_recurrence)" };
+        var recurrences = new Option<string?>("--recurrences")
+        {
+            Description = "Test-time recurrence T for recurrent models (default: the config's mean_recurrence), or adaptive depth per token "
+                + "(experimental): adaptive:kl=5e-4,max=32, adaptive:latent=0.03,max=16, adaptive:entropy=1e-3,max=32, adaptive:argmax=5,max=32, "
+                + "with optional warm=1 and cache=latest; see docs/adaptive.md",
+        };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.0 };
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens (0: off)", DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass (1: off)", DefaultValueFactory = _ => 1.0 };
@@ -56,7 +61,11 @@ static class GenerateCommand
             using var _tok = tok;
             using var m = ModelLoader.Load(path, dt, dev, notice: s => Console.Error.WriteLine($"note: {s}"));
             if (tok is not null) TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tokPath!);
-            Common.ConfigureRecurrence(m, parse.GetValue(recurrences), seedValue);
+            var recurrence = parse.GetValue(recurrences) is { } recText ? ParseRecurrence(recText) : null;
+            var adaptive = recurrence?.Adaptive;
+            if (adaptive is not null && m is not RecurrentModel) throw new RecurUserException("--recurrences adaptive:... needs a recurrent model");
+            Common.ConfigureRecurrence(m, recurrence?.Fixed ?? adaptive?.MaxIterations, seedValue);
+            var stats = new AdaptiveStats();
 
             var prompts = texts.Length > 0 ? texts.Select(t => tok!.Encode(t)).ToList() : idTexts.Select(ParseIds).ToList();
             var stops = new HashSet<int>(m.EosTokenIds);
@@ -70,7 +79,10 @@ static class GenerateCommand
             List<int>[] outputs;
             try
             {
-                outputs = Generation.Generate(m, prompts, opts, onToken: stream ? (_, id) => Console.Write(decoder!.Push(id)) : null, cancel.Token);
+                Action<int, int>? onToken = stream ? (_, id) => Console.Write(decoder!.Push(id)) : null;
+                outputs = adaptive is null
+                    ? Generation.Generate(m, prompts, opts, onToken, cancel.Token)
+                    : AdaptiveGeneration.Generate((RecurrentModel)m, prompts, opts, adaptive, stats, onToken, cancel.Token);
             }
             catch (OperationCanceledException)
             {
@@ -90,13 +102,26 @@ static class GenerateCommand
             if (!parse.GetValue(outputIds))
             {
                 int n = outputs.Sum(o => o.Count);
-                string depth = m is RecurrentModel rm ? $", T = {rm.Recurrences}" : "";
+                string depth = adaptive is not null
+                    ? $", {adaptive} (experimental): {stats.MeanIterations:0.00} iterations per token, depths {Histogram(stats)}"
+                    : m is RecurrentModel rm ? $", T = {rm.Recurrences}" : "";
                 Console.Error.WriteLine($"[{n} tokens in {sw.Elapsed.TotalSeconds:0.00} s, {n / Math.Max(sw.Elapsed.TotalSeconds, 1e-9):0.0} tok/s{depth}]");
             }
             return 0;
         }));
         return cmd;
     }
+
+    /// <summary>One integer T or one adaptive spec.</summary>
+    static RecurrenceSetting ParseRecurrence(string text)
+    {
+        var list = RecurrenceSetting.ParseList(text);
+        if (list.Count != 1) throw new RecurUserException($"--recurrences: give one T or one adaptive spec for generate (got '{text}')");
+        return list[0];
+    }
+
+    static string Histogram(AdaptiveStats s) =>
+        string.Join(' ', s.Histogram.Select((n, d) => (n, d)).Where(x => x.n > 0).Select(x => $"{x.d}:{x.n}"));
 
     static int[] ParseIds(string text)
     {

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Recur.Engine;
 using Recur.Model;
 using Recur.Tasks;
 using Recur.Tokenization;
@@ -36,7 +37,10 @@ public sealed record EvalSettings(int Shots = 1, string? FewshotPath = null, Gsm
 
 /// <summary>The result of one task at one recurrence: its aggregate and every sample.</summary>
 /// <param name="Notes">Things the user should know about this run (e.g. prompts cut to fit the context).</param>
-public sealed record TaskOutcome(EvalResult Result, IReadOnlyList<IEvalSample> Samples, IReadOnlyList<string> Notes);
+/// <param name="MeanIterations">Adaptive runs: mean recurrent iterations per generated token (null for fixed T).</param>
+/// <param name="Adaptive">Adaptive runs: the full iteration accounting.</param>
+public sealed record TaskOutcome(EvalResult Result, IReadOnlyList<IEvalSample> Samples, IReadOnlyList<string> Notes,
+    double? MeanIterations = null, AdaptiveStats? Adaptive = null);
 
 /// <summary>The tasks Recur can evaluate, by name.</summary>
 public static class EvalTasks
@@ -81,11 +85,11 @@ public static class EvalTasks
                 var task = Gsm8kTask.Create(new Gsm8kOptions(settings.PromptStyle, settings.Shots, settings.MaxNewTokens), settings.FewshotPath);
                 var data = Gsm8kTask.Load(path, load);
                 return new LoadedTask(info, task.Name, path, data.Docs.Count, data.Warnings, settings, task.Settings,
-                    (m, t, p, c) =>
+                    (m, t, p, c, a) =>
                     {
-                        var gen = Generator(m, t, settings, p, c);
+                        var gen = Generator(m, t, settings, p, c, a);
                         var run = task.Evaluate(gen, data, int.MaxValue);
-                        return new TaskOutcome(run.Result, [.. run.Samples], TruncationNotes(gen));
+                        return Outcome(run.Result, [.. run.Samples], gen);
                     });
             }
             case EvalTaskKind.Math:
@@ -93,11 +97,11 @@ public static class EvalTasks
                 var task = MathTask.Create(new MathOptions(settings.Shots, settings.MaxNewTokens), settings.FewshotPath);
                 var data = MathTask.Load(path, load);
                 return new LoadedTask(info, MathTask.Name, path, data.Docs.Count, data.Warnings, settings, task.Settings,
-                    (m, t, p, c) =>
+                    (m, t, p, c, a) =>
                     {
-                        var gen = Generator(m, t, settings, p, c);
+                        var gen = Generator(m, t, settings, p, c, a);
                         var run = task.Evaluate(gen, data, int.MaxValue);
-                        return new TaskOutcome(run.Result, [.. run.Samples], TruncationNotes(gen));
+                        return Outcome(run.Result, [.. run.Samples], gen);
                     });
             }
             case EvalTaskKind.MultipleChoice:
@@ -105,7 +109,7 @@ public static class EvalTasks
                 var task = MultipleChoiceTask.ForName(info.Name);
                 var data = task.Load(path, load);
                 return new LoadedTask(info, task.Name, path, data.Docs.Count, data.Warnings, settings, new Dictionary<string, string> { ["num_fewshot"] = "0" },
-                    (m, t, p, c) =>
+                    (m, t, p, c, _) =>
                     {
                         var run = task.Evaluate(new ModelLogLikelihood(m, t, settings.BatchSize) { Progress = p, Cancel = c }, data, int.MaxValue);
                         return new TaskOutcome(run.Result, [.. run.Samples], []);
@@ -115,7 +119,7 @@ public static class EvalTasks
             {
                 var data = LambadaTask.Load(path, load);
                 return new LoadedTask(info, LambadaTask.Name, path, data.Docs.Count, data.Warnings, settings, new Dictionary<string, string> { ["num_fewshot"] = "0" },
-                    (m, t, p, c) =>
+                    (m, t, p, c, _) =>
                     {
                         var run = LambadaTask.Evaluate(new ModelLogLikelihood(m, t, settings.BatchSize) { Progress = p, Cancel = c }, data, int.MaxValue);
                         return new TaskOutcome(run.Result, [.. run.Samples], []);
@@ -126,7 +130,7 @@ public static class EvalTasks
                 var data = ValLossTask.Load(path, tokenizer, settings.SeqLen, load);
                 var taskSettings = new Dictionary<string, string> { ["seq_len"] = settings.SeqLen.ToString(CultureInfo.InvariantCulture) };
                 return new LoadedTask(info, ValLossTask.Name, path, data.Rows.Count, data.Warnings, settings, taskSettings,
-                    (m, _, p, c) =>
+                    (m, _, p, c, _) =>
                     {
                         var run = ValLossTask.Evaluate(m, data, p, c);
                         return new TaskOutcome(run.Result, [.. run.Samples], []);
@@ -139,17 +143,30 @@ public static class EvalTasks
     static IReadOnlyList<string> TruncationNotes(ModelGenerator g) => g.TruncatedPrompts == 0 ? [] :
         [$"{g.TruncatedPrompts} prompt{(g.TruncatedPrompts == 1 ? " was" : "s were")} cut from the left to fit the model's context minus the generation budget"];
 
-    static ModelGenerator Generator(ICausalLM m, ITokenizer t, EvalSettings s, Action<int, int>? progress, CancellationToken cancel) =>
-        new(m, t, s.BatchSize) { Progress = progress, Cancel = cancel };
+    static ModelGenerator Generator(ICausalLM m, ITokenizer t, EvalSettings s, Action<int, int>? progress, CancellationToken cancel, AdaptiveOptions? adaptive) =>
+        new(m, t, s.BatchSize) { Progress = progress, Cancel = cancel, Adaptive = adaptive };
+
+    static TaskOutcome Outcome(EvalResult result, IReadOnlyList<IEvalSample> samples, ModelGenerator g)
+    {
+        if (g.Adaptive is null) return new TaskOutcome(result, samples, TruncationNotes(g));
+        var s = g.AdaptiveStats;
+        var notes = TruncationNotes(g).ToList();
+        notes.Add($"adaptive (experimental): {s.MeanIterations:0.00} iterations per generated token over {s.Tokens} tokens (max {g.Adaptive.MaxIterations}); " +
+            $"{s.PromptTokens} prompt tokens ran all {g.Adaptive.MaxIterations}" + (s.Probes > 0 ? $"; {s.Probes} coda+head probes" : ""));
+        return new TaskOutcome(result, samples, notes, s.MeanIterations, s);
+    }
+
+    /// <summary>Whether a task can run with adaptive recurrence (generation tasks only: scoring has no decode steps).</summary>
+    public static bool SupportsAdaptive(EvalTaskInfo info) => info.Kind is EvalTaskKind.Gsm8k or EvalTaskKind.Math;
 }
 
 /// <summary>A task whose data is in memory, ready to run against a model at its current recurrence.</summary>
 public sealed class LoadedTask
 {
-    readonly Func<ICausalLM, ITokenizer, Action<int, int>?, CancellationToken, TaskOutcome> _run;
+    readonly Func<ICausalLM, ITokenizer, Action<int, int>?, CancellationToken, AdaptiveOptions?, TaskOutcome> _run;
 
     internal LoadedTask(EvalTaskInfo info, string lmEvalName, string path, int count, IReadOnlyList<string> warnings, EvalSettings settings,
-        IReadOnlyDictionary<string, string> taskSettings, Func<ICausalLM, ITokenizer, Action<int, int>?, CancellationToken, TaskOutcome> run)
+        IReadOnlyDictionary<string, string> taskSettings, Func<ICausalLM, ITokenizer, Action<int, int>?, CancellationToken, AdaptiveOptions?, TaskOutcome> run)
     {
         Info = info;
         LmEvalName = lmEvalName;
@@ -172,7 +189,14 @@ public sealed class LoadedTask
     /// <summary>What shaped this task's numbers (shots, prompt style, exemplar source...).</summary>
     public IReadOnlyDictionary<string, string> TaskSettings { get; }
 
-    /// <summary>Evaluates at the model's current recurrence. <paramref name="progress"/> sees (done, total) in the task's units.</summary>
-    public TaskOutcome Run(ICausalLM model, ITokenizer tokenizer, Action<int, int>? progress = null, CancellationToken cancel = default) =>
-        _run(model, tokenizer, progress, cancel);
+    /// <summary>
+    /// Evaluates at the model's current recurrence, or with adaptive per-token recurrence (generation tasks only, see
+    /// <see cref="EvalTasks.SupportsAdaptive"/>). <paramref name="progress"/> sees (done, total) in the task's units.
+    /// </summary>
+    public TaskOutcome Run(ICausalLM model, ITokenizer tokenizer, Action<int, int>? progress = null, CancellationToken cancel = default, AdaptiveOptions? adaptive = null)
+    {
+        if (adaptive is not null && !EvalTasks.SupportsAdaptive(Info))
+            throw new RecurUserException($"{Info.Name}: adaptive recurrence applies to generation tasks (gsm8k, math) only");
+        return _run(model, tokenizer, progress, cancel, adaptive);
+    }
 }

@@ -61,6 +61,12 @@ public sealed class ModelGenerator : IGenerator
 
     public CancellationToken Cancel { get; set; }
 
+    /// <summary>Adaptive per-token recurrence (experimental, recurrent models only); null runs the model's fixed T.</summary>
+    public AdaptiveOptions? Adaptive { get; set; }
+
+    /// <summary>Iterations spent by adaptive generation so far (all calls); empty when <see cref="Adaptive"/> is null.</summary>
+    public AdaptiveStats AdaptiveStats { get; } = new();
+
     /// <summary>Prompts cut from the left so far (all calls).</summary>
     public int TruncatedPrompts { get; private set; }
 
@@ -112,7 +118,11 @@ public sealed class ModelGenerator : IGenerator
                 return false;
             }
 
-            var outputs = Generation.Generate(_model, batch, new GenerationOptions(maxNewTokens, StopIds: _stopIds, StopWhen: StopWhen), cancel: Cancel);
+            var genOptions = new GenerationOptions(maxNewTokens, StopIds: _stopIds, StopWhen: StopWhen);
+            List<int>[] outputs;
+            if (Adaptive is null) outputs = Generation.Generate(_model, batch, genOptions, cancel: Cancel);
+            else if (_model is RecurrentModel rm) outputs = AdaptiveGeneration.Generate(rm, batch, genOptions, Adaptive, AdaptiveStats, cancel: Cancel);
+            else throw new RecurUserException("adaptive recurrence needs a recurrent model");
             for (int r = 0; r < idx.Length; r++)
             {
                 var full = _tokenizer.Decode(outputs[r]);
