@@ -6,9 +6,6 @@ using static Recur.Tests.Data.DataTestKit;
 
 namespace Recur.Tests.Data;
 
-/// <summary>Collection for tests that redirect the process-wide Console; they must not run in parallel with each other.</summary>
-[CollectionDefinition("Console", DisableParallelization = true)]
-public sealed class ConsoleCollection;
 
 /// <summary><c>recur data prepare</c> and <c>recur data inspect</c>, invoked in-process.</summary>
 [Collection("Console")]

@@ -6,6 +6,7 @@ using Xunit;
 
 namespace Recur.Tests.Demo;
 
+[Collection("Exclusive")]
 public class DemoTests
 {
     /// <summary>The CI smoke run of `recur demo --quick`: the artefacts exist and are well formed (not the numbers).</summary>

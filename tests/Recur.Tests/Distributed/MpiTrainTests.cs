@@ -22,6 +22,7 @@ public sealed class MpiFactAttribute : FactAttribute
 /// `recur train` under `mpiexec -n 2`, end to end: the built CLI in separate processes, as a user runs it. The
 /// tests of one class run one after another, so at most two ranks compete for the cores.
 /// </summary>
+[Collection("Exclusive")]
 public class MpiTrainTests
 {
     public static readonly string? Mpiexec = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':')

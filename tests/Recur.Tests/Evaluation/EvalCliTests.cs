@@ -7,9 +7,6 @@ using Xunit;
 
 namespace Recur.Tests.Evaluation;
 
-/// <summary>The CLI tests swap Console.Out/Error, so nothing else may run beside them.</summary>
-[CollectionDefinition("Console", DisableParallelization = true)]
-public sealed class ConsoleCollection;
 
 /// <summary>Tiny model folders shared by the eval CLI tests (made once).</summary>
 public sealed class EvalModels

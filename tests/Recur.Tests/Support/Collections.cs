@@ -1,0 +1,14 @@
+using Xunit;
+
+namespace Recur.Tests.Support;
+
+/// <summary>Tests that swap the process-wide Console.Out/Error: nothing else may run beside them.</summary>
+[CollectionDefinition("Console", DisableParallelization = true)]
+public sealed class ConsoleCollection;
+
+/// <summary>
+/// Tests that start other processes which train with all cores (the demo smoke run, MPI ranks). They run on their
+/// own: libtorch's OpenMP threads slow down by an order of magnitude when the cores are oversubscribed.
+/// </summary>
+[CollectionDefinition("Exclusive", DisableParallelization = true)]
+public sealed class ExclusiveCollection;
