@@ -31,7 +31,7 @@ public sealed record DemoOptions
     public int MaxValue { get; init; } = 12;
     public int PretrainProblems { get; init; } = 24_000;
     public int PostTrainProblems { get; init; } = 24_000;
-    public int TestPerDifficulty { get; init; } = 100;
+    public int TestPerDifficulty { get; init; } = 250;
     public int SeqLen { get; init; } = 256;
     public int MicroBatch { get; init; } = 16;
     public int PretrainSteps { get; init; } = 600;
