@@ -165,7 +165,7 @@ static class DemoCommand
         int n = o.TestPerDifficulty * (o.MaxSteps - o.MinSteps + 1);
         double Noise(double a, double b) => 2 * Math.Sqrt(a * (1 - a) / n + b * (1 - b) / n);
         string Compare(double a, double b, string more, string less, string same) =>
-            a - b > Noise(a, b) ? more : b - a > Noise(a, b) ? less : same + $" (the difference, {Pct(Math.Abs(a - b))} points, is within the ±{Pct(Noise(a, b))}-point noise of {n} problems)";
+            a - b > Noise(a, b) ? more : b - a > Noise(a, b) ? less : same + $" (the difference, {Pct(Math.Abs(a - b))} points, is within ±{Pct(Noise(a, b))} points, two standard errors for {n} problems).";
         double recBest = rec.OverallAccuracy.Values.Max();
         int recBestT = rec.OverallAccuracy.First(kv => kv.Value == recBest).Key;
         double base1 = baseline.OverallAccuracy[1];
