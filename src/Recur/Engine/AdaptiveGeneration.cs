@@ -66,27 +66,10 @@ public static class AdaptiveGeneration
     {
         adaptive.Validate();
         if (prompts.Count == 0) return [];
-        if (prompts.Any(p => p.Length == 0)) throw new RecurUserException("a prompt is empty: give at least one token (e.g. BOS)");
-        foreach (var p in prompts)
-            foreach (var id in p)
-                if (id < 0 || id >= model.VocabSize) throw new RecurUserException($"prompt token id {id} is outside the model's vocabulary (0..{model.VocabSize - 1})");
-        int b = prompts.Count, maxLen = prompts.Max(p => p.Length);
-        if (maxLen + options.MaxNewTokens > model.MaxPositions)
-            throw new RecurUserException($"prompt ({maxLen} tokens) plus --max-new-tokens {options.MaxNewTokens} exceeds the model's context of {model.MaxPositions} positions");
+        var (b, maxLen, ids, real, padded) = Generation.LeftPad(model, prompts, options);
         var stop = new HashSet<int>(options.StopIds ?? []);
         var outputs = Enumerable.Range(0, b).Select(_ => new List<int>()).ToArray();
         var done = new bool[b];
-        bool padded = prompts.Any(p => p.Length != maxLen);
-
-        var ids = new long[b * maxLen];
-        var real = new bool[b * maxLen];
-        for (int r = 0; r < b; r++)
-            for (int j = 0; j < prompts[r].Length; j++)
-            {
-                int col = maxLen - prompts[r].Length + j;
-                ids[r * maxLen + col] = prompts[r][j];
-                real[r * maxLen + col] = true;
-            }
         stats?.AddPrompt(prompts.Sum(p => (long)p.Length));
 
         int max = adaptive.MaxIterations;

@@ -29,27 +29,10 @@ public static class Generation
         CancellationToken cancel = default, Func<int, bool>? rowFinished = null)
     {
         if (prompts.Count == 0) return [];
-        if (prompts.Any(p => p.Length == 0)) throw new RecurUserException("a prompt is empty: give at least one token (e.g. BOS)");
-        foreach (var p in prompts)
-            foreach (var id in p)
-                if (id < 0 || id >= model.VocabSize) throw new RecurUserException($"prompt token id {id} is outside the model's vocabulary (0..{model.VocabSize - 1})");
-        int b = prompts.Count, maxLen = prompts.Max(p => p.Length);
-        if (maxLen + options.MaxNewTokens > model.MaxPositions)
-            throw new RecurUserException($"prompt ({maxLen} tokens) plus --max-new-tokens {options.MaxNewTokens} exceeds the model's context of {model.MaxPositions} positions");
+        var (b, maxLen, ids, real, padded) = LeftPad(model, prompts, options);
         var stop = new HashSet<int>(options.StopIds ?? []);
         var outputs = Enumerable.Range(0, b).Select(_ => new List<int>()).ToArray();
         var done = new bool[b];
-        bool padded = prompts.Any(p => p.Length != maxLen);
-
-        var ids = new long[b * maxLen];
-        var real = new bool[b * maxLen];
-        for (int r = 0; r < b; r++)
-            for (int j = 0; j < prompts[r].Length; j++)
-            {
-                int col = maxLen - prompts[r].Length + j;
-                ids[r * maxLen + col] = prompts[r][j];
-                real[r * maxLen + col] = true;
-            }
 
         using var noGrad = no_grad();
         using var cache = new KvCache(model.CacheSlots, maxLen + options.MaxNewTokens);
@@ -87,5 +70,30 @@ public static class Generation
         }
         finally { keyPadding?.Dispose(); }
         return outputs;
+    }
+
+    /// <summary>
+    /// Checks prompts against the model (non-empty, ids in the vocabulary, prompt + new tokens within the context)
+    /// and lays them out left-padded: ids [B·maxLen] and a real-token mask of the same shape, row-major.
+    /// </summary>
+    internal static (int Batch, int MaxLen, long[] Ids, bool[] Real, bool Padded) LeftPad(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options)
+    {
+        if (prompts.Any(p => p.Length == 0)) throw new RecurUserException("a prompt is empty: give at least one token (e.g. BOS)");
+        foreach (var p in prompts)
+            foreach (var id in p)
+                if (id < 0 || id >= model.VocabSize) throw new RecurUserException($"prompt token id {id} is outside the model's vocabulary (0..{model.VocabSize - 1})");
+        int b = prompts.Count, maxLen = prompts.Max(p => p.Length);
+        if (maxLen + options.MaxNewTokens > model.MaxPositions)
+            throw new RecurUserException($"prompt ({maxLen} tokens) plus --max-new-tokens {options.MaxNewTokens} exceeds the model's context of {model.MaxPositions} positions");
+        var ids = new long[b * maxLen];
+        var real = new bool[b * maxLen];
+        for (int r = 0; r < b; r++)
+            for (int j = 0; j < prompts[r].Length; j++)
+            {
+                int col = maxLen - prompts[r].Length + j;
+                ids[r * maxLen + col] = prompts[r][j];
+                real[r * maxLen + col] = true;
+            }
+        return (b, maxLen, ids, real, prompts.Any(p => p.Length != maxLen));
     }
 }
