@@ -44,7 +44,7 @@ public class CliErrorTests
         OneLine(CliProcess.Run("generate", "--model", dir, "--prompt-ids", "1 x"), "'x' is not an integer token id");
         var rec = Path.Combine(TestModels.TempDir(), "rec");
         Assert.Equal(0, CliProcess.Run("retrofit", "--model", dir, "--shape", "1,2,1", "--out", rec).Code);
-        OneLine(CliProcess.Run("generate", "--model", rec, "--prompt-ids", "1", "--recurrences", "0"), "recurrences must be ≥ 1");
+        OneLine(CliProcess.Run("generate", "--model", rec, "--prompt-ids", "1", "--recurrences", "0"), "must be ≥ 1 (got 0)");
         OneLine(CliProcess.Run("retrofit", "--model", dir, "--shape", "1,2,1", "--out", rec), "already exists");
         OneLine(CliProcess.Run("retrofit", "--model", dir, "--shape", "4,4,4", "--out", rec + "2"), "needs 12 layers, but the base model has 4");
     }
