@@ -121,15 +121,7 @@ public static class AdaptiveGeneration
                 }
                 onLogits?.Invoke(step, logits);
                 var tok = sampler.Sample(logits).data<long>().ToArray();
-                for (int r = 0; r < b; r++)
-                {
-                    next[r] = tok[r];
-                    if (done[r]) continue;
-                    if (stop.Contains((int)tok[r])) { done[r] = true; continue; }
-                    outputs[r].Add((int)tok[r]);
-                    onToken?.Invoke(r, (int)tok[r]);
-                    if (options.StopWhen?.Invoke(r, outputs[r]) == true || rowFinished?.Invoke(r) == true) done[r] = true;
-                }
+                Generation.Accept(tok, next, done, stop, outputs, options, onToken, rowFinished);
                 if (done.All(x => x)) break;
             }
         }

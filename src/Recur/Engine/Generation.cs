@@ -56,15 +56,7 @@ public static class Generation
                 }
                 var logits = model.Forward(input, keyPadding, cache, lastOnly: true).squeeze(1);
                 var tok = sampler.Sample(logits).data<long>().ToArray();
-                for (int r = 0; r < b; r++)
-                {
-                    next[r] = tok[r];
-                    if (done[r]) continue;
-                    if (stop.Contains((int)tok[r])) { done[r] = true; continue; }
-                    outputs[r].Add((int)tok[r]);
-                    onToken?.Invoke(r, (int)tok[r]);
-                    if (options.StopWhen?.Invoke(r, outputs[r]) == true || rowFinished?.Invoke(r) == true) done[r] = true;
-                }
+                Accept(tok, next, done, stop, outputs, options, onToken, rowFinished);
                 if (done.All(x => x)) break;
             }
         }
@@ -95,5 +87,23 @@ public static class Generation
                 real[r * maxLen + col] = true;
             }
         return (b, maxLen, ids, real, prompts.Any(p => p.Length != maxLen));
+    }
+
+    /// <summary>
+    /// Takes one sampled token per row: remembers it as the next input, and for rows still running either ends the
+    /// row at a stop id (not kept) or appends it, reports it, and ends the row when a stop predicate says so.
+    /// </summary>
+    internal static void Accept(long[] tok, long[] next, bool[] done, HashSet<int> stop, List<int>[] outputs, GenerationOptions options,
+        Action<int, int>? onToken, Func<int, bool>? rowFinished)
+    {
+        for (int r = 0; r < tok.Length; r++)
+        {
+            next[r] = tok[r];
+            if (done[r]) continue;
+            if (stop.Contains((int)tok[r])) { done[r] = true; continue; }
+            outputs[r].Add((int)tok[r]);
+            onToken?.Invoke(r, (int)tok[r]);
+            if (options.StopWhen?.Invoke(r, outputs[r]) == true || rowFinished?.Invoke(r) == true) done[r] = true;
+        }
     }
 }
