@@ -11,7 +11,8 @@
 //  - Llama (pre-norm) or OLMo-2 (post-sublayer norm, q/k norm) blocks with fused attn.Wqkv (rows q, k, v)
 //    and mlp.fc (rows gate, up) — the Raven/Huginn tensor layout of the released checkpoints (§2.7);
 //  - T given as (n iterations without grad, k with grad): truncated backpropagation (§3.2);
-//  - a KV cache with one slot per unrolled layer application, p + r·T + c slots (§7.2).
+//  - a KV cache with one slot per unrolled layer application, p + r·T + c slots (§7.2);
+//  - optional activation checkpointing of the grad iterations (IterationCheckpoint.cs).
 //
 // Field names are the Raven state-dict names (transformer.core_block.3.attn.Wqkv.weight, …).
 using TorchSharp;
@@ -142,6 +143,12 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         set => _recurrences = value >= 1 ? value : throw new RecurUserException($"the number of recurrences must be ≥ 1 (got {value})");
     }
     int _recurrences;
+    /// <summary>
+    /// Activation checkpointing through the recurrence: each grad iteration keeps only its inputs and is recomputed
+    /// during backward. Same gradients; activation memory of one iteration instead of k; one extra core forward per
+    /// grad iteration. For training 1B-scale models in limited memory.
+    /// </summary>
+    public bool RecomputeIterations { get; set; }
     /// <summary>Generator for s_0; null uses libtorch's default generator.</summary>
     public Generator? StateGenerator { get; set; }
 
@@ -207,7 +214,9 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
             // Truncated backprop (§3.2): the first n iterations build no graph, so s_0 and their iterates
             // are constants; e still receives gradient through the adapter in each of the last k.
             using var noGrad = i < n ? no_grad() : null;
-            state = Iterate(state, e, ctx, p + i * r);
+            state = i >= n && RecomputeIterations && cache is null && is_grad_enabled() && (state.requires_grad || e.requires_grad)
+                ? IterationCheckpoint.Apply(this, state, e, ctx.Attention, ctx, p + i * r)
+                : Iterate(state, e, ctx, p + i * r);
             if (i == n - 1) state = state.detach();
         }
         return Coda(state, ctx, p + r * t).MoveToOuterDisposeScope();

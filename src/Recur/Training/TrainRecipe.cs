@@ -62,6 +62,11 @@ public sealed record TrainRecipe
     [JsonPropertyName("backprop_depth")] public int BackpropDepth { get; init; } = 8;
     /// <summary>"n,k": every micro-batch runs n no-grad then k grad iterations, instead of sampling.</summary>
     [JsonPropertyName("fixed_depth")] public string? FixedDepth { get; init; }
+    /// <summary>
+    /// Activation checkpointing through the recurrence: grad iterations keep only their inputs and are recomputed in
+    /// backward (same gradients, activation memory of one iteration instead of k, one extra core forward each).
+    /// </summary>
+    [JsonPropertyName("recompute_recurrence")] public bool RecomputeRecurrence { get; init; }
 
     /// <summary>muon (Muon + auxiliary AdamW, the paper's) or adamw (AdamW only, the ablation).</summary>
     [JsonPropertyName("optimizer")] public string Optimizer { get; init; } = "muon";

@@ -166,6 +166,11 @@ public sealed class Trainer : IDisposable
         var (train, valFactory) = _hooks.Data(r, phase);
         using var _train = train;
         if (_state.Data is { } ds) train.LoadState(ds);
+        if (_rec is not null)
+        {
+            _rec.RecomputeIterations = r.RecomputeRecurrence;
+            if (r.RecomputeRecurrence) Log("recurrence checkpointing on: grad iterations are recomputed in backward");
+        }
 
         var named = _module.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
         var split = ParamGroups.Split(named, adamWOnly: r.Optimizer == "adamw");
