@@ -9,7 +9,7 @@ namespace Recur.Engine;
 /// application for the recurrent model (METHOD §7.2, STYLE §5). The buffers live outside every
 /// dispose scope and are freed by <see cref="Dispose"/>.
 /// </summary>
-public sealed class KvCache : IKvCache, IDisposable
+public sealed class KvCache : IRawKvCache, IDisposable
 {
     readonly Tensor?[] _k, _v;
     readonly int[] _fill;
@@ -45,9 +45,30 @@ public sealed class KvCache : IKvCache, IDisposable
         return (_k[slot]!.narrow(2, 0, fill + add), _v[slot]!.narrow(2, 0, fill + add));
     }
 
-    static Tensor Grow(Tensor? old, Tensor like, int capacity, int fill)
+    /// <summary>
+    /// Room for one more position in <paramref name="slot"/> for batch-1 decoding that writes the new key and value
+    /// itself: returns the slot's whole buffers [1, n_kv, capacity, d] (contiguous) and the position to write.
+    /// </summary>
+    public (Tensor K, Tensor V, int Position) AppendOne(int slot, long kvHeads, long headDim, ScalarType dtype, Device device)
     {
-        var t = empty([like.shape[0], like.shape[1], capacity, like.shape[3]], like.dtype, like.device).DetachFromDisposeScope();
+        if (slot < 0 || slot >= _k.Length) throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} outside 0..{_k.Length - 1}");
+        int fill = _fill[slot];
+        if (_k[slot] is null || fill + 1 > _k[slot]!.shape[2])
+        {
+            int cap = Math.Max(Math.Max(_capacityHint, fill + 1), _k[slot] is null ? 0 : (int)_k[slot]!.shape[2] * 2);
+            _k[slot] = Grow(_k[slot], [1, kvHeads, cap, headDim], dtype, device, fill);
+            _v[slot] = Grow(_v[slot], [1, kvHeads, cap, headDim], dtype, device, fill);
+        }
+        _fill[slot] = fill + 1;
+        return (_k[slot]!, _v[slot]!, fill);
+    }
+
+    static Tensor Grow(Tensor? old, Tensor like, int capacity, int fill) =>
+        Grow(old, [like.shape[0], like.shape[1], capacity, like.shape[3]], like.dtype, like.device, fill);
+
+    static Tensor Grow(Tensor? old, long[] shape, ScalarType dtype, Device device, int fill)
+    {
+        var t = empty(shape, dtype, device).DetachFromDisposeScope();
         if (old is not null)
         {
             if (fill > 0) t.narrow(2, 0, fill).copy_(old.narrow(2, 0, fill));

@@ -153,6 +153,8 @@ public sealed class DecoderModel : nn.Module, ICausalLM
     /// </summary>
     public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
     {
+        if (FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodeBlocks() is { } blocks)
+            return DecodeOne(inputIds, (IRawKvCache)cache!, blocks);
         using var scope = NewDisposeScope();
         var h = Hidden(inputIds, keyPadding, cache);
         if (lastOnly) h = h.narrow(1, h.shape[1] - 1, 1);
@@ -181,6 +183,27 @@ public sealed class DecoderModel : nn.Module, ICausalLM
         var order = layers ?? Enumerable.Range(0, model.layers.Count).ToArray();
         for (int i = 0; i < order.Count; i++) x = model.layers[order[i]].Forward(x, ctx, i);
         return model.norm.call(x).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The layers' tensors for <see cref="FastDecode"/>, or null when they are not all in the compute dtype.</summary>
+    FastDecode.Block[]? DecodeBlocks()
+    {
+        var blocks = model.layers.Select(l => new FastDecode.Block(
+            [l.self_attn.q_proj.weight!, l.self_attn.k_proj.weight!, l.self_attn.v_proj.weight!], l.self_attn.o_proj.weight!,
+            [l.mlp.gate_proj.weight!, l.mlp.up_proj.weight!], l.mlp.down_proj.weight!,
+            l.input_layernorm!.weight, l.post_attention_layernorm.weight)).ToArray();
+        var all = blocks.SelectMany(b => b.Qkv.Concat(b.GateUp).Concat([b.O, b.Down, b.Norm1, b.Norm2]))
+            .Concat([model.embed_tokens.weight!, model.norm.weight, HeadWeight]);
+        return FastDecode.WeightsReady(ComputeDType, all) ? blocks : null;
+    }
+
+    /// <summary>Batch-1 decoding of one token without libtorch's op-by-op dispatch (FastDecode.cs).</summary>
+    Tensor DecodeOne(Tensor inputIds, IRawKvCache cache, FastDecode.Block[] blocks)
+    {
+        var shape = FastDecode.ShapeOf(Config, RopeFor(Device), ComputeDType);
+        var x = FastDecode.Embed(model.embed_tokens.weight!, inputIds);
+        for (int i = 0; i < blocks.Length; i++) FastDecode.Step(x, blocks[i], shape, cache, i);
+        return FastDecode.Logits(x, model.norm.weight, HeadWeight, shape.Eps, shape.Bf16);
     }
 
     /// <summary>Number of KV-cache slots a forward call uses: one per layer.</summary>

@@ -132,7 +132,11 @@ public sealed class Rope
             }
         }
         _invFreq = tensor(inv, device: device).DetachFromDisposeScope();
+        InverseFrequencies = inv;
     }
+
+    /// <summary>θ^(−2i/d) after any llama3 scaling, [d/2] (for code that applies RoPE outside libtorch).</summary>
+    internal float[] InverseFrequencies { get; }
 
     /// <summary>cos and sin tables [B, 1, S, d] for integer positions [B, S], in <paramref name="dtype"/>.</summary>
     public (Tensor Cos, Tensor Sin) Tables(Tensor positions, ScalarType dtype)
@@ -158,9 +162,14 @@ public sealed class Rope
 /// <summary>Attention and linear helpers shared by the plain and the recurrent decoder.</summary>
 public static class Ops
 {
-    /// <summary>y = x·Wᵀ in x's dtype: fp32 master weights are cast at use, the explicit replacement for autocast (METHOD §4.2).</summary>
+    /// <summary>
+    /// y = x·Wᵀ in x's dtype: fp32 master weights are cast at use, the explicit replacement for autocast (METHOD §4.2).
+    /// A single row without autograd (batch-1 decoding) goes to the bandwidth-bound <see cref="Gemv"/> kernel.
+    /// </summary>
     public static Tensor Linear(Tensor x, Tensor weight) =>
-        weight.dtype == x.dtype ? F.linear(x, weight) : F.linear(x, weight.to(x.dtype));
+        weight.dtype != x.dtype ? F.linear(x, weight.to(x.dtype))
+        : Gemv.Handles(x, weight) ? Gemv.Apply(x, weight)
+        : F.linear(x, weight);
 
     /// <summary>
     /// Scaled dot-product attention of q [B, n_h, S, d] over k, v [B, n_kv, S_k, d] with grouped-query

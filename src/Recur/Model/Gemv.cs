@@ -1,0 +1,243 @@
+// Matrix–vector products for batch-1 decoding, written for the memory bus.
+//
+// Decoding one token reads every weight once and does 2 FLOPs per weight: it is bound by memory bandwidth.
+// libtorch routes a [1, in] × [out, in]ᵀ product to MKL (fp32) or oneDNN (bf16) GEMV, which on our AMD
+// machines reach 17–28 GB/s against 33–42 GB/s for a plain streaming reduction (bench/RESULTS.md). This kernel
+// streams each weight row once with AVX-512/AVX2 (bf16 widened to fp32 by a 16-bit shift, fp32 accumulation,
+// like oneDNN's), four rows at a time so every load of x serves four rows, and splits the rows over the
+// intra-op threads. Only used without autograd, on contiguous CPU tensors; everything else goes to F.linear.
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Recur.Model;
+
+public static unsafe class Gemv
+{
+    /// <summary>Off switch for comparisons (bench) and as an escape hatch; on by default.</summary>
+    public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("RECUR_GEMV") != "0";
+    static readonly int MaxThreads = int.TryParse(Environment.GetEnvironmentVariable("RECUR_GEMV_THREADS"), out int n) ? n : 0;
+
+    /// <summary>Whether <see cref="Apply"/> handles this product: x has a single row, both on the CPU, same dtype (fp32 or bf16), contiguous, no grad.</summary>
+    public static bool Handles(Tensor x, Tensor weight) =>
+        Enabled && weight.dim() == 2 && x.numel() == weight.shape[1] && x.shape[^1] == weight.shape[1]
+        && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
+        && x.dtype == weight.dtype && (x.dtype == ScalarType.Float32 || x.dtype == ScalarType.BFloat16)
+        && x.is_contiguous() && weight.is_contiguous()
+        && !(is_grad_enabled() && (x.requires_grad || weight.requires_grad));
+
+    /// <summary>y = x·Wᵀ for a single row x [.., in] and W [out, in]; y has x's shape with the last dim out.</summary>
+    public static Tensor Apply(Tensor x, Tensor weight)
+    {
+        long outF = weight.shape[0], inF = weight.shape[1];
+        var shape = x.shape.ToArray();
+        shape[^1] = outF;
+        var y = empty(shape, x.dtype);
+        bool bf16 = x.dtype == ScalarType.BFloat16;
+        var xs = new float[inF];
+        if (bf16)
+        {
+            var xb = MemoryMarshal.Cast<byte, ushort>(x.bytes);
+            for (int i = 0; i < xs.Length; i++) xs[i] = Bf16ToFloat(xb[i]);
+        }
+        else MemoryMarshal.Cast<byte, float>(x.bytes).CopyTo(xs);
+        var m = Matrix.Of(weight);
+        if (bf16)
+        {
+            var yf = new float[outF];
+            Product(m, Prepare(xs, bf16), yf);
+            var yb = MemoryMarshal.Cast<byte, ushort>(y.bytes);
+            for (int i = 0; i < yf.Length; i++) yb[i] = FloatToBf16(yf[i]);
+        }
+        else Product(m, Prepare(xs, bf16), MemoryMarshal.Cast<byte, float>(y.bytes));
+        return y;
+    }
+
+    /// <summary>A contiguous [rows, cols] fp32 or bf16 CPU matrix by address; the tensor behind it must stay alive.</summary>
+    internal readonly record struct Matrix(IntPtr Address, int Rows, int Cols, bool Bf16)
+    {
+        public static Matrix Of(Tensor w) => new(Gemv.Address(w), (int)w.shape[0], (int)w.shape[1], w.dtype == ScalarType.BFloat16);
+    }
+
+    /// <summary>
+    /// x in the layout the kernel reads: as is for fp32 weights; for bf16 weights deinterleaved, [x0, x2, x4, …,
+    /// x1, x3, …] (then the odd last element), so that a 32-bit lane of W (two bf16, w_2j low and w_2j+1 high)
+    /// meets x_2j and x_2j+1 at the same lane index after one shift or one mask.
+    /// </summary>
+    internal static float[] Prepare(ReadOnlySpan<float> x, bool bf16)
+    {
+        var xs = new float[x.Length];
+        if (!bf16) { x.CopyTo(xs); return xs; }
+        int half = x.Length / 2;
+        for (int i = 0; i < half; i++) { xs[i] = x[2 * i]; xs[half + i] = x[2 * i + 1]; }
+        if ((x.Length & 1) == 1) xs[^1] = x[^1];
+        return xs;
+    }
+
+    /// <summary>y (fp32) = W·x for x from <see cref="Prepare"/>, rows split over the intra-op threads.</summary>
+    internal static void Product(Matrix w, float[] x, Span<float> y)
+    {
+        if (y.Length < w.Rows || x.Length != w.Cols) throw new ArgumentException($"Gemv: x has {x.Length} values for {w.Cols} columns, y {y.Length} for {w.Rows} rows");
+        fixed (float* yp = y) Run(x, w.Address, (IntPtr)yp, w.Rows, w.Cols, w.Bf16);
+    }
+
+    /// <summary>The first element's address; the tensor (kept alive by the caller) owns the memory.</summary>
+    internal static IntPtr Address(Tensor t) => THSTensor_data(t.Handle);
+
+    // The address of a tensor's first element (storage offset included), from TorchSharp's own native library:
+    // one call, and no 2 GiB limit as with Tensor.bytes.
+    [DllImport("LibTorchSharp")]
+    static extern IntPtr THSTensor_data(IntPtr handle);
+
+    static void Run(float[] x, IntPtr w, IntPtr y, int rows, int cols, bool bf16)
+    {
+        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : torch.get_num_threads(), rows / 64));
+        if (threads == 1) { Rows(x, w, (float*)y, 0, rows, cols, bf16); return; }
+        // Contiguous row blocks per thread, multiples of 4 so only the last block has a tail.
+        int per = ((rows + threads - 1) / threads + 3) & ~3;
+        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        {
+            int r0 = t * per, r1 = Math.Min(rows, r0 + per);
+            if (r0 < r1) Rows(x, w, (float*)y, r0, r1, cols, bf16);
+        });
+    }
+
+    static void Rows(float[] x, IntPtr w, float* y, int r0, int r1, int cols, bool bf16)
+    {
+        fixed (float* xp = x)
+        {
+            if (bf16)
+            {
+                // One row after another: the thread's rows are one contiguous stream, which the prefetchers
+                // follow better than four interleaved short (bf16-halved) rows.
+                ushort* wp = (ushort*)w;
+                for (int r = r0; r < r1; r++) y[r] = DotBf16(xp, wp + (long)r * cols, cols);
+            }
+            else
+            {
+                float* wp = (float*)w;
+                int r = r0;
+                for (; r + 4 <= r1; r += 4) Dot4F32(xp, wp + (long)r * cols, cols, y + r);
+                for (; r < r1; r++) y[r] = DotF32(xp, wp + (long)r * cols, cols);
+            }
+        }
+    }
+
+    // ---- fp32 ----
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Dot4F32(float* x, float* w, int n, float* y)
+    {
+        float* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; i + 16 <= n; i += 16)
+            {
+                var xv = Vector512.Load(x + i);
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(w + i), xv, a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(w1 + i), xv, a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(w2 + i), xv, a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(w3 + i), xv, a3);
+            }
+            y[0] = Vector512.Sum(a0); y[1] = Vector512.Sum(a1); y[2] = Vector512.Sum(a2); y[3] = Vector512.Sum(a3);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; i + 8 <= n; i += 8)
+            {
+                var xv = Vector256.Load(x + i);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i), xv, a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w1 + i), xv, a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.Load(w2 + i), xv, a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.Load(w3 + i), xv, a3);
+            }
+            y[0] = Vector256.Sum(a0); y[1] = Vector256.Sum(a1); y[2] = Vector256.Sum(a2); y[3] = Vector256.Sum(a3);
+        }
+        else { y[0] = y[1] = y[2] = y[3] = 0; }
+        for (; i < n; i++) { y[0] += w[i] * x[i]; y[1] += w1[i] * x[i]; y[2] += w2[i] * x[i]; y[3] += w3[i] * x[i]; }
+    }
+
+    static float DotF32(float* x, float* w, int n)
+    {
+        float s = 0;
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<float> a = default;
+            for (; i + 16 <= n; i += 16) a = Vector512.FusedMultiplyAdd(Vector512.Load(w + i), Vector512.Load(x + i), a);
+            s = Vector512.Sum(a);
+        }
+        for (; i < n; i++) s += w[i] * x[i];
+        return s;
+    }
+
+    // ---- bf16: the upper 16 bits of an fp32 ----
+    // A 32-bit lane of W holds w_2j (low half) and w_2j+1 (high half): `lane << 16` is w_2j as an fp32 and
+    // `lane & 0xFFFF0000` is w_2j+1, exactly. With x deinterleaved (evens, then odds) one load of W feeds two FMAs
+    // and no lane shuffles are needed. Rows of odd length start at odd addresses every other row: those go scalar.
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static float DotBf16(float* x, ushort* w, int n)
+    {
+        int half = n / 2, j = 0;
+        float* xe = x, xo = x + half;
+        uint* p = (uint*)w;
+        float s = 0;
+        if (Vector512.IsHardwareAccelerated && ((long)w & 3) == 0)
+        {
+            var mask = Vector512.Create(0xFFFF0000u);
+            // Four independent accumulators (even/odd × two vectors) so FMA latency never stalls the stream.
+            Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default;
+            for (; j + 32 <= half; j += 32)
+            {
+                var v0 = Vector512.Load(p + j); var v1 = Vector512.Load(p + j + 16);
+                a0 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(v0, 16).AsSingle(), Vector512.Load(xe + j), a0);
+                b0 = Vector512.FusedMultiplyAdd((v0 & mask).AsSingle(), Vector512.Load(xo + j), b0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(v1, 16).AsSingle(), Vector512.Load(xe + j + 16), a1);
+                b1 = Vector512.FusedMultiplyAdd((v1 & mask).AsSingle(), Vector512.Load(xo + j + 16), b1);
+            }
+            for (; j + 16 <= half; j += 16)
+            {
+                var v0 = Vector512.Load(p + j);
+                a0 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(v0, 16).AsSingle(), Vector512.Load(xe + j), a0);
+                b0 = Vector512.FusedMultiplyAdd((v0 & mask).AsSingle(), Vector512.Load(xo + j), b0);
+            }
+            s = Vector512.Sum((a0 + b0) + (a1 + b1));
+        }
+        else if (Vector256.IsHardwareAccelerated && ((long)w & 3) == 0)
+        {
+            var mask = Vector256.Create(0xFFFF0000u);
+            Vector256<float> a0 = default, b0 = default, a1 = default, b1 = default;
+            for (; j + 16 <= half; j += 16)
+            {
+                var v0 = Vector256.Load(p + j); var v1 = Vector256.Load(p + j + 8);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(v0, 16).AsSingle(), Vector256.Load(xe + j), a0);
+                b0 = Vector256.FusedMultiplyAdd((v0 & mask).AsSingle(), Vector256.Load(xo + j), b0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(v1, 16).AsSingle(), Vector256.Load(xe + j + 8), a1);
+                b1 = Vector256.FusedMultiplyAdd((v1 & mask).AsSingle(), Vector256.Load(xo + j + 8), b1);
+            }
+            s = Vector256.Sum((a0 + b0) + (a1 + b1));
+        }
+        // Scalar remainder: the pairs from j on, then an odd last element.
+        for (int i = 2 * j; i < 2 * half; i++) s += Bf16ToFloat(w[i]) * ((i & 1) == 0 ? xe[i / 2] : xo[i / 2]);
+        if ((n & 1) == 1) s += Bf16ToFloat(w[n - 1]) * x[n - 1];
+        return s;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Bf16ToFloat(ushort b) => BitConverter.Int32BitsToSingle(b << 16);
+
+    /// <summary>Round to nearest even, as libtorch's fp32 → bf16 conversion (NaN stays NaN).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ushort FloatToBf16(float f)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(f);
+        if ((u & 0x7FFFFFFF) > 0x7F800000) return 0x7FC0;
+        return (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+    }
+}

@@ -1,0 +1,114 @@
+using Recur.Checkpoints;
+using Recur.Engine;
+using Recur.Model;
+using Recur.Tests.Support;
+using TorchSharp;
+using static TorchSharp.torch;
+using Xunit;
+
+namespace Recur.Tests.Model;
+
+/// <summary>The batch-1 decode path (FastDecode.cs) against the op-by-op forward it replaces.</summary>
+public class FastDecodeTests
+{
+    /// <summary>Logits of a 5-token prefill then <paramref name="steps"/> single-token steps, one tensor per call.</summary>
+    static List<Tensor> Decode(ICausalLM m, bool fast, int steps = 12, int capacityHint = 4)
+    {
+        FastDecode.Enabled = fast;
+        try
+        {
+            using var _ = no_grad();
+            using var cache = new KvCache(m.CacheSlots, capacityHint); // small: the cache grows during the test
+            var outs = new List<Tensor> { m.Forward(tensor(new long[] { 1, 7, 3, 9, 4 }).reshape(1, 5), cache: cache, lastOnly: true) };
+            for (int i = 0; i < steps; i++)
+                outs.Add(m.Forward(tensor(new long[] { (i * 37 + 11) % m.VocabSize }).reshape(1, 1), cache: cache, lastOnly: true));
+            return outs;
+        }
+        finally { FastDecode.Enabled = true; }
+    }
+
+    static float MaxDiff(List<Tensor> a, List<Tensor> b) => a.Zip(b).Max(p => (p.First - p.Second).abs().max().item<float>());
+
+    public static TheoryData<string> Llamas => new() { "gqa", "tied", "llama3-rope" };
+
+    static ModelConfig Config(string name) => name switch
+    {
+        "tied" => Presets.TinyTest with { TieWordEmbeddings = true },
+        "llama3-rope" => Presets.TinyTest with { RopeScaling = new RopeScaling { RopeType = "llama3", Factor = 8, LowFreqFactor = 1, HighFreqFactor = 4, OriginalMaxPositionEmbeddings = 16 } },
+        _ => Presets.TinyTest,
+    };
+
+    [Theory, MemberData(nameof(Llamas))]
+    public void Decoder_fp32_matches_the_op_path(string name)
+    {
+        using var m = TestModels.Random(Config(name), 5);
+        float diff = MaxDiff(Decode(m, true), Decode(m, false));
+        Assert.True(diff <= 1e-4, $"max |Δlogit| {diff}");
+    }
+
+    [Fact]
+    public void Decoder_bf16_stays_close_to_the_op_path()
+    {
+        using var m = TestModels.Random(Presets.TinyTest, 6);
+        m.to(ScalarType.BFloat16); m.ComputeDType = ScalarType.BFloat16;
+        var fast = Decode(m, true);
+        var slow = Decode(m, false);
+        // The op path rounds to bf16 after every op, the fast path keeps fp32 activations: close, not equal.
+        float scale = slow.Max(t => t.abs().max().item<float>());
+        float diff = MaxDiff(fast, slow);
+        Assert.True(diff <= 0.05f * scale, $"max |Δlogit| {diff} at logit scale {scale}");
+        Assert.True(diff > 0, "the fast path did not run"); // equal bits would mean both calls took the op path
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void Recurrent_fp32_matches_the_op_path_with_the_same_initial_states(int t)
+    {
+        using var b = TestModels.Random(Presets.TinyTest with { NumHiddenLayers = 6 }, 7);
+        using var m = Retrofit.FromDecoder(b, new RetrofitOptions { Layers = LayerMap.Default(6, 1, 2, 1), Seed = 7 });
+        m.Recurrences = t;
+        m.StateGenerator = new Generator(11);
+        var fast = Decode(m, true);
+        m.StateGenerator = new Generator(11);
+        var slow = Decode(m, false);
+        float diff = MaxDiff(fast, slow);
+        Assert.True(diff <= 1e-4, $"T = {t}: max |Δlogit| {diff}");
+    }
+
+    [Fact]
+    public void A_prompt_after_fast_steps_reads_the_cache_they_wrote()
+    {
+        using var m = TestModels.Random(Presets.TinyTest, 8);
+        using var _ = no_grad();
+        var ids = tensor(new long[] { 1, 5, 9, 2, 6, 7, 3 }).reshape(1, 7);
+        var full = m.Forward(ids);
+        using var cache = new KvCache(m.CacheSlots, 2);
+        m.Forward(ids.narrow(1, 0, 2), cache: cache);
+        m.Forward(ids.narrow(1, 2, 1), cache: cache);             // fast
+        m.Forward(ids.narrow(1, 3, 1), cache: cache);             // fast
+        var rest = m.Forward(ids.narrow(1, 4, 3), cache: cache);  // op path, 3 tokens over the fast-written cache
+        Assert.True((rest - full.narrow(1, 4, 3)).abs().max().item<float>() <= 1e-4);
+    }
+
+    [Fact]
+    public void Olmo2_and_fp32_masters_with_bf16_compute_take_the_op_path()
+    {
+        var cache = new KvCache(2);
+        using (no_grad())
+        {
+            Assert.True(FastDecode.Applies(ones(1, 1, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
+            Assert.False(FastDecode.Applies(ones(1, 1, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Olmo2, CPU));
+            Assert.False(FastDecode.Applies(ones(2, 1, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
+            Assert.False(FastDecode.Applies(ones(1, 2, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
+            Assert.False(FastDecode.Applies(ones(1, 1, dtype: ScalarType.Int64), ones(1, 1), cache, ScalarType.Float32, BlockType.Llama, CPU));
+        }
+        Assert.False(FastDecode.WeightsReady(ScalarType.BFloat16, [randn(4, 4)]));
+        // An OLMo-2 model and a bf16-compute model with fp32 weights still decode (op path) and agree with themselves.
+        using var o = TestModels.Random(Presets.TinyOlmo2Test, 9);
+        Assert.True(MaxDiff(Decode(o, true, 3), Decode(o, false, 3)) == 0);
+        using var mixed = TestModels.Random(Presets.TinyTest, 9);
+        mixed.ComputeDType = ScalarType.BFloat16;
+        Assert.True(MaxDiff(Decode(mixed, true, 3), Decode(mixed, false, 3)) == 0);
+    }
+}

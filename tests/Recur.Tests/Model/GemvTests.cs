@@ -1,0 +1,66 @@
+using Recur.Model;
+using static TorchSharp.torch;
+using Xunit;
+
+namespace Recur.Tests.Model;
+
+public class GemvTests
+{
+    public static TheoryData<int, int> Shapes => new()
+    {
+        { 1, 1 }, { 3, 5 }, { 7, 33 }, { 64, 288 }, { 130, 768 }, { 257, 100 }, { 768, 2048 },
+    };
+
+    [Theory, MemberData(nameof(Shapes))]
+    public void Fp32_matches_linear(int outF, int inF)
+    {
+        using var _ = no_grad();
+        var w = randn(outF, inF);
+        var x = randn(1, 1, inF);
+        Assert.True(Gemv.Handles(x, w));
+        var ours = Gemv.Apply(x, w);
+        var lib = nn.functional.linear(x, w.to(ScalarType.Float64).to(ScalarType.Float32));
+        Assert.Equal(lib.shape, ours.shape);
+        float scale = Math.Max(1f, lib.abs().max().item<float>());
+        Assert.True((ours - lib).abs().max().item<float>() <= 1e-5f * scale * MathF.Sqrt(inF));
+    }
+
+    [Theory, MemberData(nameof(Shapes))]
+    public void Bf16_matches_an_fp32_product_of_the_same_values_to_one_rounding(int outF, int inF)
+    {
+        using var _ = no_grad();
+        var w = randn(outF, inF).to(ScalarType.BFloat16);
+        var x = randn(1, inF).to(ScalarType.BFloat16);
+        var ours = Gemv.Apply(x, w);
+        Assert.Equal(ScalarType.BFloat16, ours.dtype);
+        var exact = nn.functional.linear(x.to(ScalarType.Float64), w.to(ScalarType.Float64));
+        // fp32 accumulation then one round to bf16: within one bf16 ulp (2^-8 relative) of the exact value.
+        var err = (ours.to(ScalarType.Float64) - exact).abs();
+        var tol = exact.abs() * (1.0 / 256) + 1e-4 * Math.Sqrt(inF);
+        Assert.True(err.le(tol).all().item<bool>(), $"max error {err.max().item<double>()}");
+    }
+
+    [Fact]
+    public void Several_rows_grad_mode_and_mixed_dtypes_are_left_to_libtorch()
+    {
+        var w = randn(8, 16);
+        Assert.False(Gemv.Handles(randn(2, 16), w));
+        Assert.False(Gemv.Handles(randn(1, 16).to(ScalarType.BFloat16), w));
+        Assert.False(Gemv.Handles(randn(1, 16), randn(16, 8).t()));           // not contiguous
+        var wg = randn(8, 16).requires_grad_(true);
+        Assert.False(Gemv.Handles(randn(1, 16), wg));                         // autograd needs the graph
+        using (no_grad()) Assert.True(Gemv.Handles(randn(1, 16), wg));
+        Assert.True(Gemv.Handles(randn(1, 16), w));
+    }
+
+    [Fact]
+    public void A_single_position_narrowed_from_a_sequence_reads_the_right_row()
+    {
+        using var _ = no_grad();
+        var h = randn(1, 5, 32);
+        var w = randn(12, 32);
+        var last = h.narrow(1, 4, 1);
+        Assert.True(Gemv.Handles(last, w));
+        Assert.True((Gemv.Apply(last, w) - nn.functional.linear(last, w)).abs().max().item<float>() < 1e-5);
+    }
+}
