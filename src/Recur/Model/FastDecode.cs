@@ -176,7 +176,11 @@ internal static unsafe class FastDecode
             }
         }
         // Long caches are worth the threads; short ones are not.
-        if ((long)len * nh * d >= 1 << 18) Parallel.For(0, nh, Head);
+        if ((long)len * nh * d >= 1 << 18)
+        {
+            int parts = Math.Min(KernelThreads.Width, nh), per = (nh + parts - 1) / parts;
+            KernelThreads.Run(parts, t => { for (int h = t * per; h < Math.Min(nh, (t + 1) * per); h++) Head(h); });
+        }
         else for (int h = 0; h < nh; h++) Head(h);
         return o;
     }

@@ -9,6 +9,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -18,6 +19,7 @@ public static unsafe class Gemv
 {
     /// <summary>Off switch for comparisons (bench) and as an escape hatch; on by default.</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("RECUR_GEMV") != "0";
+    static readonly int PrefetchAhead = int.TryParse(Environment.GetEnvironmentVariable("RECUR_GEMV_PREFETCH"), out int pf) ? pf : 256; // uint32 lanes = 1 KiB
     static readonly int MaxThreads = int.TryParse(Environment.GetEnvironmentVariable("RECUR_GEMV_THREADS"), out int n) ? n : 0;
 
     /// <summary>Whether <see cref="Apply"/> handles this product: x has a single row, both on the CPU, same dtype (fp32 or bf16), contiguous, no grad.</summary>
@@ -93,11 +95,11 @@ public static unsafe class Gemv
 
     static void Run(float[] x, IntPtr w, IntPtr y, int rows, int cols, bool bf16)
     {
-        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : torch.get_num_threads(), rows / 64));
+        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 64));
         if (threads == 1) { Rows(x, w, (float*)y, 0, rows, cols, bf16); return; }
         // Contiguous row blocks per thread, multiples of 4 so only the last block has a tail.
         int per = ((rows + threads - 1) / threads + 3) & ~3;
-        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        KernelThreads.Run(threads, t =>
         {
             int r0 = t * per, r1 = Math.Min(rows, r0 + per);
             if (r0 < r1) Rows(x, w, (float*)y, r0, r1, cols, bf16);
@@ -113,7 +115,8 @@ public static unsafe class Gemv
                 // One row after another: the thread's rows are one contiguous stream, which the prefetchers
                 // follow better than four interleaved short (bf16-halved) rows.
                 ushort* wp = (ushort*)w;
-                for (int r = r0; r < r1; r++) y[r] = DotBf16(xp, wp + (long)r * cols, cols);
+                int r = r0;
+                for (; r < r1; r++) y[r] = DotBf16(xp, wp + (long)r * cols, cols);
             }
             else
             {
@@ -195,6 +198,7 @@ public static unsafe class Gemv
             Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default;
             for (; j + 32 <= half; j += 32)
             {
+                if (Sse.IsSupported) { Sse.Prefetch0(p + j + PrefetchAhead); Sse.Prefetch0(p + j + PrefetchAhead + 16); }
                 var v0 = Vector512.Load(p + j); var v1 = Vector512.Load(p + j + 16);
                 a0 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(v0, 16).AsSingle(), Vector512.Load(xe + j), a0);
                 b0 = Vector512.FusedMultiplyAdd((v0 & mask).AsSingle(), Vector512.Load(xo + j), b0);
