@@ -238,6 +238,7 @@ void Train()
     foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
     {
         if (argv.Contains("--bf16-only") && dt == ScalarType.Float32) continue;
+        if (argv.Contains("--fp32-only") && dt == ScalarType.BFloat16) continue;
         manual_seed(0);
         using var m = Recur.Training.TrainRun.RandomRecurrent(rc, 0);
         m.ComputeDType = dt;
@@ -251,21 +252,26 @@ void Train()
         var ids = randint(0, rc.VocabSize, [batch, seq + 1], dtype: ScalarType.Int64);
         var x = ids.narrow(1, 0, seq); var y = ids.narrow(1, 1, seq);
         var optTimes = new List<double>(); // per step, the first being Time's warm-up
+        var phases = new List<(double Fwd, double Loss, double Bwd)>();
         void Step()
         {
             using var scope = NewDisposeScope();
-            var logits = m.Forward(x, 0, t);
-            var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), y.reshape(-1));
-            loss.backward();
             var sw = Stopwatch.StartNew();
+            var logits = m.Forward(x, 0, t);
+            double f = sw.Elapsed.TotalSeconds;
+            var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), y.reshape(-1));
+            double l = sw.Elapsed.TotalSeconds;
+            loss.backward();
+            double bw = sw.Elapsed.TotalSeconds;
             foreach (var o in opts2) { o.Step(); o.ZeroGrad(); }
-            optTimes.Add(sw.Elapsed.TotalSeconds);
+            optTimes.Add(sw.Elapsed.TotalSeconds - bw);
+            phases.Add((f, l - f, bw - l));
         }
         double sec = Time(Step, steps);
         double optSec = optTimes.Skip(1).Average();
         double tok = batch * seq / sec;
         foreach (var o in opts2) o.Dispose();
-        Console.WriteLine($"recur {(dt == ScalarType.Float32 ? "fp32" : "bf16")}{(tiny ? " tinyllama(4,8,4) seq 1024 batch 1, Muon + AdamW" : "")}{(recompute ? ", recurrence recomputed" : "")}: {sec:0.000} s/step (optimizer {optSec:0.000} s), {tok:0} tok/s, " +
+        Console.WriteLine($"recur {(dt == ScalarType.Float32 ? "fp32" : "bf16")}{(tiny ? " tinyllama(4,8,4) seq 1024 batch 1, Muon + AdamW" : "")}{(recompute ? ", recurrence recomputed" : "")}: {sec:0.000} s/step (forward {phases.Skip(1).Average(p => p.Fwd):0.000}, loss {phases.Skip(1).Average(p => p.Loss):0.000}, backward {phases.Skip(1).Average(p => p.Bwd):0.000}, optimizer {optSec:0.000} s), {tok:0} tok/s, " +
             $"{tok * perTok / 1e9:0.0} GFLOP/s (METHOD §6 count), peak RSS {System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1e9:0.00} GB");
     }
     Console.WriteLine($"recur matmul 1024: fp32 {MatmulPeak(ScalarType.Float32, 1024):0} GFLOP/s, bf16 {MatmulPeak(ScalarType.BFloat16, 1024):0} GFLOP/s");

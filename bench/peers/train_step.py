@@ -105,18 +105,26 @@ def run(dtype):
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=1e-4, foreach=False)
     ids = torch.randint(0, VOCAB, (a.batch, a.seq + 1))
     x, y = ids[:, :-1], ids[:, 1:]
+    phases = []
     def step():
+        t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(dtype == "bf16")):
             logits = m(x, a.recurrence)
+        t1 = time.perf_counter()
         loss = F.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
+        t2 = time.perf_counter()
         loss.backward()
+        t3 = time.perf_counter()
         opt.step(); opt.zero_grad(set_to_none=True)
+        phases.append((t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3))
     step()
+    phases.clear()
     t = time.perf_counter()
     for _ in range(a.steps): step()
     sec = (time.perf_counter() - t) / a.steps
+    avg = [sum(p[i] for p in phases) / len(phases) for i in range(4)]
     tok = a.batch * a.seq / sec
-    print(f"pytorch {dtype}: {sec:.3f} s/step, {tok:.0f} tok/s, {tok * flops_per_token() / 1e9:.1f} GFLOP/s (METHOD §6 count), torch {torch.__version__}, {a.threads} threads")
+    print(f"pytorch {dtype}: {sec:.3f} s/step (forward {avg[0]:.3f}, loss {avg[1]:.3f}, backward {avg[2]:.3f}, optimizer {avg[3]:.3f} s), {tok:.0f} tok/s, {tok * flops_per_token() / 1e9:.1f} GFLOP/s (METHOD §6 count), torch {torch.__version__}, {a.threads} threads")
 
 
 # Matmul throughput of this PyTorch build, to explain fp32 gaps (Debian's BLAS vs libtorch's MKL).

@@ -138,24 +138,28 @@ public sealed class Rope
     /// <summary>θ^(−2i/d) after any llama3 scaling, [d/2] (for code that applies RoPE outside libtorch).</summary>
     internal float[] InverseFrequencies { get; }
 
-    /// <summary>cos and sin tables [B, 1, S, d] for integer positions [B, S], in <paramref name="dtype"/>.</summary>
+    /// <summary>
+    /// cos and signed-sin tables [B, 1, S, d] for integer positions [B, S], in <paramref name="dtype"/>. The sin table
+    /// carries rotate-half's sign, [−sin, +sin] over the two halves, so that <see cref="Apply"/> needs no negation.
+    /// </summary>
     public (Tensor Cos, Tensor Sin) Tables(Tensor positions, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
         var ang = positions.to(ScalarType.Float32).unsqueeze(-1) * _invFreq; // [B, S, d/2]
-        var emb = cat([ang, ang], -1).unsqueeze(1);                          // [B, 1, S, d]
-        var cos = emb.cos().to(dtype).MoveToOuterDisposeScope();
-        var sin = emb.sin().to(dtype).MoveToOuterDisposeScope();
+        var cos = cat([ang.cos(), ang.cos()], -1).unsqueeze(1).to(dtype).MoveToOuterDisposeScope(); // [B, 1, S, d]
+        var s = ang.sin();
+        var sin = cat([s.neg(), s], -1).unsqueeze(1).to(dtype).MoveToOuterDisposeScope();
         return (cos, sin);
     }
 
-    /// <summary>x·cos + rotate_half(x)·sin on [B, H, S, d].</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    /// <summary>
+    /// x·cos + rotate_half(x)·sin on [B, H, S, d], with rotate_half(x) = [−x₂, x₁]: rolling x by d/2 gives [x₂, x₁]
+    /// and the signed sin table supplies the minus (one op fewer each way than chunk–neg–cat).
+    /// </summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor signedSin)
     {
         using var scope = NewDisposeScope();
-        var halves = x.chunk(2, -1);
-        var rotated = cat([halves[1].neg(), halves[0]], -1);
-        return (x * cos + rotated * sin).MoveToOuterDisposeScope();
+        return (x * cos + x.roll(x.shape[^1] / 2, -1) * signedSin).MoveToOuterDisposeScope();
     }
 }
 
@@ -181,6 +185,7 @@ public static class Ops
     {
         long b = q.shape[0], nh = q.shape[1], s = q.shape[2], d = q.shape[3], nkv = k.shape[1];
         long g = nh / nkv;
+        if (s > 1 && PlainAttentionPays(q.dtype, b * nh * s * k.shape[2])) return PlainAttention(q, k, v, mask, causal, g);
         if (g == 1) return F.scaled_dot_product_attention(q, k, v, mask, 0.0, causal);
         using var scope = NewDisposeScope();
         if (s == 1 && !causal)
@@ -193,6 +198,33 @@ public static class Ops
         var ke = k.unsqueeze(2).expand(b, nkv, g, sk, d).reshape(b, nh, sk, d);
         var ve = v.unsqueeze(2).expand(b, nkv, g, sk, d).reshape(b, nh, sk, d);
         return F.scaled_dot_product_attention(q, ke, ve, mask, 0.0, causal).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// libtorch's CPU SDPA kernel is slower than the plain matmul–softmax–matmul form in bf16 at the sizes we train
+    /// and prefill at, and faster in fp32 (bench/RESULTS.md, "Attention kernel"). The plain form materialises the
+    /// B·H·S·S_k scores, so it is used only while they are small (≤ 2^24 elements, 32 MiB in bf16).
+    /// RECUR_ATTENTION=sdpa|plain forces one or the other.
+    /// </summary>
+    static bool PlainAttentionPays(ScalarType dtype, long scores) => AttentionChoice switch
+    {
+        "sdpa" => false,
+        "plain" => scores <= 1L << 28,
+        _ => dtype == ScalarType.BFloat16 && scores <= 1L << 24,
+    };
+    static readonly string AttentionChoice = Environment.GetEnvironmentVariable("RECUR_ATTENTION") ?? "auto";
+
+    /// <summary>softmax(q·kᵀ/√d + mask)·v with K/V heads expanded for GQA.</summary>
+    static Tensor PlainAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, bool causal, long g)
+    {
+        using var scope = NewDisposeScope();
+        if (g > 1) { k = k.repeat_interleave(g, 1); v = v.repeat_interleave(g, 1); }
+        long s = q.shape[2], sk = k.shape[2];
+        var scores = (q * (1.0 / Math.Sqrt(q.shape[3]))).matmul(k.transpose(-2, -1)); // scaling q is cheaper than scaling the scores
+        if (mask is not null) scores = scores.masked_fill(mask.logical_not(), double.NegativeInfinity);
+        else if (causal) scores = scores.masked_fill(ones(s, sk, ScalarType.Bool, q.device).triu(sk - s + 1), double.NegativeInfinity);
+        // libtorch's CPU softmax accumulates reduced-precision inputs in fp32 internally; the output is rounded once.
+        return scores.softmax(-1).matmul(v).MoveToOuterDisposeScope();
     }
 
     /// <summary>
