@@ -11,7 +11,10 @@
 // Taken only when it applies: no autograd, CPU, one sequence of one new token, no padding mask, a KvCache,
 // Llama blocks (OLMo-2 goes op by op), weights already in the compute dtype (fp32 or bf16). RECUR_FAST_DECODE=0
 // turns it off.
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -151,32 +154,24 @@ internal static unsafe class FastDecode
         void Head(int h)
         {
             int hk = h / g;
-            var q = qkv.AsSpan(h * d, d);
             var scores = new float[len];
             float max = float.NegativeInfinity;
             long baseAt = (long)hk * cap * d;
-            for (int t = 0; t < len; t++)
+            fixed (float* q = &qkv[h * d], outH = &o[h * d])
             {
-                float dot = 0;
-                long at = baseAt + (long)t * d;
-                if (bf16) { ushort* kr = (ushort*)kp + at; for (int i = 0; i < d; i++) dot += q[i] * Gemv.Bf16ToFloat(kr[i]); }
-                else { float* kr = (float*)kp + at; for (int i = 0; i < d; i++) dot += q[i] * kr[i]; }
-                scores[t] = dot * scale;
-                if (scores[t] > max) max = scores[t];
-            }
-            double sum = 0;
-            for (int t = 0; t < len; t++) { scores[t] = MathF.Exp(scores[t] - max); sum += scores[t]; }
-            var outH = o.AsSpan(h * d, d);
-            for (int t = 0; t < len; t++)
-            {
-                float p = (float)(scores[t] / sum);
-                long at = baseAt + (long)t * d;
-                if (bf16) { ushort* vr = (ushort*)vp + at; for (int i = 0; i < d; i++) outH[i] += p * Gemv.Bf16ToFloat(vr[i]); }
-                else { float* vr = (float*)vp + at; for (int i = 0; i < d; i++) outH[i] += p * vr[i]; }
+                for (int t = 0; t < len; t++)
+                {
+                    scores[t] = DotRow(q, kp, baseAt + (long)t * d, d, bf16) * scale;
+                    if (scores[t] > max) max = scores[t];
+                }
+                double sum = 0;
+                for (int t = 0; t < len; t++) { scores[t] = MathF.Exp(scores[t] - max); sum += scores[t]; }
+                float inv = (float)(1.0 / sum);
+                for (int t = 0; t < len; t++) AddScaledRow(outH, scores[t] * inv, vp, baseAt + (long)t * d, d, bf16);
             }
         }
         // Long caches are worth the threads; short ones are not.
-        if ((long)len * nh * d >= 1 << 18)
+        if ((long)len * nh * d >= 1 << 16)
         {
             int parts = Math.Min(KernelThreads.Width, nh), per = (nh + parts - 1) / parts;
             KernelThreads.Run(parts, t => { for (int h = t * per; h < Math.Min(nh, (t + 1) * per); h++) Head(h); });
@@ -186,6 +181,39 @@ internal static unsafe class FastDecode
     }
 
     static void AddInto(float[] x, float[] y) { for (int i = 0; i < x.Length; i++) x[i] += y[i]; }
+
+    /// <summary>Eight cached values from element <paramref name="at"/>, widened to fp32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Load8(IntPtr buffer, long at, bool bf16) => bf16
+        ? Vector256.ShiftLeft(Avx2.ConvertToVector256Int32((ushort*)buffer + at), 16).AsSingle()
+        : Vector256.Load((float*)buffer + at);
+
+    /// <summary>q · row for the cached row starting at element <paramref name="at"/>.</summary>
+    static float DotRow(float* q, IntPtr buffer, long at, int d, bool bf16)
+    {
+        int i = 0;
+        float s = 0;
+        if (Avx2.IsSupported)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; i + 8 <= d; i += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Load(q + i), Load8(buffer, at + i, bf16), acc);
+            s = Vector256.Sum(acc);
+        }
+        for (; i < d; i++) s += q[i] * (bf16 ? Gemv.Bf16ToFloat(((ushort*)buffer)[at + i]) : ((float*)buffer)[at + i]);
+        return s;
+    }
+
+    /// <summary>o += p · row for the cached row starting at element <paramref name="at"/>.</summary>
+    static void AddScaledRow(float* o, float p, IntPtr buffer, long at, int d, bool bf16)
+    {
+        int i = 0;
+        if (Avx2.IsSupported)
+        {
+            var pv = Vector256.Create(p);
+            for (; i + 8 <= d; i += 8) Vector256.FusedMultiplyAdd(pv, Load8(buffer, at + i, bf16), Vector256.Load(o + i)).Store(o + i);
+        }
+        for (; i < d; i++) o[i] += p * (bf16 ? Gemv.Bf16ToFloat(((ushort*)buffer)[at + i]) : ((float*)buffer)[at + i]);
+    }
 
     static void Write(IntPtr buffer, long at, ReadOnlySpan<float> values, bool bf16)
     {

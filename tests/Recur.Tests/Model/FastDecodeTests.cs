@@ -77,6 +77,27 @@ public class FastDecodeTests
     }
 
     [Fact]
+    public void A_long_cache_splits_attention_over_threads_and_still_matches()
+    {
+        using var m = TestModels.Random(Presets.TinyTest with { MaxPositionEmbeddings = 2048 }, 10);
+        var prompt = arange(0, 1100, dtype: ScalarType.Int64).remainder(120).add(3).reshape(1, 1100); // 1100·4 heads·16 ≥ 2^16
+        List<Tensor> Run(bool fast)
+        {
+            FastDecode.Enabled = fast;
+            try
+            {
+                using var _ = no_grad();
+                using var cache = new KvCache(m.CacheSlots, 1200);
+                m.Forward(prompt, cache: cache, lastOnly: true);
+                return [.. Enumerable.Range(0, 3).Select(i => m.Forward(tensor(new long[] { 5 + i }).reshape(1, 1), cache: cache, lastOnly: true))];
+            }
+            finally { FastDecode.Enabled = true; }
+        }
+        float diff = MaxDiff(Run(true), Run(false));
+        Assert.True(diff <= 1e-4, $"max |Δlogit| {diff}");
+    }
+
+    [Fact]
     public void A_prompt_after_fast_steps_reads_the_cache_they_wrote()
     {
         using var m = TestModels.Random(Presets.TinyTest, 8);
