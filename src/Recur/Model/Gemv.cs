@@ -2,14 +2,16 @@
 //
 // Decoding one token reads every weight once and does 2 FLOPs per weight: it is bound by memory bandwidth.
 // libtorch routes a [1, in] × [out, in]ᵀ product to MKL (fp32) or oneDNN (bf16) GEMV, which on our AMD
-// machines reach 17–28 GB/s against 33–42 GB/s for a plain streaming reduction (bench/RESULTS.md). This kernel
-// streams each weight row once with AVX-512/AVX2 (bf16 widened to fp32 by a 16-bit shift, fp32 accumulation,
-// like oneDNN's), four rows at a time so every load of x serves four rows, and splits the rows over the
-// intra-op threads. Only used without autograd, on contiguous CPU tensors; everything else goes to F.linear.
+// machines reach 17–29 GB/s where a plain streaming reduction reads 45–78 GB/s (bench/RESULTS.md). This kernel
+// splits the rows into one contiguous block per thread (KernelThreads.cs) and streams each block row after row
+// (one sequential stream per core is what the prefetchers serve best; interleaving rows measured slower) with
+// AVX-512 or AVX2: fp32 with four independent accumulators, bf16 widened to fp32 exactly (a shift or a mask per
+// 32-bit lane) and accumulated in fp32, as oneDNN does. Without AVX-512 BF16 dot products (not exposed by
+// .NET 10) the bf16 loop needs two FMAs per 32 weights and is compute-bound near 30 GB/s per core.
+// Only used without autograd, on contiguous CPU tensors; everything else goes to F.linear.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -19,7 +21,6 @@ public static unsafe class Gemv
 {
     /// <summary>Off switch for comparisons (bench) and as an escape hatch; on by default.</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("RECUR_GEMV") != "0";
-    static readonly int PrefetchAhead = int.TryParse(Environment.GetEnvironmentVariable("RECUR_GEMV_PREFETCH"), out int pf) ? pf : 256; // uint32 lanes = 1 KiB
     static readonly int MaxThreads = int.TryParse(Environment.GetEnvironmentVariable("RECUR_GEMV_THREADS"), out int n) ? n : 0;
 
     /// <summary>Whether <see cref="Apply"/> handles this product: x has a single row, both on the CPU, same dtype (fp32 or bf16), contiguous, no grad.</summary>
@@ -112,8 +113,6 @@ public static unsafe class Gemv
         {
             if (bf16)
             {
-                // One row after another: the thread's rows are one contiguous stream, which the prefetchers
-                // follow better than four interleaved short (bf16-halved) rows.
                 ushort* wp = (ushort*)w;
                 int r = r0;
                 for (; r < r1; r++) y[r] = DotBf16(xp, wp + (long)r * cols, cols);
@@ -122,7 +121,6 @@ public static unsafe class Gemv
             {
                 float* wp = (float*)w;
                 int r = r0;
-                for (; r + 4 <= r1; r += 4) Dot4F32(xp, wp + (long)r * cols, cols, y + r);
                 for (; r < r1; r++) y[r] = DotF32(xp, wp + (long)r * cols, cols);
             }
         }
@@ -131,49 +129,32 @@ public static unsafe class Gemv
     // ---- fp32 ----
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Dot4F32(float* x, float* w, int n, float* y)
-    {
-        float* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (; i + 16 <= n; i += 16)
-            {
-                var xv = Vector512.Load(x + i);
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(w + i), xv, a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(w1 + i), xv, a1);
-                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(w2 + i), xv, a2);
-                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(w3 + i), xv, a3);
-            }
-            y[0] = Vector512.Sum(a0); y[1] = Vector512.Sum(a1); y[2] = Vector512.Sum(a2); y[3] = Vector512.Sum(a3);
-        }
-        else if (Vector256.IsHardwareAccelerated)
-        {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (; i + 8 <= n; i += 8)
-            {
-                var xv = Vector256.Load(x + i);
-                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i), xv, a0);
-                a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w1 + i), xv, a1);
-                a2 = Vector256.FusedMultiplyAdd(Vector256.Load(w2 + i), xv, a2);
-                a3 = Vector256.FusedMultiplyAdd(Vector256.Load(w3 + i), xv, a3);
-            }
-            y[0] = Vector256.Sum(a0); y[1] = Vector256.Sum(a1); y[2] = Vector256.Sum(a2); y[3] = Vector256.Sum(a3);
-        }
-        else { y[0] = y[1] = y[2] = y[3] = 0; }
-        for (; i < n; i++) { y[0] += w[i] * x[i]; y[1] += w1[i] * x[i]; y[2] += w2[i] * x[i]; y[3] += w3[i] * x[i]; }
-    }
-
     static float DotF32(float* x, float* w, int n)
     {
         float s = 0;
         int i = 0;
         if (Vector512.IsHardwareAccelerated)
         {
-            Vector512<float> a = default;
+            Vector512<float> a = default, b = default, c = default, d = default;
+            for (; i + 64 <= n; i += 64)
+            {
+                a = Vector512.FusedMultiplyAdd(Vector512.Load(w + i), Vector512.Load(x + i), a);
+                b = Vector512.FusedMultiplyAdd(Vector512.Load(w + i + 16), Vector512.Load(x + i + 16), b);
+                c = Vector512.FusedMultiplyAdd(Vector512.Load(w + i + 32), Vector512.Load(x + i + 32), c);
+                d = Vector512.FusedMultiplyAdd(Vector512.Load(w + i + 48), Vector512.Load(x + i + 48), d);
+            }
             for (; i + 16 <= n; i += 16) a = Vector512.FusedMultiplyAdd(Vector512.Load(w + i), Vector512.Load(x + i), a);
-            s = Vector512.Sum(a);
+            s = Vector512.Sum((a + b) + (c + d));
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> a = default, b = default;
+            for (; i + 16 <= n; i += 16)
+            {
+                a = Vector256.FusedMultiplyAdd(Vector256.Load(w + i), Vector256.Load(x + i), a);
+                b = Vector256.FusedMultiplyAdd(Vector256.Load(w + i + 8), Vector256.Load(x + i + 8), b);
+            }
+            s = Vector256.Sum(a + b);
         }
         for (; i < n; i++) s += w[i] * x[i];
         return s;
@@ -198,7 +179,6 @@ public static unsafe class Gemv
             Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default;
             for (; j + 32 <= half; j += 32)
             {
-                if (Sse.IsSupported) { Sse.Prefetch0(p + j + PrefetchAhead); Sse.Prefetch0(p + j + PrefetchAhead + 16); }
                 var v0 = Vector512.Load(p + j); var v1 = Vector512.Load(p + j + 16);
                 a0 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(v0, 16).AsSingle(), Vector512.Load(xe + j), a0);
                 b0 = Vector512.FusedMultiplyAdd((v0 & mask).AsSingle(), Vector512.Load(xo + j), b0);

@@ -97,6 +97,22 @@ public class FastDecodeTests
         Assert.True(diff <= 1e-4, $"max |Δlogit| {diff}");
     }
 
+    /// <summary>The AVX2 kernels (machines without AVX-512) give the same greedy tokens as the AVX-512 ones.</summary>
+    [Theory]
+    [InlineData("fp32")]
+    [InlineData("bf16")]
+    public void Generation_without_avx512_matches(string dtype)
+    {
+        var dir = TestModels.SaveRandom(Presets.TinyTest with { HiddenSize = 128, IntermediateSize = 320 }, 12);
+        string[] args = ["generate", "--model", dir, "--prompt-ids", "1 5 9 13", "--max-new-tokens", "12", "--temperature", "0", "--output-ids", "--dtype", dtype];
+        var wide = CliProcess.Run(args);
+        var narrow = CliProcess.RunWith(null, new Dictionary<string, string> { ["DOTNET_EnableAVX512F"] = "0" }, args);
+        Assert.True(wide.Code == 0, wide.Stderr);
+        Assert.True(narrow.Code == 0, narrow.Stderr);
+        Assert.Equal(12, wide.Lines[^1].Split(' ').Length);
+        Assert.Equal(wide.Lines[^1], narrow.Lines[^1]);
+    }
+
     [Fact]
     public void A_prompt_after_fast_steps_reads_the_cache_they_wrote()
     {
