@@ -105,8 +105,8 @@ void Decode()
     double peak32 = MatmulPeak(ScalarType.Float32), peak16 = MatmulPeak(ScalarType.BFloat16);
     Console.WriteLine($"machine: read bandwidth {bw:0.0} GB/s; matmul peak fp32 {peak32:0} GFLOP/s, bf16 {peak16:0} GFLOP/s");
     Console.WriteLine();
-    Console.WriteLine("| shape | dtype | prefill 512 tok/s | prefill GFLOP/s | ÷ matmul peak | decode tok/s | read GB/s | bound tok/s | ÷ bound |");
-    Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+    Console.WriteLine("| shape | dtype | prefill 512 tok/s | prefill GFLOP/s | ÷ matmul peak | decode tok/s | read GB/s | bound tok/s | ÷ bound (median round) | ÷ bound, each round |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
     foreach (var name in shapes)
         foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
         {
@@ -131,15 +131,24 @@ void Decode()
             int[] p16 = Enumerable.Range(1, 16).ToArray();
             int n = 128;
             var opts = new GenerationOptions(n);
-            // The host's bandwidth drifts: measure it right before and after the decode, and take the higher
-            // (the stricter bound).
-            double bwNear = ReadBandwidth();
-            double tDec = Time(() => Generation.Generate(m, [p16], opts), 2);
-            bwNear = Math.Max(bwNear, ReadBandwidth());
-            double decTps = n / tDec;
-            double bound = bwNear * 1e9 / (readParams * (double)elem);
+            // The host's bandwidth drifts (here between ~45 and ~78 GB/s, sometimes within seconds): three rounds, each
+            // a decode with the bandwidth measured right before and after it and the higher value taken (the stricter
+            // bound); the round with the median ratio is reported, every round's ratio printed.
+            Generation.Generate(m, [p16], opts); // warm-up
+            var rounds = new List<(double Tps, double Bw, double Bound, double Ratio)>();
+            for (int round = 0; round < 3; round++)
+            {
+                double bwNear = ReadBandwidth();
+                var sw = Stopwatch.StartNew();
+                Generation.Generate(m, [p16], opts);
+                double tps = n / sw.Elapsed.TotalSeconds;
+                bwNear = Math.Max(bwNear, ReadBandwidth());
+                double b = bwNear * 1e9 / (readParams * (double)elem);
+                rounds.Add((tps, bwNear, b, tps / b));
+            }
+            var (decTps, bwMed, bound, _) = rounds.OrderBy(r => r.Ratio).ElementAt(1);
             double peak = dt == ScalarType.Float32 ? peak32 : peak16;
-            Console.WriteLine($"| {name} | {(dt == ScalarType.Float32 ? "fp32" : "bf16")} | {preTps:0} | {preGf:0} | {preGf / peak:0.00} | {decTps:0.0} | {bwNear:0.0} | {bound:0.0} | {decTps / bound:0.00} |");
+            Console.WriteLine($"| {name} | {(dt == ScalarType.Float32 ? "fp32" : "bf16")} | {preTps:0} | {preGf:0} | {preGf / peak:0.00} | {decTps:0.0} | {bwMed:0.0} | {bound:0.0} | {decTps / bound:0.00} | {string.Join(" ", rounds.Select(r => r.Ratio.ToString("0.00")))} |");
         }
 }
 

@@ -64,23 +64,40 @@ public static unsafe class Gemv
         public static Matrix Of(Tensor w) => new(Gemv.Address(w), (int)w.shape[0], (int)w.shape[1], w.dtype == ScalarType.BFloat16);
     }
 
+    /// <summary>x in the form the kernel for a weight dtype reads (<see cref="Prepare"/>).</summary>
+    internal sealed class Input
+    {
+        /// <summary>fp32 weights: x as is. bf16 weights, managed kernel: x deinterleaved (see Prepare).</summary>
+        public float[]? Floats { get; init; }
+        /// <summary>bf16 weights, native kernel: x rounded to bf16.</summary>
+        public ushort[]? Halves { get; init; }
+        public int Length => Floats?.Length ?? Halves!.Length;
+    }
+
     /// <summary>
-    /// x in the layout the kernel reads: as is for fp32 weights; for bf16 weights deinterleaved, [x0, x2, x4, …,
-    /// x1, x3, …] (then the odd last element), so that a 32-bit lane of W (two bf16, w_2j low and w_2j+1 high)
-    /// meets x_2j and x_2j+1 at the same lane index after one shift or one mask.
+    /// x in the layout the kernel reads: as is for fp32 weights; for bf16 weights, bf16 values for the native
+    /// kernel, or for the managed one deinterleaved, [x0, x2, x4, …, x1, x3, …] (then the odd last element), so
+    /// that a 32-bit lane of W (two bf16, w_2j low and w_2j+1 high) meets x_2j and x_2j+1 at the same lane index
+    /// after one shift or one mask.
     /// </summary>
-    internal static float[] Prepare(ReadOnlySpan<float> x, bool bf16)
+    internal static Input Prepare(ReadOnlySpan<float> x, bool bf16)
     {
         var xs = new float[x.Length];
-        if (!bf16) { x.CopyTo(xs); return xs; }
+        if (!bf16) { x.CopyTo(xs); return new Input { Floats = xs }; }
+        if (NativeBf16.Available)
+        {
+            var hs = new ushort[x.Length];
+            for (int i = 0; i < hs.Length; i++) hs[i] = FloatToBf16(x[i]);
+            return new Input { Halves = hs };
+        }
         int half = x.Length / 2;
         for (int i = 0; i < half; i++) { xs[i] = x[2 * i]; xs[half + i] = x[2 * i + 1]; }
         if ((x.Length & 1) == 1) xs[^1] = x[^1];
-        return xs;
+        return new Input { Floats = xs };
     }
 
     /// <summary>y (fp32) = W·x for x from <see cref="Prepare"/>, rows split over the intra-op threads.</summary>
-    internal static void Product(Matrix w, float[] x, Span<float> y)
+    internal static void Product(Matrix w, Input x, Span<float> y)
     {
         if (y.Length < w.Rows || x.Length != w.Cols) throw new ArgumentException($"Gemv: x has {x.Length} values for {w.Cols} columns, y {y.Length} for {w.Rows} rows");
         fixed (float* yp = y) Run(x, w.Address, (IntPtr)yp, w.Rows, w.Cols, w.Bf16);
@@ -94,7 +111,7 @@ public static unsafe class Gemv
     [DllImport("LibTorchSharp")]
     static extern IntPtr THSTensor_data(IntPtr handle);
 
-    static void Run(float[] x, IntPtr w, IntPtr y, int rows, int cols, bool bf16)
+    static void Run(Input x, IntPtr w, IntPtr y, int rows, int cols, bool bf16)
     {
         int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 64));
         if (threads == 1) { Rows(x, w, (float*)y, 0, rows, cols, bf16); return; }
@@ -107,22 +124,52 @@ public static unsafe class Gemv
         });
     }
 
-    static void Rows(float[] x, IntPtr w, float* y, int r0, int r1, int cols, bool bf16)
+    static void Rows(Input x, IntPtr w, float* y, int r0, int r1, int cols, bool bf16)
     {
-        fixed (float* xp = x)
+        if (x.Halves is { } hs)
+        {
+            fixed (ushort* hp = hs) NativeBf16.Rows((ushort*)w, hp, y, r0, r1, cols);
+            return;
+        }
+        fixed (float* xp = x.Floats)
         {
             if (bf16)
             {
                 ushort* wp = (ushort*)w;
-                int r = r0;
-                for (; r < r1; r++) y[r] = DotBf16(xp, wp + (long)r * cols, cols);
+                for (int r = r0; r < r1; r++) y[r] = DotBf16(xp, wp + (long)r * cols, cols);
             }
             else
             {
                 float* wp = (float*)w;
-                int r = r0;
-                for (; r < r1; r++) y[r] = DotF32(xp, wp + (long)r * cols, cols);
+                for (int r = r0; r < r1; r++) y[r] = DotF32(xp, wp + (long)r * cols, cols);
             }
+        }
+    }
+
+    /// <summary>
+    /// The optional native AVX-512 BF16 kernel (src/Recur/Native/recur_kernels.c), loaded from beside the
+    /// assemblies when the build compiled it and the CPU has the instructions. RECUR_NATIVE=0 turns it off.
+    /// </summary>
+    internal static class NativeBf16
+    {
+        static readonly delegate* unmanaged<ushort*, ushort*, float*, long, long, long, void> Kernel = Load();
+
+        /// <summary>The kernel is present and usable.</summary>
+        public static bool Loaded => Kernel != null;
+        /// <summary>Switch for comparisons (tests, bench); on by default.</summary>
+        public static bool Enabled { get; set; } = true;
+        public static bool Available => Kernel != null && Enabled;
+
+        public static void Rows(ushort* w, ushort* x, float* y, int r0, int r1, int cols) => Kernel(w, x, y, r0, r1, cols);
+
+        static delegate* unmanaged<ushort*, ushort*, float*, long, long, long, void> Load()
+        {
+            if (Environment.GetEnvironmentVariable("RECUR_NATIVE") == "0" || !System.Runtime.Intrinsics.X86.Avx512F.IsSupported) return null;
+            string path = Path.Combine(AppContext.BaseDirectory, "librecur_kernels.so");
+            if (!File.Exists(path) || !NativeLibrary.TryLoad(path, out var lib)) return null;
+            if (!NativeLibrary.TryGetExport(lib, "recur_kernels_abi", out var abi) || ((delegate* unmanaged<int>)abi)() != 1) return null;
+            if (!NativeLibrary.TryGetExport(lib, "recur_has_avx512_bf16", out var has) || ((delegate* unmanaged<int>)has)() != 1) return null;
+            return NativeLibrary.TryGetExport(lib, "recur_gemv_bf16", out var k) ? (delegate* unmanaged<ushort*, ushort*, float*, long, long, long, void>)k : null;
         }
     }
 

@@ -40,6 +40,30 @@ public class GemvTests
         Assert.True(err.le(tol).all().item<bool>(), $"max error {err.max().item<double>()}");
     }
 
+    [Theory, MemberData(nameof(Shapes))]
+    public void Native_bf16_kernel_matches_the_managed_one(int outF, int inF)
+    {
+        if (!Gemv.NativeBf16.Loaded)
+        {
+            Console.WriteLine("skipped: the native bf16 kernel is not built or this CPU lacks AVX-512 BF16");
+            return;
+        }
+        using var _ = no_grad();
+        var w = randn(outF, inF).to(ScalarType.BFloat16);
+        var x = randn(1, inF).to(ScalarType.BFloat16);
+        var native = Gemv.Apply(x, w);
+        Gemv.NativeBf16.Enabled = false;
+        try
+        {
+            var managed = Gemv.Apply(x, w);
+            // Same bf16 inputs, fp32 accumulation in another order: equal up to one bf16 rounding of the result.
+            var err = (native.to(ScalarType.Float64) - managed.to(ScalarType.Float64)).abs();
+            var tol = managed.to(ScalarType.Float64).abs() * (1.0 / 128) + 1e-3 * Math.Sqrt(inF);
+            Assert.True(err.le(tol).all().item<bool>(), $"max difference {err.max().item<double>()}");
+        }
+        finally { Gemv.NativeBf16.Enabled = true; }
+    }
+
     [Fact]
     public void Several_rows_grad_mode_and_mixed_dtypes_are_left_to_libtorch()
     {
