@@ -102,16 +102,10 @@ internal static unsafe class FastDecode
     /// <summary>W·x for one weight, or the concatenation of several weights' outputs.</summary>
     public static float[] Project(Tensor[] weights, float[] x, int outputs, bool bf16)
     {
+        var ms = weights.Select(Gemv.Matrix.Of).ToArray();
+        if (ms.Sum(m => m.Rows) != outputs) throw new InvalidOperationException($"projections give {ms.Sum(m => m.Rows)} outputs, expected {outputs}");
         var y = new float[outputs];
-        var xs = Gemv.Prepare(x, bf16);
-        int at = 0;
-        foreach (var w in weights)
-        {
-            var m = Gemv.Matrix.Of(w);
-            Gemv.Product(m, xs, y.AsSpan(at, m.Rows));
-            at += m.Rows;
-        }
-        if (at != outputs) throw new InvalidOperationException($"projections give {at} outputs, expected {outputs}");
+        Gemv.ProductStacked(ms, Gemv.Prepare(x, bf16), y);
         return y;
     }
 

@@ -96,11 +96,39 @@ public static unsafe class Gemv
         return new Input { Floats = xs };
     }
 
-    /// <summary>y (fp32) = W·x for x from <see cref="Prepare"/>, rows split over the intra-op threads.</summary>
-    internal static void Product(Matrix w, Input x, Span<float> y)
+    /// <summary>y (fp32) = W·x for x from <see cref="Prepare"/>, rows split over the kernel threads.</summary>
+    internal static void Product(Matrix w, Input x, Span<float> y) => ProductStacked([w], x, y);
+
+    /// <summary>
+    /// y (fp32) = [W₁; W₂; …]·x: several matrices with the same columns read as one stack of rows (q|k|v, gate|up),
+    /// split over the threads in one hand-off instead of one per matrix.
+    /// </summary>
+    internal static void ProductStacked(Matrix[] ws, Input x, Span<float> y)
     {
-        if (y.Length < w.Rows || x.Length != w.Cols) throw new ArgumentException($"Gemv: x has {x.Length} values for {w.Cols} columns, y {y.Length} for {w.Rows} rows");
-        fixed (float* yp = y) Run(x, w.Address, (IntPtr)yp, w.Rows, w.Cols, w.Bf16);
+        int rows = 0;
+        foreach (var w in ws)
+        {
+            if (w.Cols != x.Length || w.Bf16 != ws[0].Bf16) throw new ArgumentException($"Gemv: stacked matrices need {x.Length} columns and one dtype");
+            rows += w.Rows;
+        }
+        if (y.Length < rows) throw new ArgumentException($"Gemv: y has {y.Length} values for {rows} rows");
+        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 64));
+        int per = (rows + threads - 1) / threads;
+        fixed (float* yp = y)
+        {
+            var yAddr = (IntPtr)yp;
+            KernelThreads.Run(threads, t =>
+            {
+                int lo = t * per, hi = Math.Min(rows, lo + per), start = 0;
+                foreach (var w in ws)
+                {
+                    int a = Math.Max(lo, start), b = Math.Min(hi, start + w.Rows);
+                    // Rows a..b of the stack are rows a−start..b−start of this matrix; its outputs start at y + start.
+                    if (a < b) Rows(x, w.Address, (float*)yAddr + start, a - start, b - start, w.Cols, w.Bf16);
+                    start += w.Rows;
+                }
+            });
+        }
     }
 
     /// <summary>The first element's address; the tensor (kept alive by the caller) owns the memory.</summary>
@@ -110,19 +138,6 @@ public static unsafe class Gemv
     // one call, and no 2 GiB limit as with Tensor.bytes.
     [DllImport("LibTorchSharp")]
     static extern IntPtr THSTensor_data(IntPtr handle);
-
-    static void Run(Input x, IntPtr w, IntPtr y, int rows, int cols, bool bf16)
-    {
-        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 64));
-        if (threads == 1) { Rows(x, w, (float*)y, 0, rows, cols, bf16); return; }
-        // Contiguous row blocks per thread, multiples of 4 so only the last block has a tail.
-        int per = ((rows + threads - 1) / threads + 3) & ~3;
-        KernelThreads.Run(threads, t =>
-        {
-            int r0 = t * per, r1 = Math.Min(rows, r0 + per);
-            if (r0 < r1) Rows(x, w, (float*)y, r0, r1, cols, bf16);
-        });
-    }
 
     static void Rows(Input x, IntPtr w, float* y, int r0, int r1, int cols, bool bf16)
     {

@@ -64,6 +64,22 @@ public class GemvTests
         finally { Gemv.NativeBf16.Enabled = true; }
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void Stacked_matrices_split_across_threads_inside_a_matrix(ScalarType dtype)
+    {
+        using var _ = no_grad();
+        // 70 + 33 + 90 = 193 rows: the two threads' halves meet inside the second matrix.
+        var ws = new[] { randn(70, 100).to(dtype), randn(33, 100).to(dtype), randn(90, 100).to(dtype) };
+        var x = randn(100);
+        var y = new float[193];
+        Gemv.ProductStacked([.. ws.Select(Gemv.Matrix.Of)], Gemv.Prepare(x.data<float>().ToArray(), dtype == ScalarType.BFloat16), y);
+        var expected = cat([.. ws.Select(w => nn.functional.linear(x.to(dtype).to(ScalarType.Float32), w.to(ScalarType.Float32)))], 0);
+        float diff = (tensor(y) - expected).abs().max().item<float>();
+        Assert.True(diff < (dtype == ScalarType.Float32 ? 1e-4f : 0.5f), $"max |Δ| {diff}");
+    }
+
     [Fact]
     public void Several_rows_grad_mode_and_mixed_dtypes_are_left_to_libtorch()
     {
