@@ -12,7 +12,8 @@ namespace Recur.Engine;
 public sealed class KvCache : IRawKvCache, IDisposable
 {
     readonly Tensor?[] _k, _v;
-    readonly int[] _fill;
+    readonly int[] _fill, _capacity;
+    readonly IntPtr[] _kAddress, _vAddress;
     int _capacityHint;
 
     public KvCache(int slots, int capacityHint = 256)
@@ -20,6 +21,9 @@ public sealed class KvCache : IRawKvCache, IDisposable
         _k = new Tensor?[slots];
         _v = new Tensor?[slots];
         _fill = new int[slots];
+        _capacity = new int[slots];
+        _kAddress = new IntPtr[slots];
+        _vAddress = new IntPtr[slots];
         _capacityHint = Math.Max(1, capacityHint);
     }
 
@@ -38,6 +42,7 @@ public sealed class KvCache : IRawKvCache, IDisposable
             int cap = Math.Max(Math.Max(_capacityHint, fill + add), _k[slot] is null ? 0 : (int)_k[slot]!.shape[2] * 2);
             _k[slot] = Grow(_k[slot], k, cap, fill);
             _v[slot] = Grow(_v[slot], v, cap, fill);
+            Track(slot);
         }
         _k[slot]!.narrow(2, fill, add).copy_(k);
         _v[slot]!.narrow(2, fill, add).copy_(v);
@@ -47,20 +52,30 @@ public sealed class KvCache : IRawKvCache, IDisposable
 
     /// <summary>
     /// Room for one more position in <paramref name="slot"/> for batch-1 decoding that writes the new key and value
-    /// itself: returns the slot's whole buffers [1, n_kv, capacity, d] (contiguous) and the position to write.
+    /// itself: the addresses of the slot's whole buffers [1, n_kv, capacity, d] (contiguous), the capacity, and the
+    /// position to write.
     /// </summary>
-    public (Tensor K, Tensor V, int Position) AppendOne(int slot, long kvHeads, long headDim, ScalarType dtype, Device device)
+    public (IntPtr K, IntPtr V, int Capacity, int Position) AppendOne(int slot, long kvHeads, long headDim, ScalarType dtype, Device device)
     {
         if (slot < 0 || slot >= _k.Length) throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} outside 0..{_k.Length - 1}");
         int fill = _fill[slot];
-        if (_k[slot] is null || fill + 1 > _k[slot]!.shape[2])
+        if (_k[slot] is null || fill + 1 > _capacity[slot])
         {
-            int cap = Math.Max(Math.Max(_capacityHint, fill + 1), _k[slot] is null ? 0 : (int)_k[slot]!.shape[2] * 2);
+            int cap = Math.Max(Math.Max(_capacityHint, fill + 1), _k[slot] is null ? 0 : _capacity[slot] * 2);
             _k[slot] = Grow(_k[slot], [1, kvHeads, cap, headDim], dtype, device, fill);
             _v[slot] = Grow(_v[slot], [1, kvHeads, cap, headDim], dtype, device, fill);
+            Track(slot);
         }
         _fill[slot] = fill + 1;
-        return (_k[slot]!, _v[slot]!, fill);
+        return (_kAddress[slot], _vAddress[slot], _capacity[slot], fill);
+    }
+
+    /// <summary>Caches a slot's capacity and buffer addresses after its buffers change.</summary>
+    void Track(int slot)
+    {
+        _capacity[slot] = (int)_k[slot]!.shape[2];
+        _kAddress[slot] = Gemv.Address(_k[slot]!);
+        _vAddress[slot] = Gemv.Address(_v[slot]!);
     }
 
     static Tensor Grow(Tensor? old, Tensor like, int capacity, int fill) =>
@@ -83,7 +98,8 @@ public sealed class KvCache : IRawKvCache, IDisposable
         {
             _k[i]?.Dispose(); _v[i]?.Dispose();
             _k[i] = _v[i] = null;
-            _fill[i] = 0;
+            _fill[i] = _capacity[i] = 0;
+            _kAddress[i] = _vAddress[i] = IntPtr.Zero;
         }
     }
 }

@@ -23,16 +23,48 @@ namespace Recur.Model;
 /// <summary>A KV cache the fast path can write one position into directly (Engine.KvCache).</summary>
 internal interface IRawKvCache : IKvCache
 {
-    /// <summary>The slot's whole buffers [1, n_kv, capacity, d] (contiguous) with room for one more position, and that position.</summary>
-    (Tensor K, Tensor V, int Position) AppendOne(int slot, long kvHeads, long headDim, ScalarType dtype, Device device);
+    /// <summary>
+    /// Room for one more position in a slot: the addresses of the slot's whole K and V buffers [1, n_kv, capacity, d]
+    /// (contiguous), their capacity, and the position to write.
+    /// </summary>
+    (IntPtr K, IntPtr V, int Capacity, int Position) AppendOne(int slot, long kvHeads, long headDim, ScalarType dtype, Device device);
 }
 
 internal static unsafe class FastDecode
 {
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("RECUR_FAST_DECODE") != "0";
 
-    /// <summary>One block's tensors: projections whose outputs are concatenated (q|k|v, gate|up), norms.</summary>
-    internal sealed record Block(Tensor[] Qkv, Tensor O, Tensor[] GateUp, Tensor Down, Tensor Norm1, Tensor Norm2);
+    /// <summary>One block's weights by address: projections whose outputs are concatenated (q|k|v, gate|up), norms (as 1-row matrices).</summary>
+    internal sealed record Block(Gemv.Matrix[] Qkv, Gemv.Matrix O, Gemv.Matrix[] GateUp, Gemv.Matrix Down, Gemv.Matrix Norm1, Gemv.Matrix Norm2);
+
+    /// <summary>
+    /// A model's weights by address, built once and reused while the model holds the same tensor objects (checked
+    /// per token by reference, no native calls). In-place updates (an optimizer step) keep addresses, so they are
+    /// seen; replaced tensors (<c>to()</c>, loading) rebuild the plan.
+    /// </summary>
+    internal sealed class Plan<T>(Tensor[] sources, ScalarType dtype, T payload)
+    {
+        public T Payload { get; } = payload;
+        public bool Matches(Tensor[] current, ScalarType computeDType)
+        {
+            if (computeDType != dtype || current.Length != sources.Length) return false;
+            for (int i = 0; i < current.Length; i++) if (!ReferenceEquals(current[i], sources[i])) return false;
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// The cached plan when the tensors are the same objects, else a new one from <paramref name="build"/>, or null when
+    /// a tensor is not contiguous or not in <paramref name="dtype"/> (the op path casts; this path reads memory as is).
+    /// </summary>
+    public static Plan<T>? Reuse<T>(ref Plan<T>? cached, Tensor[] tensors, ScalarType dtype, Func<T> build)
+    {
+        if (cached is not null && cached.Matches(tensors, dtype)) return cached;
+        cached = tensors.All(w => w.dtype == dtype && w.is_contiguous()) ? new Plan<T>(tensors, dtype, build()) : null;
+        return cached;
+    }
+
+    public static Gemv.Matrix M(Tensor t) => t.dim() == 1 ? new(Gemv.Address(t), 1, (int)t.shape[0], t.dtype == ScalarType.BFloat16) : Gemv.Matrix.Of(t);
 
     /// <summary>Dimensions and constants shared by every block.</summary>
     internal sealed record Shape(int Hidden, int Heads, int KvHeads, int HeadDim, int Intermediate, float Eps, float[] InvFreq, bool Bf16);
@@ -42,20 +74,16 @@ internal static unsafe class FastDecode
         && device.type == DeviceType.CPU && (dtype == ScalarType.Float32 || dtype == ScalarType.BFloat16)
         && ids.dim() == 2 && ids.shape[0] == 1 && ids.shape[1] == 1;
 
-    /// <summary>True when every tensor is contiguous and stored in <paramref name="dtype"/> (no per-call cast needed).</summary>
-    public static bool WeightsReady(ScalarType dtype, IEnumerable<Tensor> weights) => weights.All(w => w.dtype == dtype && w.is_contiguous());
-
     public static Shape ShapeOf(ModelConfig c, Rope rope, ScalarType dtype) =>
         new(c.HiddenSize, c.NumAttentionHeads, c.KvHeads, c.HeadDimension, c.IntermediateSize, (float)c.RmsNormEps, rope.InverseFrequencies, dtype == ScalarType.BFloat16);
 
     /// <summary>The embedding row of the single token in <paramref name="ids"/> [1, 1], widened to fp32.</summary>
-    public static float[] Embed(Tensor embedding, Tensor ids, double scale = 1.0)
+    public static float[] Embed(Gemv.Matrix embedding, Tensor ids, double scale = 1.0)
     {
         long id = ids.item<long>();
-        int h = (int)embedding.shape[1];
-        if (id < 0 || id >= embedding.shape[0]) throw new ArgumentOutOfRangeException(nameof(ids), $"token id {id} outside the vocabulary of {embedding.shape[0]}");
-        var x = Read(embedding, id * h, h);
-        if (scale != 1.0) for (int i = 0; i < h; i++) x[i] = (float)(x[i] * scale);
+        if (id < 0 || id >= embedding.Rows) throw new ArgumentOutOfRangeException(nameof(ids), $"token id {id} outside the vocabulary of {embedding.Rows}");
+        var x = Read(embedding, id * embedding.Cols, embedding.Cols);
+        if (scale != 1.0) for (int i = 0; i < x.Length; i++) x[i] = (float)(x[i] * scale);
         return x;
     }
 
@@ -66,14 +94,12 @@ internal static unsafe class FastDecode
         // Attention half.
         var xn = RmsNorm(x, w.Norm1, s.Eps);
         var qkv = Project(w.Qkv, xn, (nh + 2 * nkv) * d, s.Bf16);
-        var (kBuf, vBuf, pos) = cache.AppendOne(slot, nkv, d, s.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32, CPU);
-        int cap = (int)kBuf.shape[2];
+        var (kp, vp, cap, pos) = cache.AppendOne(slot, nkv, d, s.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32, CPU);
         var q = qkv.AsSpan(0, nh * d);
         var k = qkv.AsSpan(nh * d, nkv * d);
         var v = qkv.AsSpan((nh + nkv) * d, nkv * d);
         Rotate(q, nh, d, pos, s.InvFreq);
         Rotate(k, nkv, d, pos, s.InvFreq);
-        IntPtr kp = Gemv.Address(kBuf), vp = Gemv.Address(vBuf);
         for (int hk = 0; hk < nkv; hk++)
         {
             long at = ((long)hk * cap + pos) * d;
@@ -86,31 +112,32 @@ internal static unsafe class FastDecode
         xn = RmsNorm(x, w.Norm2, s.Eps);
         var gu = Project(w.GateUp, xn, 2 * s.Intermediate, s.Bf16);
         var a = new float[s.Intermediate];
-        for (int i = 0; i < a.Length; i++) { float g = gu[i]; a[i] = g / (1f + MathF.Exp(-g)) * gu[s.Intermediate + i]; }
+        SwiGlu(gu, a);
         AddInto(x, Project([w.Down], a, s.Hidden, s.Bf16));
     }
 
     /// <summary>Logits [1, 1, V] (fp32) of the final-norm hidden state.</summary>
-    public static Tensor Logits(float[] x, Tensor norm, Tensor head, float eps, bool bf16)
+    public static Tensor Logits(float[] x, Gemv.Matrix norm, Gemv.Matrix head, float eps, bool bf16)
     {
         var xn = RmsNorm(x, norm, eps);
-        var logits = empty([1, 1, head.shape[0]], ScalarType.Float32);
-        Gemv.Product(Gemv.Matrix.Of(head), Gemv.Prepare(xn, bf16), MemoryMarshal.Cast<byte, float>(logits.bytes));
+        var logits = empty([1, 1, head.Rows], ScalarType.Float32);
+        Gemv.Product(head, Gemv.Prepare(xn, bf16), new Span<float>((float*)Gemv.Address(logits), head.Rows));
         return logits;
     }
 
     /// <summary>W·x for one weight, or the concatenation of several weights' outputs.</summary>
-    public static float[] Project(Tensor[] weights, float[] x, int outputs, bool bf16)
+    public static float[] Project(Gemv.Matrix[] ms, float[] x, int outputs, bool bf16)
     {
-        var ms = weights.Select(Gemv.Matrix.Of).ToArray();
-        if (ms.Sum(m => m.Rows) != outputs) throw new InvalidOperationException($"projections give {ms.Sum(m => m.Rows)} outputs, expected {outputs}");
+        int rows = 0;
+        foreach (var m in ms) rows += m.Rows;
+        if (rows != outputs) throw new InvalidOperationException($"projections give {rows} outputs, expected {outputs}");
         var y = new float[outputs];
         Gemv.ProductStacked(ms, Gemv.Prepare(x, bf16), y);
         return y;
     }
 
     /// <summary>RMSNorm in fp32 (METHOD §2.4): x·rsqrt(mean(x²) + ε)·w.</summary>
-    public static float[] RmsNorm(float[] x, Tensor weight, float eps)
+    public static float[] RmsNorm(float[] x, Gemv.Matrix weight, float eps)
     {
         double ss = 0;
         for (int i = 0; i < x.Length; i++) ss += x[i] * x[i];
@@ -165,7 +192,7 @@ internal static unsafe class FastDecode
             }
         }
         // Long caches are worth the threads; short ones are not.
-        if ((long)len * nh * d >= 1 << 16)
+        if ((long)len * nh * d >= 1 << 14)
         {
             int parts = Math.Min(KernelThreads.Width, nh), per = (nh + parts - 1) / parts;
             KernelThreads.Run(parts, t => { for (int h = t * per; h < Math.Min(nh, (t + 1) * per); h++) Head(h); });
@@ -175,6 +202,22 @@ internal static unsafe class FastDecode
     }
 
     static void AddInto(float[] x, float[] y) { for (int i = 0; i < x.Length; i++) x[i] += y[i]; }
+
+    /// <summary>a = SiLU(gate) ⊙ up for gu = [gate | up].</summary>
+    static void SwiGlu(float[] gu, float[] a)
+    {
+        int n = a.Length, i = 0;
+        fixed (float* g = gu, o = a)
+        {
+            if (Vector256.IsHardwareAccelerated)
+                for (; i + 8 <= n; i += 8)
+                {
+                    var gv = Vector256.Load(g + i);
+                    (gv / (Vector256<float>.One + Vector256.Exp(-gv)) * Vector256.Load(g + n + i)).Store(o + i);
+                }
+            for (; i < n; i++) o[i] = g[i] / (1f + MathF.Exp(-g[i])) * g[n + i];
+        }
+    }
 
     /// <summary>Eight cached values from element <paramref name="at"/>, widened to fp32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -215,14 +258,12 @@ internal static unsafe class FastDecode
         else values.CopyTo(new Span<float>((float*)buffer + at, values.Length));
     }
 
-    /// <summary><paramref name="count"/> values from element <paramref name="offset"/> of a contiguous fp32/bf16 tensor, as fp32.</summary>
-    static float[] Read(Tensor t, long offset, int count)
+    /// <summary><paramref name="count"/> values from element <paramref name="offset"/> of a matrix's memory, as fp32.</summary>
+    static float[] Read(Gemv.Matrix t, long offset, int count)
     {
         var y = new float[count];
-        IntPtr p = Gemv.Address(t);
-        if (t.dtype == ScalarType.BFloat16) { ushort* b = (ushort*)p + offset; for (int i = 0; i < count; i++) y[i] = Gemv.Bf16ToFloat(b[i]); }
-        else if (t.dtype == ScalarType.Float32) new ReadOnlySpan<float>((float*)p + offset, count).CopyTo(y);
-        else throw new InvalidOperationException($"fast decode reads fp32 or bf16 tensors, not {t.dtype}");
+        if (t.Bf16) { ushort* b = (ushort*)t.Address + offset; for (int i = 0; i < count; i++) y[i] = Gemv.Bf16ToFloat(b[i]); }
+        else new ReadOnlySpan<float>((float*)t.Address + offset, count).CopyTo(y);
         return y;
     }
 }

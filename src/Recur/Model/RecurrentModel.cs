@@ -187,8 +187,8 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     public Tensor Forward(Tensor inputIds, int n, int k, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
     {
         if (n + k >= 1 && cache?.Slots == Config.EffectiveDepth(n + k)
-            && FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodeBlocks() is { } blocks)
-            return DecodeOne(inputIds, n + k, s0, (IRawKvCache)cache, blocks);
+            && FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodePlan() is { } plan)
+            return DecodeOne(inputIds, n + k, s0, (IRawKvCache)cache, plan.Payload);
         using var scope = NewDisposeScope();
         var h = Hidden(inputIds, n, k, s0, keyPadding, cache);
         if (lastOnly) h = h.narrow(1, h.shape[1] - 1, 1);
@@ -264,23 +264,32 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         return transformer.ln_f.call(x);
     }
 
-    /// <summary>Prelude, core and coda tensors for <see cref="FastDecode"/>, or null when they are not all in the compute dtype.</summary>
-    (FastDecode.Block[] Prelude, FastDecode.Block[] Core, FastDecode.Block[] Coda)? DecodeBlocks()
+    sealed record DecodeWeights(FastDecode.Block[] Prelude, FastDecode.Block[] Core, FastDecode.Block[] Coda,
+        Gemv.Matrix Embedding, Gemv.Matrix Adapter, Gemv.Matrix Norm, Gemv.Matrix Head);
+    FastDecode.Plan<DecodeWeights>? _decodePlan;
+
+    /// <summary>The weights by address for <see cref="FastDecode"/>, or null when they are not all in the compute dtype.</summary>
+    FastDecode.Plan<DecodeWeights>? DecodePlan()
     {
-        static FastDecode.Block[] Of(ModuleList<RavenBlock> list) => list.Select(b => new FastDecode.Block(
-            [b.attn.Wqkv.weight!], b.attn.proj.weight!, [b.mlp.fc.weight!], b.mlp.proj.weight!, b.norm_1.weight, b.norm_2.weight)).ToArray();
-        var (p, c, co) = (Of(transformer.prelude), Of(transformer.core_block), Of(transformer.coda));
-        var all = p.Concat(c).Concat(co).SelectMany(b => b.Qkv.Concat(b.GateUp).Concat([b.O, b.Down, b.Norm1, b.Norm2]))
-            .Concat([transformer.wte.weight!, transformer.adapter.weight!, transformer.ln_f.weight, lm_head.weight!]);
-        return FastDecode.WeightsReady(ComputeDType, all) ? (p, c, co) : null;
+        var blocks = transformer.prelude.Concat(transformer.core_block).Concat(transformer.coda).ToArray();
+        var tensors = blocks.SelectMany(b => new[] { b.attn.Wqkv.weight!, b.attn.proj.weight!, b.mlp.fc.weight!, b.mlp.proj.weight!, b.norm_1.weight, b.norm_2.weight })
+            .Concat([transformer.wte.weight!, transformer.adapter.weight!, transformer.ln_f.weight, lm_head.weight!]).ToArray();
+        return FastDecode.Reuse(ref _decodePlan, tensors, ComputeDType, () =>
+        {
+            var m = tensors.Select(FastDecode.M).ToArray();
+            var all = Enumerable.Range(0, blocks.Length).Select(i => m.AsSpan(6 * i, 6).ToArray())
+                .Select(b => new FastDecode.Block([b[0]], b[1], [b[2]], b[3], b[4], b[5])).ToArray();
+            int p = Config.NLayersInPrelude, r = Config.NLayersInRecurrentBlock;
+            return new DecodeWeights(all[..p], all[p..(p + r)], all[(p + r)..], m[^4], m[^3], m[^2], m[^1]);
+        });
     }
 
     /// <summary>One token at T iterations without libtorch's op-by-op dispatch (FastDecode.cs); s_0 drawn as the op path draws it.</summary>
-    Tensor DecodeOne(Tensor inputIds, int t, Tensor? s0, IRawKvCache cache, (FastDecode.Block[] Prelude, FastDecode.Block[] Core, FastDecode.Block[] Coda) b)
+    Tensor DecodeOne(Tensor inputIds, int t, Tensor? s0, IRawKvCache cache, DecodeWeights b)
     {
         var shape = FastDecode.ShapeOf(Config.ToBlockConfig(), RopeFor(Device), ComputeDType);
         int h = shape.Hidden, slot = 0;
-        var e = FastDecode.Embed(transformer.wte.weight!, inputIds, Config.InitValues.EmbedScale);
+        var e = FastDecode.Embed(b.Embedding, inputIds, Config.InitValues.EmbedScale);
         foreach (var blk in b.Prelude) FastDecode.Step(e, blk, shape, cache, slot++);
         float[] state;
         using (var scope = NewDisposeScope())
@@ -293,11 +302,11 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         {
             // Adapter on concat[state, e], state first (§2.1); then the core's layers.
             state.CopyTo(se, 0); e.CopyTo(se, h);
-            state = FastDecode.Project([transformer.adapter.weight!], se, h, shape.Bf16);
+            state = FastDecode.Project([b.Adapter], se, h, shape.Bf16);
             foreach (var blk in b.Core) FastDecode.Step(state, blk, shape, cache, slot++);
         }
         foreach (var blk in b.Coda) FastDecode.Step(state, blk, shape, cache, slot++);
-        return FastDecode.Logits(state, transformer.ln_f.weight, lm_head.weight!, shape.Eps, shape.Bf16);
+        return FastDecode.Logits(state, b.Norm, b.Head, shape.Eps, shape.Bf16);
     }
 
     // Φ(−3) and Φ(3): the truncation points of s_0's normal distribution, as CDF values.

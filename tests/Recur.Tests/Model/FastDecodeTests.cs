@@ -115,6 +115,19 @@ public class FastDecodeTests
     }
 
     [Fact]
+    public void In_place_weight_updates_and_dtype_changes_between_generations_are_seen()
+    {
+        using var m = TestModels.Random(Presets.TinyTest, 13);
+        Decode(m, true, 2); // builds and caches the plan
+        using (no_grad()) { m.model.layers[1].mlp.down_proj.weight!.mul_(3); m.model.norm.weight.add_(0.5); } // as an optimizer step would
+        Assert.True(MaxDiff(Decode(m, true), Decode(m, false)) <= 1e-4);
+        m.to(ScalarType.BFloat16); m.ComputeDType = ScalarType.BFloat16; // replaced tensors
+        var fast = Decode(m, true);
+        var slow = Decode(m, false);
+        Assert.True(MaxDiff(fast, slow) <= 0.05f * slow.Max(t => t.abs().max().item<float>()));
+    }
+
+    [Fact]
     public void A_prompt_after_fast_steps_reads_the_cache_they_wrote()
     {
         using var m = TestModels.Random(Presets.TinyTest, 8);
@@ -141,7 +154,13 @@ public class FastDecodeTests
             Assert.False(FastDecode.Applies(ones(1, 2, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
             Assert.False(FastDecode.Applies(ones(1, 1, dtype: ScalarType.Int64), ones(1, 1), cache, ScalarType.Float32, BlockType.Llama, CPU));
         }
-        Assert.False(FastDecode.WeightsReady(ScalarType.BFloat16, [randn(4, 4)]));
+        FastDecode.Plan<int>? plan = null;
+        Assert.Null(FastDecode.Reuse(ref plan, [randn(4, 4)], ScalarType.BFloat16, () => 1));   // fp32 tensor, bf16 compute
+        Assert.Null(FastDecode.Reuse(ref plan, [randn(4, 4).t()], ScalarType.Float32, () => 1)); // not contiguous
+        var w = randn(4, 4);
+        var first = FastDecode.Reuse(ref plan, [w], ScalarType.Float32, () => 1);
+        Assert.Same(first, FastDecode.Reuse(ref plan, [w], ScalarType.Float32, () => 2));       // same tensors: reused
+        Assert.NotSame(first, FastDecode.Reuse(ref plan, [randn(4, 4)], ScalarType.Float32, () => 3)); // replaced: rebuilt
         // An OLMo-2 model and a bf16-compute model with fp32 weights still decode (op path) and agree with themselves.
         using var o = TestModels.Random(Presets.TinyOlmo2Test, 9);
         Assert.True(MaxDiff(Decode(o, true, 3), Decode(o, false, 3)) == 0);
