@@ -186,7 +186,12 @@ internal static unsafe class FastDecode
                     if (scores[t] > max) max = scores[t];
                 }
                 double sum = 0;
-                for (int t = 0; t < len; t++) { scores[t] = MathF.Exp(scores[t] - max); sum += scores[t]; }
+                int t0 = 0;
+                fixed (float* sc = scores)
+                    if (Vector256.IsHardwareAccelerated)
+                        for (; t0 + 8 <= len; t0 += 8) Vector256.Exp(Vector256.Load(sc + t0) - Vector256.Create(max)).Store(sc + t0);
+                for (int t = t0; t < len; t++) scores[t] = MathF.Exp(scores[t] - max);
+                for (int t = 0; t < len; t++) sum += scores[t];
                 float inv = (float)(1.0 / sum);
                 for (int t = 0; t < len; t++) AddScaledRow(outH, scores[t] * inv, vp, baseAt + (long)t * d, d, bf16);
             }
@@ -225,11 +230,23 @@ internal static unsafe class FastDecode
         ? Vector256.ShiftLeft(Avx2.ConvertToVector256Int32((ushort*)buffer + at), 16).AsSingle()
         : Vector256.Load((float*)buffer + at);
 
+    /// <summary>Sixteen cached values from element <paramref name="at"/>, widened to fp32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Load16(IntPtr buffer, long at, bool bf16) => bf16
+        ? Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)buffer + at)), 16).AsSingle()
+        : Vector512.Load((float*)buffer + at);
+
     /// <summary>q · row for the cached row starting at element <paramref name="at"/>.</summary>
     static float DotRow(float* q, IntPtr buffer, long at, int d, bool bf16)
     {
         int i = 0;
         float s = 0;
+        if (Avx512F.IsSupported && d % 16 == 0)
+        {
+            var acc = Vector512<float>.Zero;
+            for (; i < d; i += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(q + i), Load16(buffer, at + i, bf16), acc);
+            return Vector512.Sum(acc);
+        }
         if (Avx2.IsSupported)
         {
             var acc = Vector256<float>.Zero;
@@ -244,6 +261,12 @@ internal static unsafe class FastDecode
     static void AddScaledRow(float* o, float p, IntPtr buffer, long at, int d, bool bf16)
     {
         int i = 0;
+        if (Avx512F.IsSupported && d % 16 == 0)
+        {
+            var pv = Vector512.Create(p);
+            for (; i < d; i += 16) Vector512.FusedMultiplyAdd(pv, Load16(buffer, at + i, bf16), Vector512.Load(o + i)).Store(o + i);
+            return;
+        }
         if (Avx2.IsSupported)
         {
             var pv = Vector256.Create(p);

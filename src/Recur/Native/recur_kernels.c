@@ -34,16 +34,19 @@ void recur_gemv_bf16(const uint16_t *w, const uint16_t *x, float *y, int64_t r0,
     for (int64_t r = r0; r < r1; r++)
     {
         const uint16_t *row = w + r * cols;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        // Four independent accumulators: the dot-product instruction's latency never stalls the stream.
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         int64_t i = 0;
-        for (; i + 64 <= cols; i += 64)
+        for (; i + 128 <= cols; i += 128)
         {
             a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(row + i), (__m512bh)_mm512_loadu_si512(x + i));
             a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(row + i + 32), (__m512bh)_mm512_loadu_si512(x + i + 32));
+            a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(row + i + 64), (__m512bh)_mm512_loadu_si512(x + i + 64));
+            a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(row + i + 96), (__m512bh)_mm512_loadu_si512(x + i + 96));
         }
         for (; i + 32 <= cols; i += 32)
             a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(row + i), (__m512bh)_mm512_loadu_si512(x + i));
-        float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
         for (; i < cols; i++) s += bf16_to_float(row[i]) * bf16_to_float(x[i]);
         y[r] = s;
     }
