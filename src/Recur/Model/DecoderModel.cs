@@ -153,7 +153,7 @@ public sealed class DecoderModel : nn.Module, ICausalLM
     /// </summary>
     public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
     {
-        if (FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodePlan() is { } plan)
+        if (FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodePlan(cache!) is { } plan)
             return DecodeOne(inputIds, (IRawKvCache)cache!, plan.Payload);
         using var scope = NewDisposeScope();
         var h = Hidden(inputIds, keyPadding, cache);
@@ -187,10 +187,17 @@ public sealed class DecoderModel : nn.Module, ICausalLM
 
     sealed record DecodeWeights(FastDecode.Block[] Blocks, Gemv.Matrix Embedding, Gemv.Matrix Norm, Gemv.Matrix Head);
     FastDecode.Plan<DecodeWeights>? _decodePlan;
+    IKvCache? _decodePlanCache;
 
-    /// <summary>The weights by address for <see cref="FastDecode"/>, or null when they are not all in the compute dtype.</summary>
-    FastDecode.Plan<DecodeWeights>? DecodePlan()
+    /// <summary>
+    /// The weights by address for <see cref="FastDecode"/>, or null when they are not all in the compute dtype.
+    /// Checked against the model's tensors once per KV cache (one generation), not per token: collecting ~100
+    /// parameters costs as much as a small matrix–vector product.
+    /// </summary>
+    FastDecode.Plan<DecodeWeights>? DecodePlan(IKvCache cache)
     {
+        if (ReferenceEquals(cache, _decodePlanCache) && _decodePlan is not null) return _decodePlan;
+        _decodePlanCache = cache;
         var tensors = model.layers.SelectMany(l => new[]
         {
             l.self_attn.q_proj.weight!, l.self_attn.k_proj.weight!, l.self_attn.v_proj.weight!, l.self_attn.o_proj.weight!,

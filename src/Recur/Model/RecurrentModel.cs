@@ -187,7 +187,7 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     public Tensor Forward(Tensor inputIds, int n, int k, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
     {
         if (n + k >= 1 && cache?.Slots == Config.EffectiveDepth(n + k)
-            && FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodePlan() is { } plan)
+            && FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodePlan(cache!) is { } plan)
             return DecodeOne(inputIds, n + k, s0, (IRawKvCache)cache, plan.Payload);
         using var scope = NewDisposeScope();
         var h = Hidden(inputIds, n, k, s0, keyPadding, cache);
@@ -267,10 +267,17 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     sealed record DecodeWeights(FastDecode.Block[] Prelude, FastDecode.Block[] Core, FastDecode.Block[] Coda,
         Gemv.Matrix Embedding, Gemv.Matrix Adapter, Gemv.Matrix Norm, Gemv.Matrix Head);
     FastDecode.Plan<DecodeWeights>? _decodePlan;
+    IKvCache? _decodePlanCache;
 
-    /// <summary>The weights by address for <see cref="FastDecode"/>, or null when they are not all in the compute dtype.</summary>
-    FastDecode.Plan<DecodeWeights>? DecodePlan()
+    /// <summary>
+    /// The weights by address for <see cref="FastDecode"/>, or null when they are not all in the compute dtype.
+    /// Checked against the model's tensors once per KV cache (one generation), not per token: collecting ~100
+    /// parameters costs as much as a small matrix–vector product.
+    /// </summary>
+    FastDecode.Plan<DecodeWeights>? DecodePlan(IKvCache cache)
     {
+        if (ReferenceEquals(cache, _decodePlanCache) && _decodePlan is not null) return _decodePlan;
+        _decodePlanCache = cache;
         var blocks = transformer.prelude.Concat(transformer.core_block).Concat(transformer.coda).ToArray();
         var tensors = blocks.SelectMany(b => new[] { b.attn.Wqkv.weight!, b.attn.proj.weight!, b.mlp.fc.weight!, b.mlp.proj.weight!, b.norm_1.weight, b.norm_2.weight })
             .Concat([transformer.wte.weight!, transformer.adapter.weight!, transformer.ln_f.weight, lm_head.weight!]).ToArray();
