@@ -14,6 +14,7 @@ public sealed class KvCache : IRawKvCache, IDisposable
     readonly Tensor?[] _k, _v;
     readonly int[] _fill, _capacity;
     readonly IntPtr[] _kAddress, _vAddress;
+    readonly (long KvHeads, long HeadDim, ScalarType DType)[] _layout;
     int _capacityHint;
 
     public KvCache(int slots, int capacityHint = 256)
@@ -24,6 +25,7 @@ public sealed class KvCache : IRawKvCache, IDisposable
         _capacity = new int[slots];
         _kAddress = new IntPtr[slots];
         _vAddress = new IntPtr[slots];
+        _layout = new (long, long, ScalarType)[slots];
         _capacityHint = Math.Max(1, capacityHint);
     }
 
@@ -59,6 +61,8 @@ public sealed class KvCache : IRawKvCache, IDisposable
     {
         if (slot < 0 || slot >= _k.Length) throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} outside 0..{_k.Length - 1}");
         int fill = _fill[slot];
+        if (_k[slot] is not null && _layout[slot] != (kvHeads, headDim, dtype))
+            throw new InvalidOperationException($"KV cache slot {slot} holds [1, {_layout[slot].KvHeads}, ·, {_layout[slot].HeadDim}] {_layout[slot].DType} entries (n_kv −1: several rows); a one-token step asked for [1, {kvHeads}, ·, {headDim}] {dtype}");
         if (_k[slot] is null || fill + 1 > _capacity[slot])
         {
             int cap = Math.Max(Math.Max(_capacityHint, fill + 1), _k[slot] is null ? 0 : _capacity[slot] * 2);
@@ -73,7 +77,10 @@ public sealed class KvCache : IRawKvCache, IDisposable
     /// <summary>Caches a slot's capacity and buffer addresses after its buffers change.</summary>
     void Track(int slot)
     {
-        _capacity[slot] = (int)_k[slot]!.shape[2];
+        var shape = _k[slot]!.shape;
+        _capacity[slot] = (int)shape[2];
+        // A batch of several rows can never match a one-token step: record an impossible layout for it.
+        _layout[slot] = shape[0] == 1 ? (shape[1], shape[3], _k[slot]!.dtype) : (-1, -1, _k[slot]!.dtype);
         _kAddress[slot] = Gemv.Address(_k[slot]!);
         _vAddress[slot] = Gemv.Address(_v[slot]!);
     }

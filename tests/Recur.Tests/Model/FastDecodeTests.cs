@@ -128,6 +128,20 @@ public class FastDecodeTests
     }
 
     [Fact]
+    public void A_cache_of_another_layout_is_refused_not_misread()
+    {
+        using var cache = new KvCache(1, 4);
+        cache.Append(0, zeros(2, 2, 3, 8), zeros(2, 2, 3, 8)); // two rows
+        Assert.Throws<InvalidOperationException>(() => cache.AppendOne(0, 2, 8, ScalarType.Float32, CPU));
+        using var bf = new KvCache(1, 4);
+        bf.Append(0, zeros(1, 2, 3, 8, ScalarType.BFloat16), zeros(1, 2, 3, 8, ScalarType.BFloat16));
+        Assert.Throws<InvalidOperationException>(() => bf.AppendOne(0, 2, 8, ScalarType.Float32, CPU));
+        var (_, _, cap, pos) = bf.AppendOne(0, 2, 8, ScalarType.BFloat16, CPU);
+        Assert.Equal(3, pos);
+        Assert.True(cap >= 4);
+    }
+
+    [Fact]
     public void A_prompt_after_fast_steps_reads_the_cache_they_wrote()
     {
         using var m = TestModels.Random(Presets.TinyTest, 8);
