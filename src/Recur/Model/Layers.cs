@@ -93,7 +93,8 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var dt = x.dtype;
         var xf = x.to(ScalarType.Float32);
-        var y = xf * rsqrt(xf.square().mean([-1L], keepdim: true) + _eps);
+        // mean(x²) as ‖x‖²/h: one full-size pass (a norm) instead of two (square, mean), forward and backward.
+        var y = xf * rsqrt(linalg.vector_norm(xf, 2, [-1L], keepdim: true).square() / xf.shape[^1] + _eps);
         var r = _castBeforeWeight ? y.to(dt) * weight.to(dt) : (y * weight.to(ScalarType.Float32)).to(dt);
         return r.MoveToOuterDisposeScope();
     }
@@ -221,8 +222,9 @@ public static class Ops
         if (g > 1) { k = k.repeat_interleave(g, 1); v = v.repeat_interleave(g, 1); }
         long s = q.shape[2], sk = k.shape[2];
         var scores = (q * (1.0 / Math.Sqrt(q.shape[3]))).matmul(k.transpose(-2, -1)); // scaling q is cheaper than scaling the scores
-        if (mask is not null) scores = scores.masked_fill(mask.logical_not(), double.NegativeInfinity);
-        else if (causal) scores = scores.masked_fill(ones(s, sk, ScalarType.Bool, q.device).triu(sk - s + 1), double.NegativeInfinity);
+        // In place: the matmul's backward needs its inputs, not its output.
+        if (mask is not null) scores.masked_fill_(mask.logical_not(), double.NegativeInfinity);
+        else if (causal) scores.masked_fill_(ones(s, sk, ScalarType.Bool, q.device).triu(sk - s + 1), double.NegativeInfinity);
         // libtorch's CPU softmax accumulates reduced-precision inputs in fp32 internally; the output is rounded once.
         return scores.softmax(-1).matmul(v).MoveToOuterDisposeScope();
     }
