@@ -163,3 +163,51 @@ public class AttentionKernelTests
         }
     }
 }
+
+public class KernelPoolTests
+{
+    /// <summary>
+    /// A job posted right after a pool is made must run even when a helper thread starts late (it once read the
+    /// generation itself and could sleep through the first job, hanging the caller). Many fresh pools, each with
+    /// an immediate job, under a deadline.
+    /// </summary>
+    [Fact]
+    public async Task The_first_job_of_a_fresh_pool_always_completes()
+    {
+        // Busy threads on every core make a late-starting helper likely.
+        using var stop = new CancellationTokenSource();
+        var busy = Enumerable.Range(0, Environment.ProcessorCount).Select(_ => new Thread(() => { while (!stop.IsCancellationRequested) Thread.SpinWait(100); }) { IsBackground = true }).ToList();
+        busy.ForEach(t => t.Start());
+        var task = Task.Run(() =>
+        {
+            for (int i = 0; i < 300; i++)
+            {
+                using var pool = new KernelPool(1);
+                int ran = 0;
+                pool.Run(2, _ => Interlocked.Increment(ref ran));
+                Assert.Equal(2, ran);
+            }
+        });
+        var finished = await Task.WhenAny(task, Task.Delay(TimeSpan.FromSeconds(60)));
+        stop.Cancel();
+        Assert.True(finished == task, "a job on a fresh pool never completed");
+        await task;
+    }
+
+    [Fact]
+    public void Parts_all_run_once_and_errors_reach_the_caller()
+    {
+        using var pool = new KernelPool(3);
+        for (int round = 0; round < 200; round++)
+        {
+            var hits = new int[4];
+            pool.Run(4, t => Interlocked.Increment(ref hits[t]));
+            Assert.All(hits, h => Assert.Equal(1, h));
+        }
+        var e = Assert.Throws<AggregateException>(() => pool.Run(2, t => { if (t == 1) throw new InvalidOperationException("boom"); }));
+        Assert.IsType<InvalidOperationException>(e.InnerException);
+        int after = 0;
+        pool.Run(2, _ => Interlocked.Increment(ref after)); // still usable
+        Assert.Equal(2, after);
+    }
+}

@@ -10,6 +10,8 @@ static class CliProcess
         public string[] Lines => Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
     }
 
+    static readonly TimeSpan Timeout = TimeSpan.FromMinutes(10);
+
     public static Result Run(params string[] args) => RunIn(null, args);
 
     public static Result RunIn(string? workingDirectory, params string[] args) => RunWith(workingDirectory, null, args);
@@ -24,8 +26,14 @@ static class CliProcess
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var stderr = p.StandardError.ReadToEndAsync();
-        string stdout = p.StandardOutput.ReadToEnd();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        // A hung command fails its test instead of stalling the whole run.
+        if (!p.WaitForExit(Timeout))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"recur {string.Join(' ', args)} did not finish within {Timeout.TotalMinutes} minutes");
+        }
         p.WaitForExit();
-        return new Result(p.ExitCode, stdout, stderr.Result);
+        return new Result(p.ExitCode, stdout.Result, stderr.Result);
     }
 }
