@@ -142,6 +142,9 @@ public sealed unsafe class MpiGradientSync : IGradientSync
         _aborted = true;
         Console.Out.Flush();
         Console.Error.Flush();
+        // MPI_Abort makes the launcher kill every rank and its own forwarding proxies at once; lines a rank has
+        // just written (its error) can be lost on the way to the terminal. A short pause lets them through.
+        Thread.Sleep(300);
         _mpi.Abort(code);
     }
 

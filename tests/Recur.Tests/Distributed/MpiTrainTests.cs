@@ -119,7 +119,7 @@ public class MpiTrainTests
         }
         var bad = Run(3, ["train", "--resume", two]);
         Assert.NotEqual(0, bad.Code);
-        Assert.Contains("does not divide among 3 ranks", bad.Output);
+        Assert.True(bad.Output.Contains("does not divide among 3 ranks", StringComparison.Ordinal), bad.Output);
         var back1 = Run(0, ["train", "--resume", two]);
         Assert.True(back1.Code == 0, back1.Output);
         Assert.Contains("micro_batch 4 → 8 rows per rank", back1.Output);
