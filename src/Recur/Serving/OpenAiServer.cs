@@ -1,10 +1,16 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
 using Recur.Engine;
 
 namespace Recur.Serving;
@@ -12,7 +18,7 @@ namespace Recur.Serving;
 /// <summary>Where and how <see cref="OpenAiServer"/> listens.</summary>
 public sealed record ServerOptions
 {
-    /// <summary>Interface to bind: 127.0.0.1 (default, this machine only), localhost, or 0.0.0.0 / * for all.</summary>
+    /// <summary>Interface to bind: 127.0.0.1 (default, this machine only), localhost, ::1, an address, or 0.0.0.0 / * for all.</summary>
     public string Host { get; init; } = "127.0.0.1";
     /// <summary>TCP port; 0 picks a free one (see <see cref="OpenAiServer.BaseAddress"/>).</summary>
     public int Port { get; init; } = 8000;
@@ -34,7 +40,8 @@ public sealed record ServerOptions
 /// <summary>
 /// An OpenAI-compatible HTTP server for one model: <c>GET /v1/models</c>, <c>POST /v1/completions</c> and
 /// <c>POST /v1/chat/completions</c>, each with <c>stream: true</c> server-sent events, plus the extra request
-/// field <c>recurrences</c> (test-time T). Built on <see cref="HttpListener"/>; all generation runs on one
+/// field <c>recurrences</c> (test-time T). Built on ASP.NET Core's Kestrel (its connection limits and
+/// timeouts; see docs/serving.md for why not <see cref="HttpListener"/>); all generation runs on one
 /// <see cref="ModelWorker"/> thread. Every failure of a request becomes an OpenAI-style JSON error and the
 /// server keeps serving.
 /// </summary>
@@ -46,12 +53,11 @@ public sealed class OpenAiServer : IDisposable
     readonly ChatTemplate _template;
     readonly ServerOptions _o;
     readonly ModelWorker _worker;
-    readonly HttpListener _listener = new();
     readonly CancellationTokenSource _stopping = new();
     readonly HashSet<Task> _inFlight = [];
     readonly int[] _chatStopIds;
     readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-    Task? _acceptLoop;
+    WebApplication? _app;
 
     public OpenAiServer(ModelRunner runner, ChatTemplate template, ServerOptions options)
     {
@@ -65,65 +71,50 @@ public sealed class OpenAiServer : IDisposable
     /// <summary>The server's root, e.g. <c>http://127.0.0.1:8000/</c>; set by <see cref="Start"/>.</summary>
     public Uri BaseAddress { get; private set; } = new("http://127.0.0.1/");
 
-    /// <summary>Binds the listener and starts accepting requests.</summary>
+    /// <summary>The address a <see cref="ServerOptions.Host"/> names; null for all interfaces.</summary>
+    static IPAddress? ParseHost(string host) => host switch
+    {
+        "0.0.0.0" or "*" or "+" => null,
+        "localhost" => IPAddress.Loopback,
+        _ => IPAddress.TryParse(host.Trim('[', ']'), out var ip) ? ip
+            : throw new RecurUserException($"--host must be an IP address, localhost or 0.0.0.0 (got '{host}')"),
+    };
+
+    /// <summary>Binds the port and starts accepting requests.</summary>
     public void Start()
     {
-        string host = _o.Host is "0.0.0.0" or "*" or "+" ? "+" : _o.Host;
-        string shown = host == "+" ? "0.0.0.0" : _o.Host;
         if (_o.Port is < 0 or > 65535) throw new RecurUserException($"--port must be between 0 and 65535 (got {_o.Port})");
-        // HttpListener cannot bind port 0 itself: ask the OS for a free port, then bind it; another process
-        // may take it in between, so try a few times.
-        for (int attempt = 0; ; attempt++)
+        var ip = ParseHost(_o.Host);
+        // An empty builder: no configuration files, environment variables or logging providers are read, so
+        // nothing in the working directory changes how the server listens, and Kestrel logs nothing itself.
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
         {
-            int port = _o.Port != 0 ? _o.Port : FreePort();
-            _listener.Prefixes.Clear();
-            // HttpListener matches requests by their Host header too: a loopback server must answer both
-            // "127.0.0.1" and "localhost", or curl http://localhost:PORT gets HttpListener's own 404.
-            foreach (var h in host is "127.0.0.1" or "localhost" ? ["127.0.0.1", "localhost"] : new[] { host })
-                _listener.Prefixes.Add($"http://{h}:{port}/");
-            try
-            {
-                _listener.Start();
-                BaseAddress = new Uri($"http://{(shown.Contains(':') ? $"[{shown}]" : shown)}:{port}/");
-                break;
-            }
-            catch (HttpListenerException e) when (_o.Port == 0 && attempt < 10)
-            {
-                _o.Log?.Invoke($"note: port {port} was taken ({e.Message}); trying another");
-            }
-            catch (HttpListenerException e)
-            {
-                throw new RecurUserException($"cannot listen on {shown}:{port}: {e.Message} (is another server using the port? choose one with --port)");
-            }
+            k.AddServerHeader = false;
+            k.Limits.MaxRequestBodySize = _o.MaxBodyBytes;
+            if (ip is null) k.ListenAnyIP(_o.Port);
+            else k.Listen(ip, _o.Port);
+        });
+        var app = builder.Build();
+        app.Run(Track);
+        try { app.StartAsync().GetAwaiter().GetResult(); }
+        catch (IOException e)
+        {
+            ((IDisposable)app).Dispose();
+            throw new RecurUserException($"cannot listen on {_o.Host}:{_o.Port}: {e.Message} (is another server using the port? choose one with --port)");
         }
-        _acceptLoop = Task.Run(AcceptLoop);
+        _app = app;
+        var bound = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+        string shown = ip is null ? "0.0.0.0" : ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{ip}]" : ip.ToString();
+        BaseAddress = new Uri($"http://{shown}:{bound.Port}/");
     }
 
-    static int FreePort()
+    Task Track(HttpContext ctx)
     {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
-    }
-
-    async Task AcceptLoop()
-    {
-        while (!_stopping.IsCancellationRequested)
-        {
-            HttpListenerContext ctx;
-            try { ctx = await _listener.GetContextAsync().ConfigureAwait(false); }
-            catch (Exception) when (_stopping.IsCancellationRequested || !_listener.IsListening) { return; }
-            catch (HttpListenerException e)
-            {
-                _o.Log?.Invoke($"warning: accepting a connection failed: {e.Message}");
-                continue;
-            }
-            var task = Task.Run(() => HandleAsync(ctx));
-            lock (_inFlight) _inFlight.Add(task);
-            _ = task.ContinueWith(t => { lock (_inFlight) _inFlight.Remove(t); }, TaskScheduler.Default);
-        }
+        var task = HandleAsync(ctx);
+        lock (_inFlight) _inFlight.Add(task);
+        _ = task.ContinueWith(t => { lock (_inFlight) _inFlight.Remove(t); }, TaskScheduler.Default);
+        return task;
     }
 
     /// <summary>
@@ -140,30 +131,34 @@ public sealed class OpenAiServer : IDisposable
         if (await Task.WhenAny(all, Task.Delay(grace)).ConfigureAwait(false) != all)
             _o.Log?.Invoke($"note: {running.Count(t => !t.IsCompleted)} request(s) still running after {grace.TotalSeconds:0} s; cancelling them");
         _worker.Stop(cancelRunning: true, TimeSpan.FromSeconds(30));
-        try { _listener.Stop(); } catch (ObjectDisposedException) { }
-        if (_acceptLoop is not null) await _acceptLoop.ConfigureAwait(false);
+        if (_app is not null)
+        {
+            using var cut = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            try { await _app.StopAsync(cut.Token).ConfigureAwait(false); }
+            catch (OperationCanceledException) { }
+        }
     }
 
     public void Dispose()
     {
         StopAsync(TimeSpan.Zero).GetAwaiter().GetResult();
         _worker.Dispose();
-        _listener.Close();
+        if (_app is not null) _app.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _stopping.Dispose();
     }
 
-    async Task HandleAsync(HttpListenerContext ctx)
+    async Task HandleAsync(HttpContext ctx)
     {
         var sw = Stopwatch.StartNew();
         var req = ctx.Request;
         var res = ctx.Response;
-        string path = req.Url?.AbsolutePath.TrimEnd('/') ?? "";
-        string what = $"{req.HttpMethod} {path}";
+        string path = (req.Path.Value ?? "").TrimEnd('/');
+        string what = $"{req.Method} {path}";
         var state = new ResponseState();
         try
         {
             if (_stopping.IsCancellationRequested) throw new ApiException(503, "the server is shutting down", "server_error");
-            switch (req.HttpMethod, path)
+            switch (req.Method, path)
             {
                 case ("GET", "/health"):
                     await WriteJson(res, 200, new JsonObject { ["status"] = "ok", ["queued"] = _worker.Pending });
@@ -172,7 +167,7 @@ public sealed class OpenAiServer : IDisposable
                     await WriteJson(res, 200, new JsonObject { ["object"] = "list", ["data"] = new JsonArray(ModelCard()) });
                     break;
                 case ("GET", _) when path.StartsWith("/v1/models/", StringComparison.Ordinal):
-                    string id = Uri.UnescapeDataString(path["/v1/models/".Length..]);
+                    string id = path["/v1/models/".Length..];
                     if (id != _o.ModelName) throw ModelNotFound(id);
                     await WriteJson(res, 200, ModelCard());
                     break;
@@ -183,24 +178,23 @@ public sealed class OpenAiServer : IDisposable
                     await Complete(ctx, chat: true, state);
                     break;
                 case (_, "/v1/models" or "/v1/completions" or "/v1/chat/completions" or "/health"):
-                    throw new ApiException(405, $"method {req.HttpMethod} is not allowed on {path}", code: "method_not_allowed");
+                    throw new ApiException(405, $"method {req.Method} is not allowed on {path}", code: "method_not_allowed");
                 default:
-                    throw new ApiException(404, $"unknown route {req.HttpMethod} {path}; this server offers GET /v1/models, POST /v1/completions and POST /v1/chat/completions", code: "not_found");
+                    throw new ApiException(404, $"unknown route {req.Method} {path}; this server offers GET /v1/models, POST /v1/completions and POST /v1/chat/completions", code: "not_found");
             }
             _o.Log?.Invoke($"{what} {res.StatusCode} {state.Summary}{sw.Elapsed.TotalSeconds:0.00} s");
         }
         catch (Exception e)
         {
             var api = e as ApiException
+                // Kestrel's own verdicts on the request (body too large, body read too slowly, malformed framing).
+                ?? (e is Microsoft.AspNetCore.Http.BadHttpRequestException b ? new ApiException(b.StatusCode, $"bad request: {b.Message}", code: "bad_request") : null)
                 ?? (e is OperationCanceledException ? new ApiException(503, "the request was cancelled: the server is shutting down", "server_error") : null)
                 ?? new ApiException(500, $"internal error: {e.GetType().Name}: {e.Message}", "server_error");
-            if (api.Status >= 500) _o.Log?.Invoke($"{what} {api.Status} error: {(e is ApiException ? e.Message : e.ToString())}");
+            // Only internal errors carry a stack trace into the log; a client's mistake is one line.
+            if (api.Status >= 500) _o.Log?.Invoke($"{what} {api.Status} error: {(e is ApiException or OperationCanceledException ? api.Message : e.ToString())}");
             else _o.Log?.Invoke($"{what} {api.Status} {api.Message}");
             await TryWriteError(res, api, state);
-        }
-        finally
-        {
-            try { res.Close(); } catch (Exception) { /* the client is gone */ }
         }
     }
 
@@ -221,7 +215,7 @@ public sealed class OpenAiServer : IDisposable
         public string Summary = "";
     }
 
-    async Task Complete(HttpListenerContext ctx, bool chat, ResponseState state)
+    async Task Complete(HttpContext ctx, bool chat, ResponseState state)
     {
         byte[] body = await ReadBody(ctx.Request);
         var r = OpenAiRequest.Parse(body, chat, _o.MaxRecurrences);
@@ -279,10 +273,9 @@ public sealed class OpenAiServer : IDisposable
         var res = ctx.Response;
         res.StatusCode = 200;
         res.ContentType = "text/event-stream; charset=utf-8";
-        res.Headers["Cache-Control"] = "no-cache";
-        res.SendChunked = true;
+        res.Headers.CacheControl = "no-cache";
         state.Streaming = true;
-        using var clientGone = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+        using var clientGone = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, ctx.RequestAborted);
         var pieces = System.Threading.Channels.Channel.CreateUnbounded<string>(new() { SingleReader = true, SingleWriter = true });
         var pending = _worker.Enqueue(request, text => pieces.Writer.TryWrite(text), clientGone.Token);
         _ = pending.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
@@ -293,6 +286,7 @@ public sealed class OpenAiServer : IDisposable
             o["choices"] = new JsonArray(choice);
             return o;
         }
+        TextResult final;
         try
         {
             if (chat) await WriteEvent(res, Chunk(new JsonObject { ["index"] = 0, ["delta"] = new JsonObject { ["role"] = "assistant", ["content"] = "" }, ["logprobs"] = null, ["finish_reason"] = null }));
@@ -300,8 +294,9 @@ public sealed class OpenAiServer : IDisposable
                 await WriteEvent(res, Chunk(chat
                     ? new JsonObject { ["index"] = 0, ["delta"] = new JsonObject { ["content"] = text }, ["logprobs"] = null, ["finish_reason"] = null }
                     : new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = null, ["finish_reason"] = null }));
+            final = await pending; // failures surface here and are sent as an error event
         }
-        catch (Exception e) when (e is HttpListenerException or IOException or ObjectDisposedException)
+        catch (Exception e) when (ctx.RequestAborted.IsCancellationRequested || e is IOException or ObjectDisposedException)
         {
             // The client hung up: stop generating for it.
             clientGone.Cancel();
@@ -309,7 +304,6 @@ public sealed class OpenAiServer : IDisposable
             try { await pending; } catch (Exception) { }
             return;
         }
-        var final = await pending; // failures surface here and are sent as an error event
         state.Summary = Summary(final, t);
         await WriteEvent(res, Chunk(chat
             ? new JsonObject { ["index"] = 0, ["delta"] = new JsonObject(), ["logprobs"] = null, ["finish_reason"] = final.FinishReason }
@@ -338,14 +332,14 @@ public sealed class OpenAiServer : IDisposable
         ["prompt_tokens"] = r.PromptTokens, ["completion_tokens"] = r.CompletionTokens, ["total_tokens"] = r.PromptTokens + r.CompletionTokens,
     };
 
-    async Task<byte[]> ReadBody(HttpListenerRequest req)
+    async Task<byte[]> ReadBody(HttpRequest req)
     {
-        if (req.ContentLength64 > _o.MaxBodyBytes)
-            throw new ApiException(413, $"the request body is {req.ContentLength64} bytes; the limit is {_o.MaxBodyBytes}", code: "request_too_large");
+        if (req.ContentLength > _o.MaxBodyBytes)
+            throw new ApiException(413, $"the request body is {req.ContentLength} bytes; the limit is {_o.MaxBodyBytes}", code: "request_too_large");
         using var ms = new MemoryStream();
         var buf = new byte[16384];
         int n;
-        while ((n = await req.InputStream.ReadAsync(buf)) > 0)
+        while ((n = await req.Body.ReadAsync(buf, req.HttpContext.RequestAborted)) > 0)
         {
             ms.Write(buf, 0, n);
             if (ms.Length > _o.MaxBodyBytes) throw new ApiException(413, $"the request body exceeds the limit of {_o.MaxBodyBytes} bytes", code: "request_too_large");
@@ -353,22 +347,22 @@ public sealed class OpenAiServer : IDisposable
         return ms.ToArray();
     }
 
-    static Task WriteJson(HttpListenerResponse res, int status, JsonNode body)
+    static Task WriteJson(HttpResponse res, int status, JsonNode body)
     {
         var bytes = Encoding.UTF8.GetBytes(body.ToJsonString(Json));
         res.StatusCode = status;
         res.ContentType = "application/json; charset=utf-8";
-        res.ContentLength64 = bytes.Length;
-        return res.OutputStream.WriteAsync(bytes).AsTask();
+        res.ContentLength = bytes.Length;
+        return res.Body.WriteAsync(bytes).AsTask();
     }
 
-    static Task WriteEvent(HttpListenerResponse res, JsonNode data) => WriteRaw(res, $"data: {data.ToJsonString(Json)}\n\n");
+    static Task WriteEvent(HttpResponse res, JsonNode data) => WriteRaw(res, $"data: {data.ToJsonString(Json)}\n\n");
 
-    static async Task WriteRaw(HttpListenerResponse res, string text)
+    static async Task WriteRaw(HttpResponse res, string text)
     {
         var bytes = Encoding.UTF8.GetBytes(text);
-        await res.OutputStream.WriteAsync(bytes);
-        await res.OutputStream.FlushAsync();
+        await res.Body.WriteAsync(bytes);
+        await res.Body.FlushAsync();
     }
 
     static JsonObject ErrorBody(ApiException e) => new()
@@ -376,13 +370,13 @@ public sealed class OpenAiServer : IDisposable
         ["error"] = new JsonObject { ["message"] = e.Message, ["type"] = e.Type, ["param"] = e.Param, ["code"] = e.Code },
     };
 
-    static async Task TryWriteError(HttpListenerResponse res, ApiException e, ResponseState state)
+    static async Task TryWriteError(HttpResponse res, ApiException e, ResponseState state)
     {
         try
         {
             // Once an event stream has started its status is sent; report the error as a last event instead.
             if (state.Streaming) await WriteEvent(res, ErrorBody(e));
-            else await WriteJson(res, e.Status, ErrorBody(e));
+            else if (!res.HasStarted) await WriteJson(res, e.Status, ErrorBody(e));
         }
         catch (Exception) { /* the client is gone */ }
     }
