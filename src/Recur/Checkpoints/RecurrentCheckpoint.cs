@@ -14,12 +14,17 @@ public static class RecurrentCheckpoint
     {
         if (!Directory.Exists(folder)) throw new RecurUserException($"{folder}: model folder not found");
         using var weights = WeightFiles.Open(folder);
-        var config = RecurConfig.Load(Path.Combine(folder, "config.json"), weights.Names);
+        var config = RecurConfig.Load(Path.Combine(folder, "config.json"), weights.Names, notice);
         var model = new RecurrentModel(config);
         model.to(paramDType);
         // Released files may carry Huginn leftovers (norm_3, norm_4, freqs_cis): unknown keys are ignored with a
         // notice. A block tensor the config has no room for means the config disagrees with the file: an error.
-        StateLoader.Load(model, weights, ignorable: n => !BlockTensor.IsMatch(n), notice: notice);
+        // tie_embeddings (the official default when absent): the head is the embedding, as after HF's tie_weights;
+        // the file's lm_head.weight, if any, is not used. Recur keeps an untied copy in memory and saves it untied.
+        StateLoader.Load(model, weights,
+            ignorable: n => !BlockTensor.IsMatch(n) || (config.TieEmbeddings && n == "lm_head.weight"),
+            notice: notice,
+            sourceName: config.TieEmbeddings ? n => n == "lm_head.weight" ? "transformer.wte.weight" : n : null);
         model.to(device);
         model.ComputeDType = paramDType;
         model.eval();
@@ -27,7 +32,7 @@ public static class RecurrentCheckpoint
     }
 
     static readonly System.Text.RegularExpressions.Regex BlockTensor = new(
-        @"^transformer\.(prelude|core_block|coda)\.\d+\.(attn\.(Wqkv|proj|q_norm|k_norm)|mlp\.(fc|proj)|norm_1|norm_2)\.weight$|^transformer\.(wte|adapter|ln_f)\.weight$|^lm_head\.weight$",
+        @"^transformer\.(prelude|core_block|coda)\.\d+\.(attn\.(Wqkv\.weight|proj\.weight|q_norm\.weight|k_norm\.weight|qk_bias)|mlp\.(fc|proj)\.weight|norm_1\.weight|norm_2\.weight)$|^transformer\.(wte|adapter|ln_f)\.weight$|^lm_head\.weight$",
         System.Text.RegularExpressions.RegexOptions.Compiled);
 
     public static void Save(RecurrentModel model, string folder, ScalarType? storeDType = null, bool force = false, long maxShardBytes = 4L << 30,
@@ -39,6 +44,8 @@ public static class RecurrentCheckpoint
         {
             TorchDType = HfCheckpoint.DTypeName(dtype),
             BlockTypeName = model.Config.BlockType == BlockType.Olmo2 ? "olmo2" : "llama",
+            // Recur holds the head as its own tensor (a tied file is untied at load) and writes it.
+            TieEmbeddings = false,
             // The paper's Python loads these folders through trust_remote_code with its modeling file.
             AutoMap = model.Config.AutoMap ?? new() { ["AutoConfig"] = $"{modeling}.RavenConfig", ["AutoModelForCausalLM"] = $"{modeling}.RavenForCausalLM" },
         };

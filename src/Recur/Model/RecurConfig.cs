@@ -57,6 +57,10 @@ public sealed record RecurConfig
     [JsonPropertyName("bos_token_id")] public int? BosTokenId { get; init; }
     [JsonPropertyName("eos_token_id"), JsonConverter(typeof(IntOrIntArrayConverter))] public int[]? EosTokenId { get; init; }
     [JsonPropertyName("pad_token_id")] public int? PadTokenId { get; init; }
+    /// <summary>Noise mixed into the state before every recurrence when &gt; 0 (official <c>_maybe_inject_noise</c>); 0 = off.</summary>
+    [JsonPropertyName("test_time_noise")] public double TestTimeNoise { get; init; }
+    /// <summary>How the noise level depends on the step: fixed, geom, sqrt, line or chi (official <c>_maybe_inject_noise</c>).</summary>
+    [JsonPropertyName("test_time_noise_type")] public string TestTimeNoiseType { get; init; } = "fixed";
 
     [JsonIgnore] public int KvHeads => NumKeyValueHeads ?? NHeads;
     [JsonIgnore] public int HeadDimension => HeadDim ?? NEmbd / NHeads;
@@ -89,14 +93,17 @@ public sealed record RecurConfig
         Positive("n_embd", NEmbd); Positive("n_heads", NHeads); Positive("intermediate_size", IntermediateSize);
         Positive("vocab_size", VocabSize); Positive("num_key_value_heads", KvHeads);
         NonNegative("n_layers_in_prelude", NLayersInPrelude); Positive("n_layers_in_recurrent_block", NLayersInRecurrentBlock); NonNegative("n_layers_in_coda", NLayersInCoda);
-        if (NLayers != NLayersInPrelude + NLayersInRecurrentBlock + NLayersInCoda)
-            throw new RecurUserException($"{source}: n_layers {NLayers} ≠ n_layers_in_prelude + n_layers_in_recurrent_block + n_layers_in_coda ({NLayersInPrelude} + {NLayersInRecurrentBlock} + {NLayersInCoda})");
         if (EmbeddingRows < VocabSize) throw new RecurUserException($"{source}: padded_vocab_size {EmbeddingRows} is smaller than vocab_size {VocabSize}");
         if (InitValues.Std < 0) throw new RecurUserException($"{source}: init_values.std must be ≥ 0 (got {InitValues.Std})");
         if (MeanRecurrence < 1) throw new RecurUserException($"{source}: mean_recurrence must be ≥ 1 (got {MeanRecurrence})");
         if (InjectionType != "linear") throw new RecurUserException($"{source}: injection_type '{InjectionType}' is not supported (expected 'linear')");
-        if (TieEmbeddings) throw new RecurUserException($"{source}: tie_embeddings is true, but retrofitted recurrent models always have an untied lm_head (METHOD §2.5)");
-        if (QkBias || Bias) throw new RecurUserException($"{source}: biases (qk_bias/bias) are not supported; the retrofitted models have none");
+        if (Bias) throw new RecurUserException($"{source}: bias is true (a bias on the adapter), which no released recurrent model has and Recur does not support");
+        if (QkBias && KvHeads != NHeads)
+            throw new RecurUserException($"{source}: qk_bias is true (the official default when the key is absent) but num_key_value_heads {KvHeads} ≠ n_heads {NHeads}; the official qk_bias [2, 1, n_heads, head_dim] cannot be added to fewer key heads. Set \"qk_bias\": false if the model has no such tensors");
+        if (!(TestTimeNoise >= 0)) throw new RecurUserException($"{source}: test_time_noise must be ≥ 0 (got {TestTimeNoise})");
+        if (TestTimeNoiseType is not ("fixed" or "geom" or "sqrt" or "line" or "chi"))
+            throw new RecurUserException($"{source}: test_time_noise_type '{TestTimeNoiseType}' is not one of fixed, geom, sqrt, line, chi");
+        if (InitValues.EmbedScale <= 0) throw new RecurUserException($"{source}: init_values.embed_scale must be > 0 (got {InitValues.EmbedScale})");
         ToBlockConfig().Validate(source);
         return this;
     }
@@ -109,16 +116,63 @@ public sealed record RecurConfig
         catch (Exception e) when (e is JsonException or InvalidOperationException) { return false; }
     }
 
-    /// <summary>Reads a Raven config.json. <paramref name="tensorNames"/> lets the block kind be inferred from the weights.</summary>
-    public static RecurConfig Load(string path, IEnumerable<string>? tensorNames = null)
+    /// <summary>
+    /// The official <c>RavenConfig</c> constructor defaults (seal-rg/recurrent-pretraining:recpre/raven_config_minimal.py,
+    /// carried unchanged into the released retrofitted checkpoints), used for keys a config.json does not have.
+    /// Keys derived from others (num_key_value_heads, head_dim, padded_vocab_size, init_values) are filled by
+    /// <see cref="ApplyOfficialDefaults"/>. docs/checkpoints.md lists each key with where the official code reads it.
+    /// </summary>
+    public static readonly IReadOnlyList<(string Key, JsonNode Value)> OfficialDefaults =
+    [
+        ("n_embd", 5280), ("n_heads", 55), ("n_layers", 8), ("block_size", 4096), ("vocab_size", 65536),
+        ("tie_embeddings", true), ("intermediate_size", 17920), ("bias", false), ("norm_eps", 1e-6),
+        ("state_init", "like-init"), ("injection_type", "linear"), ("n_layers_in_recurrent_block", 4),
+        ("mean_recurrence", 32), ("sampling_scheme", "poisson-lognormal-filling"), ("mean_backprop_depth", 8),
+        ("n_layers_in_prelude", 2), ("n_layers_in_coda", 2), ("qk_bias", true), ("rope_base", 50000.0),
+        ("torch_dtype", "bfloat16"), ("test_time_noise", 0.0), ("test_time_noise_type", "fixed"),
+    ];
+
+    /// <summary>
+    /// Fills absent keys as the official <c>RavenConfig.__init__</c> does. Derived values come from the file's own
+    /// <c>n_embd</c>/<c>n_heads</c> or the defaults, never from the HF aliases: the official constructor computes
+    /// them before <c>PretrainedConfig</c> applies <c>hidden_size</c>/<c>num_attention_heads</c>. A key the file
+    /// gives replaces the derived value whole (init_values too: it is not merged).
+    /// </summary>
+    static void ApplyOfficialDefaults(JsonObject obj)
+    {
+        double nEmbd = obj["n_embd"]?.GetValue<double>() ?? 5280, nHeads = obj["n_heads"]?.GetValue<double>() ?? 55;
+        obj["num_key_value_heads"] ??= (int)nHeads;
+        obj["head_dim"] ??= (int)Math.Floor(nEmbd / nHeads);
+        obj["padded_vocab_size"] ??= obj["vocab_size"]?.DeepClone() ?? 65536;
+        obj["init_values"] ??= new JsonObject { ["std"] = Math.Sqrt(2 / (5 * nEmbd)), ["embed_scale"] = Math.Sqrt(nEmbd) };
+        // HF aliases (RavenConfig.attribute_map) set the Raven key when the file has only the alias.
+        foreach (var (alias, key) in new[] { ("hidden_size", "n_embd"), ("num_attention_heads", "n_heads"), ("num_hidden_layers", "n_layers") })
+            if (obj[key] is null && obj[alias] is JsonNode v) obj[key] = v.DeepClone();
+        foreach (var (key, value) in OfficialDefaults) obj[key] ??= value.DeepClone();
+    }
+
+    /// <summary>
+    /// Reads a Raven config.json with the official semantics (docs/checkpoints.md): absent keys take the official
+    /// defaults; keys without which the official model cannot be built are an error; <c>n_layers</c>, which the
+    /// official forward never reads, may differ from p + r + c (reported through <paramref name="notice"/>).
+    /// <paramref name="tensorNames"/> lets the block kind be inferred from the weights.
+    /// </summary>
+    public static RecurConfig Load(string path, IEnumerable<string>? tensorNames = null, Action<string>? notice = null)
     {
         if (!File.Exists(path)) throw new RecurUserException($"{path}: config file not found");
         JsonObject obj;
         try { obj = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject ?? throw new JsonException("not an object"); }
         catch (JsonException e) { throw new RecurUserException($"{path}: not valid JSON ({ModelConfig.FirstLine(e.Message)})"); }
-        // HF aliases, used when the Raven key is absent (RavenConfig.attribute_map).
-        foreach (var (alias, key) in new[] { ("hidden_size", "n_embd"), ("num_attention_heads", "n_heads"), ("num_hidden_layers", "n_layers") })
-            if (obj[key] is null && obj[alias] is JsonNode v) obj[key] = v.DeepClone();
+        try { ApplyOfficialDefaults(obj); }
+        catch (Exception e) when (e is InvalidOperationException or FormatException) { throw new RecurUserException($"{path}: n_embd and n_heads must be numbers ({ModelConfig.FirstLine(e.Message)})"); }
+        // The official model reads these without a fallback: RavenForCausalLM.__init__ indexes
+        // init_values["embed_scale"], initialize_state indexes init_values["std"], and the HF rotary embedding of the
+        // Llama/OLMo-2 modeling files reads config.rope_theta and config.max_position_embeddings.
+        if (obj["init_values"] is not JsonObject iv) throw new RecurUserException($"{path}: key 'init_values' must be an object with 'std' and 'embed_scale'");
+        foreach (var k in new[] { "std", "embed_scale" })
+            if (iv[k] is null) throw new RecurUserException($"{path}: init_values has no '{k}'; the official model reads init_values[\"{k}\"] (a given init_values replaces the default whole, it is not merged)");
+        foreach (var k in new[] { "rope_theta", "max_position_embeddings" })
+            if (obj[k] is null) throw new RecurUserException($"{path}: missing key '{k}'; the official Llama/OLMo-2 Raven modeling files read config.{k} for their rotary embedding (RavenConfig has no default for it)");
         if (obj["rope_scaling"] is JsonObject rso && rso["rope_type"] is null && rso["type"] is JsonNode t) rso["rope_type"] = t.DeepClone();
         if (obj["block_type"] is null)
         {
@@ -129,7 +183,10 @@ public sealed record RecurConfig
         RecurConfig cfg;
         try { cfg = obj.Deserialize<RecurConfig>(ModelConfig.Json) ?? throw new RecurUserException($"{path}: empty config"); }
         catch (JsonException e) { throw new RecurUserException($"{path}: key '{e.Path?.TrimStart('$', '.')}' has the wrong type ({ModelConfig.FirstLine(e.Message)})"); }
-        return cfg.Validate(path);
+        cfg.Validate(path);
+        if (cfg.NLayers != cfg.NLayersInPrelude + cfg.NLayersInRecurrentBlock + cfg.NLayersInCoda)
+            notice?.Invoke($"{path}: n_layers {cfg.NLayers} ≠ n_layers_in_prelude + n_layers_in_recurrent_block + n_layers_in_coda ({cfg.NLayersInPrelude} + {cfg.NLayersInRecurrentBlock} + {cfg.NLayersInCoda}); the official forward does not read n_layers, so the three section sizes are used");
+        return cfg;
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, ModelConfig.Json);

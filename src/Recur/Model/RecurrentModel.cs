@@ -27,9 +27,11 @@ public sealed class RavenAttention : nn.Module
 {
     public readonly Linear Wqkv, proj;
     public readonly RMSNorm? q_norm, k_norm; // OLMo-2 blocks only
+    /// <summary>Official <c>qk_bias</c> [2, 1, n_heads, head_dim] (rows q, k), added per head before RoPE; null when the config has qk_bias false.</summary>
+    public readonly Parameter? qk_bias;
     readonly int _nh, _nkv, _d;
 
-    public RavenAttention(ModelConfig c) : base("RavenAttention")
+    public RavenAttention(ModelConfig c, bool qkBias = false) : base("RavenAttention")
     {
         _nh = c.NumAttentionHeads; _nkv = c.KvHeads; _d = c.HeadDimension;
         Wqkv = nn.Linear(c.HiddenSize, (_nh + 2 * _nkv) * _d, hasBias: false);
@@ -39,6 +41,7 @@ public sealed class RavenAttention : nn.Module
             q_norm = new RMSNorm(_nh * _d, c.RmsNormEps, castBeforeWeight: false);
             k_norm = new RMSNorm(_nkv * _d, c.RmsNormEps, castBeforeWeight: false);
         }
+        if (qkBias) qk_bias = nn.Parameter(zeros(2, 1, _nh, _d));
         RegisterComponents();
     }
 
@@ -46,7 +49,16 @@ public sealed class RavenAttention : nn.Module
     {
         using var scope = NewDisposeScope();
         var qkv = Ops.Linear(x, ctx.W(Wqkv.weight!)).split([_nh * _d, _nkv * _d, _nkv * _d], -1);
-        var o = Ops.Attention(qkv[0], qkv[1], qkv[2], q_norm, k_norm, _nh, _nkv, _d, ctx, slot);
+        if (qk_bias is not null)
+        {
+            // Official order: q/k norm on the full vectors, then the per-head bias, then RoPE (inside Attention).
+            // A bias [heads, d] added after the head view equals its flattened [heads·d] added before it.
+            if (q_norm is not null) { qkv[0] = q_norm.call(qkv[0]); qkv[1] = k_norm!.call(qkv[1]); }
+            var b = ctx.W(qk_bias).reshape(2, _nh * _d);
+            qkv[0] = qkv[0] + b[0];
+            qkv[1] = qkv[1] + b[1];
+        }
+        var o = Ops.Attention(qkv[0], qkv[1], qkv[2], qk_bias is null ? q_norm : null, qk_bias is null ? k_norm : null, _nh, _nkv, _d, ctx, slot);
         return Ops.Linear(o, ctx.W(proj.weight!)).MoveToOuterDisposeScope();
     }
 }
@@ -77,10 +89,10 @@ public sealed class RavenBlock : nn.Module
     public readonly RMSNorm norm_1, norm_2;
     readonly BlockType _type;
 
-    public RavenBlock(ModelConfig c) : base("RavenBlock")
+    public RavenBlock(ModelConfig c, bool qkBias = false) : base("RavenBlock")
     {
         _type = c.BlockType;
-        attn = new RavenAttention(c);
+        attn = new RavenAttention(c, qkBias);
         mlp = new RavenMlp(c);
         bool llama = _type == BlockType.Llama;
         norm_1 = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: llama);
@@ -105,18 +117,18 @@ public sealed class RavenBody : nn.Module
     {
         var c = rc.ToBlockConfig();
         wte = nn.Embedding(rc.EmbeddingRows, rc.NEmbd);
-        prelude = Blocks(c, rc.NLayersInPrelude);
+        prelude = Blocks(c, rc.NLayersInPrelude, rc.QkBias);
         adapter = nn.Linear(2 * rc.NEmbd, rc.NEmbd, hasBias: false); // PyTorch's default init, U(±1/√(2h)) (§2.5)
-        core_block = Blocks(c, rc.NLayersInRecurrentBlock);
-        coda = Blocks(c, rc.NLayersInCoda);
+        core_block = Blocks(c, rc.NLayersInRecurrentBlock, rc.QkBias);
+        coda = Blocks(c, rc.NLayersInCoda, rc.QkBias);
         ln_f = new RMSNorm(rc.NEmbd, rc.NormEps, castBeforeWeight: c.BlockType == BlockType.Llama);
         RegisterComponents();
     }
 
-    static ModuleList<RavenBlock> Blocks(ModelConfig c, int n)
+    static ModuleList<RavenBlock> Blocks(ModelConfig c, int n, bool qkBias)
     {
         var list = new ModuleList<RavenBlock>();
-        for (int i = 0; i < n; i++) list.append(new RavenBlock(c));
+        for (int i = 0; i < n; i++) list.append(new RavenBlock(c, qkBias));
         return list;
     }
 }
@@ -186,7 +198,8 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     /// </summary>
     public Tensor Forward(Tensor inputIds, int n, int k, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
     {
-        if (n + k >= 1 && cache?.Slots == Config.EffectiveDepth(n + k)
+        // The fast path knows neither q/k biases nor test-time noise.
+        if (n + k >= 1 && cache?.Slots == Config.EffectiveDepth(n + k) && !Config.QkBias && Config.TestTimeNoise == 0
             && FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodePlan(cache!) is { } plan)
             return DecodeOne(inputIds, n + k, s0, (IRawKvCache)cache, plan.Payload);
         using var scope = NewDisposeScope();
@@ -251,6 +264,7 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     /// <summary>One recurrence: s ← R(A(concat[s, e])), state first (§2.1); the core's layers use slots firstSlot … firstSlot + r − 1.</summary>
     public Tensor Iterate(Tensor state, Tensor e, ForwardContext ctx, int firstSlot)
     {
+        if (Config.TestTimeNoise > 0) state = TestTimeNoise.Apply(Config, state, (firstSlot - Config.NLayersInPrelude) / Config.NLayersInRecurrentBlock, StateGenerator);
         state = Ops.Linear(cat([state, e], -1), ctx.Attention.W(transformer.adapter.weight!));
         for (int j = 0; j < Config.NLayersInRecurrentBlock; j++) state = transformer.core_block[j].Forward(state, ctx.Attention, firstSlot + j);
         return state;
@@ -319,7 +333,10 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     // Φ(−3) and Φ(3): the truncation points of s_0's normal distribution, as CDF values.
     const double CdfMinus3 = 0.0013498980316300946, CdfPlus3 = 0.9986501019683699;
 
-    /// <summary>s_0 shaped like <paramref name="like"/>: TruncNormal(0, σ², ±3σ) by inverse-CDF sampling.</summary>
+    /// <summary>
+    /// s_0 shaped like <paramref name="like"/>: TruncNormal(0, σ², ±3σ) by inverse-CDF sampling, times
+    /// init_values.embed_scale when that is not 1 (official <c>initialize_state</c>; Huginn's √h).
+    /// </summary>
     public Tensor InitialState(Tensor like)
     {
         double std = Config.InitValues.Std;
@@ -327,6 +344,8 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         using var scope = NewDisposeScope();
         var u = rand(like.shape, ScalarType.Float64, generator: StateGenerator) * (CdfPlus3 - CdfMinus3) + CdfMinus3;
         var z = (u * 2 - 1).erfinv() * Math.Sqrt(2.0);
-        return (z.clamp(-3.0, 3.0) * std).to(like.dtype).to(like.device).MoveToOuterDisposeScope();
+        var s = z.clamp(-3.0, 3.0) * std;
+        if (Config.InitValues.EmbedScale != 1.0) s = s * Config.InitValues.EmbedScale;
+        return s.to(like.dtype).to(like.device).MoveToOuterDisposeScope();
     }
 }

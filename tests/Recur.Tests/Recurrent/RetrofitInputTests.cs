@@ -82,11 +82,9 @@ public class RetrofitInputTests
     }
 
     [Fact]
-    public void Inconsistent_layer_counts_and_widths_are_refused()
+    public void Inconsistent_widths_are_refused()
     {
         var dir = SavedRecurrent();
-        EditConfig(dir, o => o["n_layers"] = 7);
-        Assert.Contains("n_layers 7", Assert.Throws<RecurUserException>(() => RecurrentCheckpoint.Load(dir, ScalarType.Float32, CPU)).Message);
         EditConfig(dir, o => { o["n_layers"] = 4; o["n_embd"] = 32; });
         Assert.Contains("has shape", Assert.Throws<RecurUserException>(() => RecurrentCheckpoint.Load(dir, ScalarType.Float32, CPU)).Message);
     }
