@@ -68,6 +68,13 @@ static class GenerateCommand
             var stats = new AdaptiveStats();
 
             var prompts = texts.Length > 0 ? texts.Select(t => tok!.Encode(t)).ToList() : idTexts.Select(ParseIds).ToList();
+            // Never generate past the context: a huge --max-new-tokens is capped (prompt + limit added in 64 bits).
+            int longest = prompts.Max(p => p.Length);
+            if ((long)longest + max > m.MaxPositions && longest < m.MaxPositions)
+            {
+                Console.Error.WriteLine($"note: --max-new-tokens {max} capped at {m.MaxPositions - longest}: the model's context is {m.MaxPositions} positions and the prompt has {longest} tokens");
+                max = m.MaxPositions - longest;
+            }
             var stops = new HashSet<int>(m.EosTokenIds);
             if (tok is not null) stops.UnionWith(tok.StopIds);
             var opts = new GenerationOptions(max, sampling, stops);

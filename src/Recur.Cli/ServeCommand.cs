@@ -14,6 +14,7 @@ static class ServeCommand
         var recurrences = new Option<int?>("--recurrences") { Description = "Default test-time recurrence T for recurrent models; requests may set \"recurrences\"" };
         var maxBatch = new Option<int>("--max-batch") { Description = "Most concurrent non-streaming greedy requests run as one batch", DefaultValueFactory = _ => 4 };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder (default: the model folder)" };
+        var requestTimeout = new Option<double>("--request-timeout") { Description = "Seconds a completion request may take, queueing included, before it is cancelled with a 504 (0: no limit)", DefaultValueFactory = _ => 600 };
         var name = new Option<string?>("--model-name") { Description = "Model id clients use (default: the model folder's name)" };
         var template = ChatSetup.TemplateOption();
         var device = Common.DeviceOption();
@@ -21,13 +22,16 @@ static class ServeCommand
         var threads = Common.ThreadsOption();
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions)")
         {
-            model, host, port, recurrences, maxBatch, tokenizer, name, template, device, dtype, threads,
+            model, host, port, recurrences, maxBatch, requestTimeout, tokenizer, name, template, device, dtype, threads,
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
             Common.SetThreads(parse.GetValue(threads));
             string path = parse.GetValue(model)!;
             if (parse.GetValue(maxBatch) < 1) throw new RecurUserException($"--max-batch must be ≥ 1 (got {parse.GetValue(maxBatch)})");
+            double timeoutSeconds = parse.GetValue(requestTimeout);
+            if (!double.IsFinite(timeoutSeconds) || timeoutSeconds < 0 || timeoutSeconds > 7 * 24 * 3600)
+                throw new RecurUserException($"--request-timeout must be between 0 and 604800 seconds (got {timeoutSeconds})");
             var err = Console.Error;
             using var loaded = ChatSetup.Load(path, parse.GetValue(tokenizer), parse.GetValue(template)!, parse.GetValue(recurrences),
                 Common.ParseDevice(parse.GetValue(device)!), Common.ParseDType(parse.GetValue(dtype)), err, "serve");
@@ -38,6 +42,7 @@ static class ServeCommand
                 Port = parse.GetValue(port),
                 ModelName = parse.GetValue(name) ?? ChatSetup.ModelName(path),
                 MaxBatch = parse.GetValue(maxBatch),
+                RequestTimeout = TimeSpan.FromSeconds(timeoutSeconds),
                 Log = line => { lock (err) err.WriteLine($"{DateTime.Now:HH:mm:ss} {line}"); },
             };
             using var cancel = Common.CancelOnCtrlC();

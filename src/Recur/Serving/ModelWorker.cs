@@ -87,7 +87,7 @@ public sealed class ModelWorker : IDisposable
             var next = node.Next;
             var r = node.Value.Request;
             if (node.Value.Batchable && r.Sampling == first.Request.Sampling && _runner.EffectiveRecurrences(r) == t
-                && Math.Max(longestPrompt, r.PromptIds.Length) + Math.Max(longestReply, r.MaxTokens) <= _runner.ContextLength)
+                && (long)Math.Max(longestPrompt, r.PromptIds.Length) + Math.Max(longestReply, r.MaxTokens) <= _runner.ContextLength)
             {
                 batch.Add(node.Value);
                 longestPrompt = Math.Max(longestPrompt, r.PromptIds.Length);
@@ -108,10 +108,14 @@ public sealed class ModelWorker : IDisposable
             return true;
         });
         if (batch.Count == 0) return;
-        // A lone request can be cancelled by its client; a batch only by shutdown.
-        using var linked = batch.Count == 1
-            ? CancellationTokenSource.CreateLinkedTokenSource(batch[0].Cancel, _shutdown.Token)
-            : CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
+        // A batch stops when shutdown cancels it or when every one of its requests is cancelled (clients gone,
+        // deadlines passed); until then the remaining rows still need it.
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
+        int live = batch.Count;
+        var registrations = batch.Select(i => i.Cancel.Register(() =>
+        {
+            if (Interlocked.Decrement(ref live) == 0) try { linked.Cancel(); } catch (ObjectDisposedException) { }
+        })).ToList();
         if (batch.Count > 1) _log?.Invoke($"batching {batch.Count} requests");
         try
         {
@@ -131,6 +135,10 @@ public sealed class ModelWorker : IDisposable
         {
             _log?.Invoke($"error: generation failed: {e.GetType().Name}: {e.Message}");
             foreach (var i in batch) i.Done.TrySetException(new ApiException(500, $"internal error during generation: {e.GetType().Name}: {e.Message}", "server_error"));
+        }
+        finally
+        {
+            foreach (var r in registrations) r.Dispose();
         }
     }
 

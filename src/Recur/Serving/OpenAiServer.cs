@@ -33,6 +33,11 @@ public sealed record ServerOptions
     public int MaxBodyBytes { get; init; } = 8 << 20;
     /// <summary>A chat request without <c>max_tokens</c> may use the rest of the context, up to this many tokens.</summary>
     public int DefaultChatMaxTokens { get; init; } = 1024;
+    /// <summary>
+    /// Longest a completion request may take from arrival to its last token, queueing included; past it the
+    /// generation is cancelled and the client gets 504 (or an error event when streaming). Zero: no limit.
+    /// </summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromMinutes(10);
     /// <summary>One line per request and per server event; null is silent.</summary>
     public Action<string>? Log { get; init; }
 }
@@ -243,7 +248,8 @@ public sealed class OpenAiServer : IDisposable
         // OpenAI's defaults: 16 tokens for completions, the rest of the context for chat, which we bound because
         // generation preallocates its KV cache for prompt + max_tokens positions.
         int maxTokens = r.MaxTokens ?? Math.Min(chat ? _o.DefaultChatMaxTokens : 16, ctxLen - ids.Length);
-        if (ids.Length + maxTokens > ctxLen)
+        // 64-bit: max_tokens near int.MaxValue must not wrap the sum negative and slip past the check.
+        if ((long)ids.Length + maxTokens > ctxLen)
             throw new ApiException(400,
                 $"this model's maximum context length is {ctxLen} tokens, but {ids.Length + (long)maxTokens} were requested ({ids.Length} in the prompt, {maxTokens} for the completion); shorten the prompt or lower max_tokens",
                 param: "max_tokens", code: "context_length_exceeded");
@@ -255,9 +261,26 @@ public sealed class OpenAiServer : IDisposable
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         int? t = _runner.EffectiveRecurrences(request);
 
+        // One token for what ends this request early: the client hanging up or the deadline (shutdown stops the worker).
+        using var deadline = _o.RequestTimeout > TimeSpan.Zero ? new CancellationTokenSource(_o.RequestTimeout) : new CancellationTokenSource();
+        using var ended = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, deadline.Token);
+        ApiException TimedOut() => new(504, $"the request did not finish within the server's request timeout of {_o.RequestTimeout.TotalSeconds:0.###} s (--request-timeout)", "server_error", code: "request_timeout");
+
         if (!r.Stream)
         {
-            var result = await _worker.Enqueue(request);
+            TextResult result;
+            try
+            {
+                // The worker drops a cancelled request (and stops a batch all of whose requests are cancelled);
+                // WaitAsync also frees this handler at once while a shared batch finishes.
+                result = await _worker.Enqueue(request, cancel: ended.Token).WaitAsync(ended.Token);
+            }
+            catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+            {
+                state.Summary = "client disconnected, ";
+                return;
+            }
+            catch (OperationCanceledException) when (deadline.IsCancellationRequested) { throw TimedOut(); }
             state.Summary = Summary(result, t);
             var choice = chat
                 ? new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = result.Text }, ["logprobs"] = null, ["finish_reason"] = result.FinishReason }
@@ -275,9 +298,8 @@ public sealed class OpenAiServer : IDisposable
         res.ContentType = "text/event-stream; charset=utf-8";
         res.Headers.CacheControl = "no-cache";
         state.Streaming = true;
-        using var clientGone = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, ctx.RequestAborted);
         var pieces = System.Threading.Channels.Channel.CreateUnbounded<string>(new() { SingleReader = true, SingleWriter = true });
-        var pending = _worker.Enqueue(request, text => pieces.Writer.TryWrite(text), clientGone.Token);
+        var pending = _worker.Enqueue(request, text => pieces.Writer.TryWrite(text), ended.Token);
         _ = pending.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
 
         JsonObject Chunk(JsonObject choice)
@@ -296,10 +318,11 @@ public sealed class OpenAiServer : IDisposable
                     : new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = null, ["finish_reason"] = null }));
             final = await pending; // failures surface here and are sent as an error event
         }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !ctx.RequestAborted.IsCancellationRequested) { throw TimedOut(); }
         catch (Exception e) when (ctx.RequestAborted.IsCancellationRequested || e is IOException or ObjectDisposedException)
         {
             // The client hung up: stop generating for it.
-            clientGone.Cancel();
+            ended.Cancel();
             state.Summary = "client disconnected, ";
             try { await pending; } catch (Exception) { }
             return;
