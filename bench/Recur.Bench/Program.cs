@@ -181,13 +181,13 @@ void Eval()
     using var _m = m;
     TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tokPath);
 
-    var task = Gsm8kTask.Create(new Gsm8kOptions(MaxNewTokens: maxNew), train);
-    var docs = Gsm8kTask.Load(gsm8k, new TaskLoadOptions(Limit: problems)).Docs;
+    var task = Gsm8kTask.Create(Gsm8kVariant.CotSean, new GenerationTaskOptions(MaxNewTokens: maxNew), train);
+    var docs = Gsm8kTask.LoadDocs(gsm8k, new TaskLoadOptions(Limit: problems)).Docs;
     var prompts = docs.Select(d => task.BuildPrompt(d.Question)).ToList();
     Console.WriteLine($"prompt tokens: mean {prompts.Average(p => PromptEncoding.EncodePrompt(tok, p).Length):0}, max {prompts.Max(p => PromptEncoding.EncodePrompt(tok, p).Length)}");
     // Multiple choice shaped like HellaSwag/ARC (a ~60-token context, four short endings): each question with the
     // first reasoning line of its own answer and of the next three problems' as the choices.
-    var all = Gsm8kTask.Load(gsm8k, new TaskLoadOptions(Limit: items + 3)).Docs;
+    var all = Gsm8kTask.LoadDocs(gsm8k, new TaskLoadOptions(Limit: items + 3)).Docs;
     string Ending(Gsm8kDoc d) => " " + d.Answer.Split('\n')[0].Trim();
     var mcRequests = Enumerable.Range(0, Math.Min(items, all.Count - 3))
         .SelectMany(i => Enumerable.Range(0, 4).Select(k => ("Question: " + all[i].Question + "\nAnswer:", Ending(all[i + k]))))
@@ -204,7 +204,7 @@ void Eval()
         {
             m.StateGenerator = new TorchSharp.torch.Generator(0);
             var sw = Stopwatch.StartNew();
-            new ModelGenerator(m, tok, bs).Generate(prompts, Gsm8kTask.StopSequences, maxNew);
+            new ModelGenerator(m, tok, bs).Generate(prompts, Gsm8kTask.CotStopSequences, maxNew);
             return sw.Elapsed.TotalSeconds;
         }
         double Mc(int bs)

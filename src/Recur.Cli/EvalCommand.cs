@@ -31,7 +31,6 @@ static class EvalCommand
     + "adaptive:argmax=5,max=32, plus warm=1 (start from the previous token's state) and cache=latest (K/V of the newest iteration only); see docs/adaptive.md" };
         var shots = new Option<int>("--shots") { Description = "Exemplars before each GSM8K/MATH question (the paper uses 1; multiple choice is zero-shot)", DefaultValueFactory = _ => 1 };
         var fewshot = new Option<string[]>("--fewshot-data") { Description = "Training jsonl to draw exemplars from (first K): PATH, or gsm8k=PATH,math=PATH (default: train.jsonl beside the data file)" };
-        var style = new Option<string>("--prompt-style") { Description = "GSM8K prompt: sean (the paper's gsm8k_cot_sean, \"Let's think step by step.\") or cot (lm-eval's gsm8k_cot)", DefaultValueFactory = _ => "sean" };
         var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N examples of each task (rows for val_loss)" };
         var batch = new Option<int>("--batch-size") { Description = "Prompts / log-likelihood rows per forward pass", DefaultValueFactory = _ => 32 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Generation budget for GSM8K/MATH (lm-eval's max_gen_toks)", DefaultValueFactory = _ => 256 };
@@ -47,12 +46,14 @@ static class EvalCommand
         var threads = Common.ThreadsOption();
         var cmd = new Command("eval", "Evaluate a model on GSM8K, MATH, multiple choice, LAMBADA or validation loss at any test-time recurrence")
         {
-            model, tasks, data, recurrences, shots, fewshot, style, limit, batch, maxNew, seqLen, tokenizer, seed, skipBad, predictions,
+            model, tasks, data, recurrences, shots, fewshot, limit, batch, maxNew, seqLen, tokenizer, seed, skipBad, predictions,
             output, force, device, dtype, threads,
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
             var infos = ParseTasks(parse.GetValue(tasks)!);
+            foreach (var i in infos)
+                Console.Error.WriteLine($"note: task {i.Name} means {i.Means}" + (i.LmEvalVersion is { } v ? $" (rules version {v})" : ""));
             string outDir = parse.GetValue(output)!;
             int shotCount = parse.GetValue(shots);
             if (shotCount < 0) throw new RecurUserException($"--shots must be ≥ 0 (got {shotCount})");
@@ -63,12 +64,6 @@ static class EvalCommand
             int maxNewTokens = parse.GetValue(maxNew);
             if (maxNewTokens < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {maxNewTokens})");
             if (parse.GetValue(seqLen) is < 1) throw new RecurUserException($"--seq-len must be ≥ 1 (got {parse.GetValue(seqLen)})");
-            var promptStyle = parse.GetValue(style) switch
-            {
-                "sean" => Gsm8kPromptStyle.Sean,
-                "cot" => Gsm8kPromptStyle.LmEvalCot,
-                var s => throw new RecurUserException($"--prompt-style must be sean or cot (got '{s}')"),
-            };
             var recurrenceList = parse.GetValue(recurrences) is { } recText ? RecurrenceSetting.ParseList(recText) : null;
             var predictionFiles = Split(parse.GetValue(predictions));
             string? modelPath = parse.GetValue(model);
@@ -81,8 +76,8 @@ static class EvalCommand
                 if (Split(parse.GetValue(data)).Count > 0) throw new RecurUserException("--data is not used with --predictions: the predictions files carry the gold answers");
                 var files = AssignPaths(infos, predictionFiles, "--predictions");
                 foreach (var i in infos)
-                    if (i.Kind is not (EvalTaskKind.Gsm8k or EvalTaskKind.Math))
-                        throw new RecurUserException($"--predictions scores gsm8k and math only; '{i.Name}' needs a --model");
+                    if (i.Kind == EvalTaskKind.ValLoss || i.Name == "lambada_openai")
+                        throw new RecurUserException($"--predictions scores the generation and multiple-choice tasks; '{i.Name}' needs a --model");
                 PrepareOutput(outDir, parse.GetValue(force));
                 return ScorePredictions(infos, files, load, outDir);
             }
@@ -111,12 +106,12 @@ static class EvalCommand
             }
             else ts = recurrenceList ?? [new RecurrenceSetting(rm.Recurrences, null)];
             if (ts.Any(t => t?.Adaptive is not null) && infos.Any(i => !EvalTasks.SupportsAdaptive(i)))
-                Console.Error.WriteLine($"note: adaptive recurrence runs only for gsm8k and math; skipped for {string.Join(", ", infos.Where(i => !EvalTasks.SupportsAdaptive(i)).Select(i => i.Name))}");
+                Console.Error.WriteLine($"note: adaptive recurrence runs only for generation tasks; skipped for {string.Join(", ", infos.Where(i => !EvalTasks.SupportsAdaptive(i)).Select(i => i.Name))}");
 
             int effSeqLen = parse.GetValue(seqLen) ?? Math.Min(1024, m.MaxPositions);
             if (infos.Any(i => i.Kind == EvalTaskKind.ValLoss) && parse.GetValue(seqLen) is null && effSeqLen < 1024)
                 Console.Error.WriteLine($"note: val_loss rows are {effSeqLen} tokens, the model's context (1024 by default)");
-            var baseSettings = new EvalSettings(shotCount, null, promptStyle, lim, parse.GetValue(skipBad), batchSize, maxNewTokens, effSeqLen);
+            var baseSettings = new EvalSettings(shotCount, null, lim, parse.GetValue(skipBad), batchSize, maxNewTokens, effSeqLen);
 
             // Read every task's data before any model time is spent, so a bad file fails fast.
             var loaded = new List<LoadedTask>();
@@ -130,7 +125,6 @@ static class EvalCommand
             var settings = new JsonObject
             {
                 ["shots"] = shotCount,
-                ["prompt_style"] = promptStyle == Gsm8kPromptStyle.Sean ? "sean" : "cot",
                 ["recurrences"] = rm is null ? null : new JsonArray(ts.Select(t => t!.Fixed is { } f ? (JsonNode?)JsonValue.Create(f) : JsonValue.Create(t.Key)).ToArray()),
                 ["dtype"] = HfCheckpoint.DTypeName(dt),
                 ["device"] = parse.GetValue(device),
@@ -154,7 +148,7 @@ static class EvalCommand
                 ["tokenizer"] = tok.SourcePath,
             };
             var report = new EvalReport(header, settings);
-            foreach (var lt in loaded) report.AddTask(lt.Info, lt.LmEvalName, Path.GetFullPath(lt.DataPath), lt.Count, lt.TaskSettings, lt.Warnings);
+            foreach (var lt in loaded) report.AddTask(lt.Info, Path.GetFullPath(lt.DataPath), lt.Count, lt.TaskSettings, lt.Warnings);
             string resultsPath = Path.Combine(outDir, ResultsFile);
             long seedValue = parse.GetValue(seed);
 
@@ -216,11 +210,17 @@ static class EvalCommand
         foreach (var info in infos)
         {
             var sw = Stopwatch.StartNew();
-            var scored = PredictionScorer.Score(info.Name, files[info.Name], load);
+            var scored = PredictionScorer.Score(info.Build(new EvalSettings(Shots: 0)), files[info.Name], load);
+            Console.Error.WriteLine($"note: {info.Name}: {files[info.Name]}: detected {scored.Detected}");
             foreach (var w in scored.Result.Warnings) Console.Error.WriteLine($"note: {w}");
+            if (scored.Agreement is { } ag)
+            {
+                Console.Error.WriteLine($"note: {info.Name}: per-item agreement with the scores lm-eval wrote into the file: {ag.Agreed}/{ag.Compared}");
+                foreach (var d in ag.Differences) Console.Error.WriteLine($"note:   {d}");
+            }
             string samples = $"samples_{info.Name}.jsonl";
             SampleLog.Write(Path.Combine(outDir, samples), scored.Samples);
-            report.AddTask(info, info.Kind == EvalTaskKind.Gsm8k ? "gsm8k" : MathTask.Name, Path.GetFullPath(files[info.Name]), scored.Samples.Count, scored.Result.Settings, scored.Result.Warnings);
+            report.AddTask(info, Path.GetFullPath(files[info.Name]), scored.Samples.Count, scored.Result.Settings, scored.Result.Warnings, scored.Agreement);
             report.AddRun(info.Name, EvalReport.NoRecurrence, scored.Result, samples, sw.Elapsed.TotalSeconds, []);
         }
         var path = Path.Combine(outDir, ResultsFile);
@@ -286,11 +286,11 @@ static class EvalCommand
     /// <summary>Exemplar files for the generative tasks; defaults to train.jsonl beside the task's data file.</summary>
     static Dictionary<string, string> FewshotPaths(IReadOnlyList<EvalTaskInfo> infos, IReadOnlyList<string> entries, IReadOnlyDictionary<string, string> data, int shots)
     {
-        var gen = infos.Where(i => i.Kind is EvalTaskKind.Gsm8k or EvalTaskKind.Math).ToList();
+        var gen = infos.Where(i => i.Generative).ToList();
         var result = new Dictionary<string, string>();
         if (entries.Count > 0)
         {
-            if (gen.Count == 0) throw new RecurUserException("--fewshot-data is only used by gsm8k and math, and neither is in --tasks");
+            if (gen.Count == 0) throw new RecurUserException("--fewshot-data is only used by the generation tasks (gsm8k family, minerva_math), and none is in --tasks");
             if (entries.Count == 1 && !entries[0].Contains('=') && gen.Count == 1) result[gen[0].Name] = Path.GetFullPath(entries[0]);
             else
                 foreach (var (k, v) in AssignPaths(gen, entries, "--fewshot-data")) result[k] = Path.GetFullPath(v);

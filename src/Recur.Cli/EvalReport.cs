@@ -33,11 +33,15 @@ sealed class EvalReport(JsonObject header, JsonObject settings)
     readonly JsonObject _timing = [];
 
     /// <summary>Registers a task before its runs, with what does not change across T.</summary>
-    public void AddTask(EvalTaskInfo info, string lmEvalName, string data, int count, IReadOnlyDictionary<string, string> taskSettings, IReadOnlyList<string> warnings)
+    /// <param name="agreement">Predictions from an lm-eval sample log: how Recur's per-item scores compare with lm-eval's.</param>
+    public void AddTask(EvalTaskInfo info, string data, int count, IReadOnlyDictionary<string, string> taskSettings, IReadOnlyList<string> warnings,
+        LmEvalAgreement? agreement = null)
     {
         var json = new JsonObject
         {
-            ["lm_eval_task"] = lmEvalName,
+            // Recur-only tasks (val_loss, multiple_choice) have no lm-eval counterpart.
+            ["lm_eval_task"] = info.LmEvalVersion is null ? null : info.Name,
+            ["lm_eval_version"] = info.LmEvalVersion,
             ["data"] = data,
             ["samples"] = count,
             ["main_metric"] = info.MainMetric,
@@ -47,6 +51,13 @@ sealed class EvalReport(JsonObject header, JsonObject settings)
             ["samples_files"] = new JsonObject(),
             ["mean_iterations"] = new JsonObject(),
         };
+        if (agreement is not null)
+            json["lm_eval_agreement"] = new JsonObject
+            {
+                ["compared"] = agreement.Compared,
+                ["agreed"] = agreement.Agreed,
+                ["differences"] = new JsonArray(agreement.Differences.Select(d => (JsonNode?)JsonValue.Create(d)).ToArray()),
+            };
         _tasks.Add(new TaskEntry { Info = info, Json = json });
     }
 

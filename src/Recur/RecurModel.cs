@@ -97,9 +97,6 @@ public sealed record EvaluateOptions
     /// <summary>Training jsonl the exemplars come from; null: <c>train.jsonl</c> beside the data file.</summary>
     public string? FewshotPath { get; init; }
 
-    /// <summary>GSM8K prompt format.</summary>
-    public Gsm8kPromptStyle PromptStyle { get; init; } = Gsm8kPromptStyle.Sean;
-
     /// <summary>Evaluate only the first N examples.</summary>
     public int? Limit { get; init; }
 
@@ -491,11 +488,11 @@ public sealed class RecurModel : IDisposable
     }
 
     /// <summary>
-    /// Scores the model on one task (<see cref="EvalTasks.Names"/>: gsm8k, math, multiple-choice tasks, lambada, val_loss)
+    /// Scores the model on one task (<see cref="EvalTasks.Names"/>: lm-eval names such as gsm8k_cot_sean, minerva_math, hellaswag, lambada_openai; and val_loss)
     /// at each test-time recurrence in <paramref name="recurrences"/> (null: the model's current T; ignored for plain models),
     /// as <c>recur eval</c> does, without writing files.
     /// </summary>
-    /// <param name="task">Task name, e.g. <c>gsm8k</c> or <c>val_loss</c>.</param>
+    /// <param name="task">lm-eval task name, e.g. <c>gsm8k_cot_sean</c>, or <c>val_loss</c>.</param>
     /// <param name="dataPath">The task's data file (jsonl, or text for val_loss).</param>
     /// <exception cref="RecurUserException">Unknown task, unreadable data, or no tokenizer.</exception>
     public IReadOnlyList<EvaluationRun> Evaluate(string task, string dataPath, IReadOnlyList<int>? recurrences = null,
@@ -511,7 +508,7 @@ public sealed class RecurModel : IDisposable
         if (recurrences is not null && recurrences.Any(t => t < 1)) throw new RecurUserException("recurrences must all be ≥ 1");
         var info = EvalTasks.Get(task);
         string? fewshot = o.FewshotPath;
-        if (fewshot is null && o.Shots > 0 && info.Kind is EvalTaskKind.Gsm8k or EvalTaskKind.Math)
+        if (fewshot is null && o.Shots > 0 && info.Generative)
         {
             var beside = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(dataPath))!, "train.jsonl");
             fewshot = File.Exists(beside) && System.IO.Path.GetFullPath(dataPath) != beside ? beside
@@ -520,7 +517,7 @@ public sealed class RecurModel : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
-            var settings = new EvalSettings(o.Shots, fewshot, o.PromptStyle, o.Limit, o.SkipBadLines, o.BatchSize, o.MaxNewTokens,
+            var settings = new EvalSettings(o.Shots, fewshot, o.Limit, o.SkipBadLines, o.BatchSize, o.MaxNewTokens,
                 o.SeqLen ?? Math.Min(1024, Model.MaxPositions));
             var lt = EvalTasks.Load(info, dataPath, settings, tok);
             var rm = Model as RecurrentModel;

@@ -7,33 +7,56 @@ using Recur.Tokenization;
 namespace Recur.Evaluation;
 
 /// <summary>How a task reaches the model.</summary>
-public enum EvalTaskKind { Gsm8k, Math, MultipleChoice, Lambada, ValLoss }
+public enum EvalTaskKind
+{
+    /// <summary>Prompts in, generated text out (GSM8K family, MATH): <see cref="IGenerationTask"/>.</summary>
+    Generation,
+    /// <summary>(context, continuation) log-likelihoods (multiple choice, LAMBADA): <see cref="ILogLikelihoodTask"/>.</summary>
+    LogLikelihood,
+    /// <summary>Validation loss on packed text rows (not an lm-eval task).</summary>
+    ValLoss,
+}
 
 /// <summary>
-/// A task name the <c>eval</c> verb accepts.
+/// A task name the <c>eval</c> verb accepts: lm-eval's own task name, what it means, and the version of lm-eval's
+/// rules (the yaml's <c>metadata.version</c>) that Recur reproduces.
 /// </summary>
-/// <param name="Name">Recur's name (used in file names and results.json).</param>
+/// <param name="Name">The lm-eval task name (used in file names and results.json); <c>multiple_choice</c> and <c>val_loss</c> are Recur's.</param>
 /// <param name="PlotMetrics">Metrics drawn against T (accuracies share one axis; val_loss draws its loss).</param>
-public sealed record EvalTaskInfo(string Name, EvalTaskKind Kind, IReadOnlyList<string> PlotMetrics)
+/// <param name="LmEvalVersion">lm-eval's version of the task's rules; null for Recur-only tasks.</param>
+/// <param name="Means">One line saying which lm-eval task and rules the name stands for.</param>
+public sealed record EvalTaskInfo(string Name, EvalTaskKind Kind, IReadOnlyList<string> PlotMetrics, string? LmEvalVersion, string Means)
 {
     /// <summary>The first plotted metric, shown first in tables.</summary>
     public string MainMetric => PlotMetrics[0];
 
+    /// <summary>Whether the task generates text (and so takes exemplars and adaptive recurrence).</summary>
+    public bool Generative => Kind == EvalTaskKind.Generation;
+
     /// <summary>What progress counts: generated answers, scored (context, continuation) requests, or rows.</summary>
     public string ProgressUnit => Kind switch
     {
-        EvalTaskKind.Gsm8k or EvalTaskKind.Math => "problems",
+        EvalTaskKind.Generation => "problems",
         EvalTaskKind.ValLoss => "rows",
         _ => "requests",
     };
+
+    internal Func<EvalSettings, IEvalTask>? Create { get; init; }
+
+    /// <summary>The task object for these settings (generation and log-likelihood kinds).</summary>
+    public IEvalTask Build(EvalSettings settings) =>
+        Create?.Invoke(settings) ?? throw new InvalidOperationException($"{Name} has no task object");
 }
 
 /// <summary>Settings shared by every task of one evaluation.</summary>
 /// <param name="Shots">Exemplars before each GSM8K / MATH question (1 in the paper); multiple choice is zero-shot.</param>
 /// <param name="FewshotPath">Training jsonl the exemplars are drawn from (first K, lm-eval's first_n).</param>
 /// <param name="SeqLen">Row length for val_loss.</param>
-public sealed record EvalSettings(int Shots = 1, string? FewshotPath = null, Gsm8kPromptStyle PromptStyle = Gsm8kPromptStyle.Sean,
-    int? Limit = null, bool SkipBadLines = false, int BatchSize = 32, int MaxNewTokens = 256, int SeqLen = 1024);
+public sealed record EvalSettings(int Shots = 1, string? FewshotPath = null,
+    int? Limit = null, bool SkipBadLines = false, int BatchSize = 32, int MaxNewTokens = 256, int SeqLen = 1024)
+{
+    public GenerationTaskOptions Generation => new(Shots, MaxNewTokens);
+}
 
 /// <summary>The result of one task at one recurrence: its aggregate and every sample.</summary>
 /// <param name="Notes">Things the user should know about this run (e.g. prompts cut to fit the context).</param>
@@ -42,35 +65,59 @@ public sealed record EvalSettings(int Shots = 1, string? FewshotPath = null, Gsm
 public sealed record TaskOutcome(EvalResult Result, IReadOnlyList<IEvalSample> Samples, IReadOnlyList<string> Notes,
     double? MeanIterations = null, AdaptiveStats? Adaptive = null);
 
-/// <summary>The tasks Recur can evaluate, by name.</summary>
+/// <summary>The tasks Recur can evaluate, by lm-eval name.</summary>
 public static class EvalTasks
 {
+    static readonly string[] Gsm8kMetrics = ["exact_match,flexible-extract", "exact_match,strict-match"];
+    static readonly string[] MathMetrics = ["exact_match,none", "exact_match,boxed-fallback"];
+    static readonly string[] ChoiceMetrics = ["acc_norm,none", "acc,none"];
+
+    static EvalTaskInfo Gsm8k(Gsm8kVariant v, string means) =>
+        new(Gsm8kTask.NameOf(v), EvalTaskKind.Generation, Gsm8kMetrics, "3.0", means)
+        { Create = s => Gsm8kTask.Create(v, s.Generation, s.FewshotPath) };
+
+    static EvalTaskInfo Math(string name, string version, string means) =>
+        new(name, EvalTaskKind.Generation, MathMetrics, version, means) { Create = s => MathTask.Create(name, s.Generation, s.FewshotPath) };
+
+    static EvalTaskInfo Choice(string name, string? version, string means) =>
+        new(name, EvalTaskKind.LogLikelihood, name == "winogrande" ? ["acc,none"] : ChoiceMetrics, version, means)
+        { Create = _ => MultipleChoiceTask.ForName(name) };
+
     static readonly EvalTaskInfo[] All =
     [
-        new("gsm8k", EvalTaskKind.Gsm8k, ["exact_match,flexible-extract", "exact_match,strict-match"]),
-        new("math", EvalTaskKind.Math, ["exact_match,none", "exact_match,boxed-fallback"]),
-        new("hellaswag", EvalTaskKind.MultipleChoice, ["acc_norm,none", "acc,none"]),
-        new("arc_easy", EvalTaskKind.MultipleChoice, ["acc_norm,none", "acc,none"]),
-        new("arc_challenge", EvalTaskKind.MultipleChoice, ["acc_norm,none", "acc,none"]),
-        new("piqa", EvalTaskKind.MultipleChoice, ["acc_norm,none", "acc,none"]),
-        new("winogrande", EvalTaskKind.MultipleChoice, ["acc,none"]),
-        new("multiple_choice", EvalTaskKind.MultipleChoice, ["acc_norm,none", "acc,none"]),
-        new("lambada", EvalTaskKind.Lambada, ["acc,none"]),
-        new("val_loss", EvalTaskKind.ValLoss, ["loss,none"]),
+        Gsm8k(Gsm8kVariant.Gsm8k, "lm-eval gsm8k: 'Question: …\nAnswer:' prompt, stop at 'Question:', strict-match '#### N'"),
+        Gsm8k(Gsm8kVariant.Cot, "lm-eval gsm8k_cot: 'Q: …\nA:' prompt, stop at 'Q:', strict-match 'The answer is N.'"),
+        Gsm8k(Gsm8kVariant.CotSean, "the paper's gsm8k_cot_sean: gsm8k_cot with 'A: Let's think step by step.' (METHOD §8)"),
+        Math(MathTask.GroupName, "1.0", "lm-eval minerva_math (group of 7 subjects, v3.0 each): Minerva prompt and normalisation, sympy-level equivalence"),
+        .. MathTask.Subtasks.Select(st => Math(st.Name, "3.0", $"lm-eval {st.Name}: the {st.Type} problems of minerva_math")),
+        Math("minerva_math500", "3.0", "lm-eval minerva_math500: minerva_math rules on MATH-500"),
+        Choice("hellaswag", "1.0", "lm-eval hellaswag: acc and acc_norm over 4 endings"),
+        Choice("arc_easy", "1.0", "lm-eval arc_easy: 'Question: …\nAnswer:', acc and acc_norm"),
+        Choice("arc_challenge", "1.0", "lm-eval arc_challenge: 'Question: …\nAnswer:', acc and acc_norm"),
+        Choice("piqa", "1.0", "lm-eval piqa: 'Question: …\nAnswer:', acc and acc_norm"),
+        Choice("winogrande", "1.0", "lm-eval winogrande: partial evaluation, acc"),
+        Choice("multiple_choice", null, "Recur's generic multiple choice (context, choices, gold), scored as lm-eval's multiple_choice"),
+        new("lambada_openai", EvalTaskKind.LogLikelihood, ["acc,none"], "1.0", "lm-eval lambada_openai: acc (greedy last word) and perplexity")
+            { Create = _ => new LambadaTask() },
+        new("val_loss", EvalTaskKind.ValLoss, ["loss,none"], null, "Recur's validation loss per T (the paper's multi_recurence_eval.py), not an lm-eval task"),
     ];
 
-    static readonly Dictionary<string, string> Aliases = new(StringComparer.OrdinalIgnoreCase)
+    /// <summary>Names that mean more than one lm-eval task: refused with the choices.</summary>
+    static readonly Dictionary<string, string> Ambiguous = new(StringComparer.OrdinalIgnoreCase)
     {
-        ["minerva_math"] = "math", ["lambada_openai"] = "lambada",
+        ["math"] = "minerva_math (Minerva prompt, sympy equivalence) or minerva_math500; lm-eval's hendrycks_math is not implemented",
+        ["lambada"] = "lambada_openai (lm-eval's 'lambada' is a group that also holds lambada_standard, which is not implemented)",
+        ["arc"] = "arc_easy or arc_challenge",
     };
 
     public static IReadOnlyList<string> Names { get; } = All.Select(t => t.Name).ToList();
 
-    /// <summary>The task for a name or an lm-eval alias (minerva_math, lambada_openai); fails listing the known names.</summary>
+    /// <summary>The task for a lm-eval task name (case-insensitive); fails listing the known names or the choices an ambiguous name has.</summary>
     public static EvalTaskInfo Get(string name)
     {
-        var key = Aliases.TryGetValue(name, out var a) ? a : name;
-        return All.FirstOrDefault(t => string.Equals(t.Name, key, StringComparison.OrdinalIgnoreCase))
+        if (Ambiguous.TryGetValue(name, out var choices))
+            throw new RecurUserException($"task '{name}' is ambiguous; use {choices}");
+        return All.FirstOrDefault(t => string.Equals(t.Name, name, StringComparison.OrdinalIgnoreCase))
             ?? throw new RecurUserException($"unknown task '{name}'; known tasks: {string.Join(", ", Names)}");
     }
 
@@ -80,49 +127,27 @@ public static class EvalTasks
         var load = new TaskLoadOptions(settings.Limit, settings.SkipBadLines);
         switch (info.Kind)
         {
-            case EvalTaskKind.Gsm8k:
+            case EvalTaskKind.Generation:
             {
-                var task = Gsm8kTask.Create(new Gsm8kOptions(settings.PromptStyle, settings.Shots, settings.MaxNewTokens), settings.FewshotPath);
-                var data = Gsm8kTask.Load(path, load);
-                return new LoadedTask(info, task.Name, path, data.Docs.Count, data.Warnings, settings, task.Settings,
+                var task = (IGenerationTask)info.Build(settings);
+                var prepared = task.Prepare(path, load);
+                return new LoadedTask(info, task.Name, path, prepared.Count, prepared.Warnings, settings, task.Settings,
                     (m, t, p, c, a) =>
                     {
-                        var gen = Generator(m, t, settings, p, c, a);
-                        var run = task.Evaluate(gen, data, int.MaxValue);
-                        return Outcome(run.Result, [.. run.Samples], gen);
+                        var gen = new ModelGenerator(m, t, settings.BatchSize) { Progress = p, Cancel = c, Adaptive = a };
+                        var run = prepared.Run(gen, int.MaxValue, null);
+                        return Outcome(run.Result, run.Samples, gen);
                     });
             }
-            case EvalTaskKind.Math:
+            case EvalTaskKind.LogLikelihood:
             {
-                var task = MathTask.Create(new MathOptions(settings.Shots, settings.MaxNewTokens), settings.FewshotPath);
-                var data = MathTask.Load(path, load);
-                return new LoadedTask(info, MathTask.Name, path, data.Docs.Count, data.Warnings, settings, task.Settings,
-                    (m, t, p, c, a) =>
-                    {
-                        var gen = Generator(m, t, settings, p, c, a);
-                        var run = task.Evaluate(gen, data, int.MaxValue);
-                        return Outcome(run.Result, [.. run.Samples], gen);
-                    });
-            }
-            case EvalTaskKind.MultipleChoice:
-            {
-                var task = MultipleChoiceTask.ForName(info.Name);
-                var data = task.Load(path, load);
-                return new LoadedTask(info, task.Name, path, data.Docs.Count, data.Warnings, settings, new Dictionary<string, string> { ["num_fewshot"] = "0" },
+                var task = (ILogLikelihoodTask)info.Build(settings);
+                var prepared = task.Prepare(path, load);
+                return new LoadedTask(info, task.Name, path, prepared.Count, prepared.Warnings, settings, task.Settings,
                     (m, t, p, c, _) =>
                     {
-                        var run = task.Evaluate(new ModelLogLikelihood(m, t, settings.BatchSize) { Progress = p, Cancel = c }, data, int.MaxValue);
-                        return new TaskOutcome(run.Result, [.. run.Samples], []);
-                    });
-            }
-            case EvalTaskKind.Lambada:
-            {
-                var data = LambadaTask.Load(path, load);
-                return new LoadedTask(info, LambadaTask.Name, path, data.Docs.Count, data.Warnings, settings, new Dictionary<string, string> { ["num_fewshot"] = "0" },
-                    (m, t, p, c, _) =>
-                    {
-                        var run = LambadaTask.Evaluate(new ModelLogLikelihood(m, t, settings.BatchSize) { Progress = p, Cancel = c }, data, int.MaxValue);
-                        return new TaskOutcome(run.Result, [.. run.Samples], []);
+                        var run = prepared.Run(new ModelLogLikelihood(m, t, settings.BatchSize) { Progress = p, Cancel = c }, int.MaxValue, null);
+                        return new TaskOutcome(run.Result, run.Samples, []);
                     });
             }
             case EvalTaskKind.ValLoss:
@@ -143,9 +168,6 @@ public static class EvalTasks
     static IReadOnlyList<string> TruncationNotes(ModelGenerator g) => g.TruncatedPrompts == 0 ? [] :
         [$"{g.TruncatedPrompts} prompt{(g.TruncatedPrompts == 1 ? " was" : "s were")} cut from the left to fit the model's context minus the generation budget"];
 
-    static ModelGenerator Generator(ICausalLM m, ITokenizer t, EvalSettings s, Action<int, int>? progress, CancellationToken cancel, AdaptiveOptions? adaptive) =>
-        new(m, t, s.BatchSize) { Progress = progress, Cancel = cancel, Adaptive = adaptive };
-
     static TaskOutcome Outcome(EvalResult result, IReadOnlyList<IEvalSample> samples, ModelGenerator g)
     {
         if (g.Adaptive is null) return new TaskOutcome(result, samples, TruncationNotes(g));
@@ -157,7 +179,7 @@ public static class EvalTasks
     }
 
     /// <summary>Whether a task can run with adaptive recurrence (generation tasks only: scoring has no decode steps).</summary>
-    public static bool SupportsAdaptive(EvalTaskInfo info) => info.Kind is EvalTaskKind.Gsm8k or EvalTaskKind.Math;
+    public static bool SupportsAdaptive(EvalTaskInfo info) => info.Generative;
 }
 
 /// <summary>A task whose data is in memory, ready to run against a model at its current recurrence.</summary>
@@ -196,7 +218,7 @@ public sealed class LoadedTask
     public TaskOutcome Run(ICausalLM model, ITokenizer tokenizer, Action<int, int>? progress = null, CancellationToken cancel = default, AdaptiveOptions? adaptive = null)
     {
         if (adaptive is not null && !EvalTasks.SupportsAdaptive(Info))
-            throw new RecurUserException($"{Info.Name}: adaptive recurrence applies to generation tasks (gsm8k, math) only");
+            throw new RecurUserException($"{Info.Name}: adaptive recurrence applies to generation tasks (gsm8k family, minerva_math) only");
         return _run(model, tokenizer, progress, cancel, adaptive);
     }
 }

@@ -49,6 +49,25 @@ public sealed record EvalResult(string Task, int Samples, IReadOnlyDictionary<st
             _m[$"{metric}_stderr,{filter}"] = LmEval.MeanStderr(perSample);
             return this;
         }
+        /// <summary>
+        /// A group's mean over its subtasks weighted by size (the mean over all samples) and the pooled stderr of
+        /// lm_eval/api/metrics.py <c>pooled_sample_stderr</c>: sqrt(Σ(nᵢ−1)sᵢ² / (N−k) / N), sᵢ² the subtask's sample variance.
+        /// </summary>
+        public Builder PooledMean(string metric, string filter, IReadOnlyList<IReadOnlyList<double>> groups)
+        {
+            var all = groups.SelectMany(g => g).ToList();
+            _m[$"{metric},{filter}"] = LmEval.Mean(all);
+            int n = all.Count, k = groups.Count;
+            double ss = 0;
+            foreach (var g in groups)
+            {
+                if (g.Count < 2) continue;
+                double se = LmEval.MeanStderr(g);
+                ss += (g.Count - 1) * se * se * g.Count;
+            }
+            _m[$"{metric}_stderr,{filter}"] = n - k < 1 ? double.NaN : Math.Sqrt(ss / (n - k) / n);
+            return this;
+        }
         public Builder Value(string metric, string filter, double value) { _m[$"{metric},{filter}"] = value; return this; }
         public IReadOnlyDictionary<string, double> Build() => _m;
     }

@@ -11,7 +11,7 @@ public sealed record LambadaSample(int Index, string Context, string Continuatio
 /// greedy prediction; <c>perplexity</c> = exp(−mean log-likelihood) over all passages (lm-eval's
 /// <c>perplexity</c> aggregation; its bootstrap stderr is not computed).
 /// </summary>
-public static class LambadaTask
+public sealed class LambadaTask : ILogLikelihoodTask
 {
     public const string Name = "lambada_openai";
 
@@ -33,6 +33,20 @@ public static class LambadaTask
             .Value("perplexity", "none", Math.Exp(-LmEval.Mean(samples.Select(s => s.LogLikelihood).ToList())))
             .Mean("acc", "none", samples.Select(s => s.IsGreedy ? 1.0 : 0.0).ToList())
             .Build(), new Dictionary<string, string> { ["num_fewshot"] = "0" }, warnings);
+
+    string IEvalTask.Name => Name;
+
+    public IReadOnlyDictionary<string, string> Settings { get; } = new Dictionary<string, string> { ["num_fewshot"] = "0" };
+
+    public PreparedTask<ILogLikelihood> Prepare(string path, TaskLoadOptions? options = null)
+    {
+        var data = Load(path, options);
+        return new PreparedTask<ILogLikelihood>(path, data.Docs.Count, data.Warnings, (model, batch, progress) =>
+        {
+            var run = Evaluate(model, data, batch, progress);
+            return new TaskRun(run.Result, [.. run.Samples]);
+        });
+    }
 
     public static EvalRun<LambadaSample> Evaluate(ILogLikelihood model, TaskData<LambadaDoc> data, int batchSize = 64, Action<int, int>? progress = null)
     {

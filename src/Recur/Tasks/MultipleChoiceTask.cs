@@ -39,7 +39,7 @@ public sealed record ChoiceSample(int Index, string Context, IReadOnlyList<strin
 /// choice, as <c>numpy.argmax</c>. Prompts follow the harness yamls for hellaswag, arc_easy/arc_challenge,
 /// piqa and winogrande.
 /// </summary>
-public sealed class MultipleChoiceTask
+public sealed class MultipleChoiceTask : ILogLikelihoodTask
 {
     /// <param name="targetDelimiter">lm-eval's <c>target_delimiter</c>, put between context and choice.</param>
     public MultipleChoiceTask(string name, ChoiceFormat format, string targetDelimiter = " ")
@@ -197,7 +197,19 @@ public sealed class MultipleChoiceTask
     {
         var b = new EvalResult.Builder().Mean("acc", "none", samples.Select(s => s.Acc ? 1.0 : 0.0).ToList());
         if (ReportsAccNorm) b.Mean("acc_norm", "none", samples.Select(s => s.AccNorm ? 1.0 : 0.0).ToList());
-        return new EvalResult(Name, samples.Count, b.Build(), new Dictionary<string, string> { ["num_fewshot"] = "0" }, warnings);
+        return new EvalResult(Name, samples.Count, b.Build(), Settings, warnings);
+    }
+
+    public IReadOnlyDictionary<string, string> Settings { get; } = new Dictionary<string, string> { ["num_fewshot"] = "0" };
+
+    public PreparedTask<ILogLikelihood> Prepare(string path, TaskLoadOptions? options = null)
+    {
+        var data = Load(path, options);
+        return new PreparedTask<ILogLikelihood>(path, data.Docs.Count, data.Warnings, (model, batch, progress) =>
+        {
+            var run = Evaluate(model, data, batch, progress);
+            return new TaskRun(run.Result, [.. run.Samples]);
+        });
     }
 
     /// <summary>Scores every choice of every item (requests flattened and batched) and aggregates.</summary>

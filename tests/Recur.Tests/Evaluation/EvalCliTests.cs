@@ -62,7 +62,7 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
 
     string[] FourTasks(string outDir, params string[] more) =>
     [
-        "--model", models.Recurrent, "--tasks", "gsm8k,hellaswag,lambada,val_loss",
+        "--model", models.Recurrent, "--tasks", "gsm8k_cot_sean,hellaswag,lambada_openai,val_loss",
         "--data", $"{Gsm8kTest},{HellaSwag},{Lambada},{ValText()}", "--fewshot-data", Gsm8kTrain,
         "--max-new-tokens", "6", "--seq-len", "32", "--out", outDir, .. more,
     ];
@@ -80,7 +80,6 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
         Assert.Equal(Path.GetFullPath(models.Recurrent), (string)r["model"]!);
         var s = r["settings"]!;
         Assert.Equal(1, (int)s["shots"]!);
-        Assert.Equal("sean", (string)s["prompt_style"]!);
         Assert.Equal([1, 2], s["recurrences"]!.AsArray().Select(x => (int)x!));
         Assert.Equal(0, (long)s["seed"]!);
         Assert.Null(s["limit"]);
@@ -88,14 +87,17 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
         Assert.NotNull(r["date"]);
 
         var tasks = r["tasks"]!.AsObject();
-        Assert.Equal(["gsm8k", "hellaswag", "lambada", "val_loss"], tasks.Select(kv => kv.Key));
-        Assert.Equal("gsm8k_cot_sean", (string)tasks["gsm8k"]!["lm_eval_task"]!);
-        Assert.Equal("1", (string)tasks["gsm8k"]!["settings"]!["num_fewshot"]!);
+        Assert.Equal(["gsm8k_cot_sean", "hellaswag", "lambada_openai", "val_loss"], tasks.Select(kv => kv.Key));
+        Assert.Equal("gsm8k_cot_sean", (string)tasks["gsm8k_cot_sean"]!["lm_eval_task"]!);
+        Assert.Equal("3.0", (string)tasks["gsm8k_cot_sean"]!["lm_eval_version"]!);
+        Assert.Equal("lambada_openai", (string)tasks["lambada_openai"]!["lm_eval_task"]!);
+        Assert.Null(tasks["val_loss"]!["lm_eval_task"]);
+        Assert.Equal("1", (string)tasks["gsm8k_cot_sean"]!["settings"]!["num_fewshot"]!);
         foreach (var t in new[] { "1", "2" })
         {
             // Each aggregate equals the mean of its per-sample records.
-            var gsm = tasks["gsm8k"]!["results"]![t]!;
-            var gs = Samples(dir, $"samples_gsm8k_T{t}.jsonl");
+            var gsm = tasks["gsm8k_cot_sean"]!["results"]![t]!;
+            var gs = Samples(dir, $"samples_gsm8k_cot_sean_T{t}.jsonl");
             Assert.Equal(3, gs.Count);
             Assert.Equal(gs.Average(x => (bool)x["strict_correct"]! ? 1.0 : 0.0), (double)gsm["exact_match,strict-match"]!, 12);
             Assert.Equal(gs.Average(x => (bool)x["flexible_correct"]! ? 1.0 : 0.0), (double)gsm["exact_match,flexible-extract"]!, 12);
@@ -109,8 +111,8 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
             Assert.Equal(hsSamples.Average(x => (bool)x["acc"]! ? 1.0 : 0.0), (double)hs["acc,none"]!, 12);
             Assert.Equal(hsSamples.Average(x => (bool)x["acc_norm"]! ? 1.0 : 0.0), (double)hs["acc_norm,none"]!, 12);
 
-            var lam = tasks["lambada"]!["results"]![t]!;
-            var ls = Samples(dir, $"samples_lambada_T{t}.jsonl");
+            var lam = tasks["lambada_openai"]!["results"]![t]!;
+            var ls = Samples(dir, $"samples_lambada_openai_T{t}.jsonl");
             Assert.Equal(Math.Exp(-ls.Average(x => (double)x["log_likelihood"]!)), (double)lam["perplexity,none"]!, 6);
 
             var vl = tasks["val_loss"]!["results"]![t]!;
@@ -132,7 +134,7 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
         Assert.Contains("T=1", stdout);
         Assert.Contains("T=2", stdout);
         Assert.Contains("exact_match,flexible-extract", stdout);
-        Assert.Contains("gsm8k T=2: done", stdout);
+        Assert.Contains("gsm8k_cot_sean T=2: done", stdout);
         Assert.Empty(Directory.GetFiles(dir, ".*tmp*"));
     }
 
@@ -157,7 +159,7 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
 
         // Another seed draws another s_0, which moves the log-likelihoods.
         Assert.Equal(0, Eval(FourTasks(c, "--recurrences", "1,3", "--batch-size", "2", "--seed", "7")).Code);
-        Assert.NotEqual(File.ReadAllBytes(Path.Combine(a, "samples_lambada_T3.jsonl")), File.ReadAllBytes(Path.Combine(c, "samples_lambada_T3.jsonl")));
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(a, "samples_lambada_openai_T3.jsonl")), File.ReadAllBytes(Path.Combine(c, "samples_lambada_openai_T3.jsonl")));
     }
 
     [Fact]
@@ -165,10 +167,10 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
     {
         var (both, alone) = (OutDir(), OutDir());
         string[] Args(string dir, string ts) =>
-            ["--model", models.Recurrent, "--tasks", "lambada,hellaswag", "--data", $"{Lambada},{HellaSwag}", "--recurrences", ts, "--out", dir];
+            ["--model", models.Recurrent, "--tasks", "lambada_openai,hellaswag", "--data", $"{Lambada},{HellaSwag}", "--recurrences", ts, "--out", dir];
         Assert.Equal(0, Eval(Args(both, "1,2")).Code);
         Assert.Equal(0, Eval(Args(alone, "2")).Code);
-        Assert.Equal(File.ReadAllBytes(Path.Combine(both, "samples_lambada_T2.jsonl")), File.ReadAllBytes(Path.Combine(alone, "samples_lambada_T2.jsonl")));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(both, "samples_lambada_openai_T2.jsonl")), File.ReadAllBytes(Path.Combine(alone, "samples_lambada_openai_T2.jsonl")));
         Assert.Equal(File.ReadAllBytes(Path.Combine(both, "samples_hellaswag_T2.jsonl")), File.ReadAllBytes(Path.Combine(alone, "samples_hellaswag_T2.jsonl")));
     }
 
@@ -177,39 +179,39 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
     {
         var dir = OutDir();
         var gsm = TaskFixtures.Path("gsm8k_predictions.jsonl");
-        var (code, stdout, stderr) = Eval("--tasks", "gsm8k,math", "--predictions", $"{gsm},{TaskFixtures.Path("math_predictions.jsonl")}", "--out", dir);
+        var (code, stdout, stderr) = Eval("--tasks", "gsm8k_cot_sean,minerva_math", "--predictions", $"{gsm},{TaskFixtures.Path("math_predictions.jsonl")}", "--out", dir);
         Assert.True(code == 0, stderr);
         var r = Results(dir);
         Assert.False((bool)r["recurrent"]!);
         var expect = File.ReadAllLines(gsm).Select(l => JsonNode.Parse(l)!).ToList();
-        var g = r["tasks"]!["gsm8k"]!["results"]!["none"]!;
+        var g = r["tasks"]!["gsm8k_cot_sean"]!["results"]!["none"]!;
         Assert.Equal(expect.Average(e => (bool)e["expect_strict_correct"]! ? 1.0 : 0.0), (double)g["exact_match,strict-match"]!, 12);
         Assert.Equal(expect.Average(e => (bool)e["expect_flexible_correct"]! ? 1.0 : 0.0), (double)g["exact_match,flexible-extract"]!, 12);
         // math_predictions.jsonl: 3 of 4 final-answer sentences are right; all 4 with the \boxed{} fallback.
-        var m = r["tasks"]!["math"]!["results"]!["none"]!;
+        var m = r["tasks"]!["minerva_math"]!["results"]!["none"]!;
         Assert.Equal(0.75, (double)m["exact_match,none"]!, 12);
         Assert.Equal(1.0, (double)m["exact_match,boxed-fallback"]!, 12);
-        Assert.Equal(expect.Count, Samples(dir, "samples_gsm8k.jsonl").Count);
+        Assert.Equal(expect.Count, Samples(dir, "samples_gsm8k_cot_sean.jsonl").Count);
         Assert.Empty(Directory.GetFiles(dir, "*.png"));
         Assert.Contains("value", stdout);
 
-        (code, _, stderr) = Eval("--tasks", "gsm8k", "--predictions", gsm, "--data", Gsm8kTest, "--out", OutDir());
+        (code, _, stderr) = Eval("--tasks", "gsm8k_cot_sean", "--predictions", gsm, "--data", Gsm8kTest, "--out", OutDir());
         AssertOneError(code, stderr, "--data is not used with --predictions");
-        (code, _, stderr) = Eval("--tasks", "hellaswag", "--predictions", gsm, "--out", OutDir());
-        AssertOneError(code, stderr, "--predictions scores gsm8k and math only");
+        (code, _, stderr) = Eval("--tasks", "val_loss", "--predictions", gsm, "--out", OutDir());
+        AssertOneError(code, stderr, "--predictions scores the generation and multiple-choice tasks; 'val_loss' needs a --model");
     }
 
     [Fact]
     public void A_non_recurrent_model_is_evaluated_once_and_says_so()
     {
         var dir = OutDir();
-        var (code, _, stderr) = Eval("--model", models.Decoder, "--tasks", "lambada", "--data", $"lambada={Lambada}", "--recurrences", "1,2", "--out", dir);
+        var (code, _, stderr) = Eval("--model", models.Decoder, "--tasks", "lambada_openai", "--data", $"lambada_openai={Lambada}", "--recurrences", "1,2", "--out", dir);
         Assert.True(code == 0, stderr);
         Assert.Contains("not recurrent: each task is evaluated once", stderr);
         var r = Results(dir);
         Assert.False((bool)r["recurrent"]!);
-        Assert.Equal(["none"], r["tasks"]!["lambada"]!["results"]!.AsObject().Select(kv => kv.Key));
-        Assert.True(File.Exists(Path.Combine(dir, "samples_lambada.jsonl")));
+        Assert.Equal(["none"], r["tasks"]!["lambada_openai"]!["results"]!.AsObject().Select(kv => kv.Key));
+        Assert.True(File.Exists(Path.Combine(dir, "samples_lambada_openai.jsonl")));
         Assert.Empty(Directory.GetFiles(dir, "*.png"));
     }
 
@@ -217,17 +219,17 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
     public void Unknown_task_lists_the_known_ones()
     {
         var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "gsm8k,mmlu", "--data", "a,b", "--out", OutDir());
-        AssertOneError(code, err, "unknown task 'mmlu'; known tasks: gsm8k, math, hellaswag");
+        AssertOneError(code, err, "unknown task 'mmlu'; known tasks: gsm8k, gsm8k_cot, gsm8k_cot_sean, minerva_math, minerva_math_algebra");
     }
 
     [Fact]
     public void Missing_data_is_one_error()
     {
-        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada", "--data", "/nonexistent/lambada.jsonl", "--out", OutDir());
+        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada_openai", "--data", "/nonexistent/lambada.jsonl", "--out", OutDir());
         AssertOneError(code, err, "/nonexistent/lambada.jsonl: file not found");
-        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada,hellaswag", "--data", Lambada, "--out", OutDir());
-        AssertOneError(code, err, "--data: 1 path for 2 tasks (lambada, hellaswag)");
-        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada,hellaswag", "--data", $"lambada={Lambada}", "--out", OutDir());
+        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada_openai,hellaswag", "--data", Lambada, "--out", OutDir());
+        AssertOneError(code, err, "--data: 1 path for 2 tasks (lambada_openai, hellaswag)");
+        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada_openai,hellaswag", "--data", $"lambada_openai={Lambada}", "--out", OutDir());
         AssertOneError(code, err, "--data: no file for task 'hellaswag'");
     }
 
@@ -235,26 +237,26 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
     public void Malformed_lines_name_the_line_and_can_be_skipped()
     {
         var data = TaskFixtures.TempFile("{\"text\": \"one two three\"}\n{\"text\": \"four five\n{\"text\": \"six seven\"}\n", "lambada.jsonl");
-        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada", "--data", data, "--out", OutDir());
+        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada_openai", "--data", data, "--out", OutDir());
         AssertOneError(code, err, "lambada.jsonl:2: not valid JSON");
         var dir = OutDir();
-        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada", "--data", data, "--skip-bad-lines", "--out", dir);
+        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada_openai", "--data", data, "--skip-bad-lines", "--out", dir);
         Assert.True(code == 0, err);
         Assert.Contains("skipped 1 bad line", err);
-        Assert.Equal(2, Samples(dir, "samples_lambada_T2.jsonl").Count);
+        Assert.Equal(2, Samples(dir, "samples_lambada_openai_T2.jsonl").Count);
     }
 
     [Fact]
     public void A_limit_larger_than_the_data_uses_all_and_says_so()
     {
         var dir = OutDir();
-        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada", "--data", Lambada, "--limit", "10", "--out", dir);
+        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada_openai", "--data", Lambada, "--limit", "10", "--out", dir);
         Assert.True(code == 0, err);
         Assert.Contains("limit 10 is larger than the 2 examples available; using all 2", err);
-        Assert.Equal(2, Samples(dir, "samples_lambada_T2.jsonl").Count); // default T: the model's mean_recurrence (2)
+        Assert.Equal(2, Samples(dir, "samples_lambada_openai_T2.jsonl").Count); // default T: the model's mean_recurrence (2)
         var one = OutDir();
-        Assert.Equal(0, Eval("--model", models.Recurrent, "--tasks", "lambada", "--data", Lambada, "--limit", "1", "--out", one).Code);
-        Assert.Single(Samples(one, "samples_lambada_T2.jsonl"));
+        Assert.Equal(0, Eval("--model", models.Recurrent, "--tasks", "lambada_openai", "--data", Lambada, "--limit", "1", "--out", one).Code);
+        Assert.Single(Samples(one, "samples_lambada_openai_T2.jsonl"));
     }
 
     [Theory]
@@ -263,7 +265,7 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
     [InlineData("1,x", "--recurrences: 'x' is not an integer")]
     public void Recurrences_below_one_are_refused(string ts, string expected)
     {
-        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada", "--data", Lambada, "--recurrences", ts, "--out", OutDir());
+        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada_openai", "--data", Lambada, "--recurrences", ts, "--out", OutDir());
         AssertOneError(code, err, expected);
     }
 
@@ -271,7 +273,7 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
     public void A_tokenizer_that_does_not_fit_the_model_is_refused()
     {
         var small = EvalFixtures.RecurrentFolder(vocab: 100); // the tokenizer has 157 ids
-        var (code, _, err) = Eval("--model", small, "--tasks", "lambada", "--data", Lambada, "--out", OutDir());
+        var (code, _, err) = Eval("--model", small, "--tasks", "lambada_openai", "--data", Lambada, "--out", OutDir());
         AssertOneError(code, err, "does not fit the model");
     }
 
@@ -283,26 +285,26 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
         File.WriteAllText(Path.Combine(dir, "results.json"), "{}");
         File.WriteAllText(Path.Combine(dir, "samples_old_T9.jsonl"), "{}");
         File.WriteAllText(Path.Combine(dir, "notes.txt"), "mine");
-        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada", "--data", Lambada, "--out", dir);
+        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada_openai", "--data", Lambada, "--out", dir);
         AssertOneError(code, err, "folder is not empty (use --force");
         Assert.Equal("{}", File.ReadAllText(Path.Combine(dir, "results.json")));
-        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada", "--data", Lambada, "--out", dir, "--force");
+        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "lambada_openai", "--data", Lambada, "--out", dir, "--force");
         Assert.True(code == 0, err);
         Assert.False(File.Exists(Path.Combine(dir, "samples_old_T9.jsonl"))); // an earlier evaluation's file
         Assert.True(File.Exists(Path.Combine(dir, "notes.txt")));             // not ours: kept
-        Assert.NotNull(Results(dir)["tasks"]!["lambada"]);
+        Assert.NotNull(Results(dir)["tasks"]!["lambada_openai"]);
     }
 
     [Fact]
     public void Shots_without_exemplars_is_one_error()
     {
         var data = TaskFixtures.TempFile(File.ReadAllText(Gsm8kTest), "test.jsonl"); // no train.jsonl beside it
-        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "gsm8k", "--data", data, "--out", OutDir());
-        AssertOneError(code, err, "gsm8k: --shots 1 needs exemplars: pass --fewshot-data PATH");
+        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "gsm8k_cot_sean", "--data", data, "--out", OutDir());
+        AssertOneError(code, err, "gsm8k_cot_sean: --shots 1 needs exemplars: pass --fewshot-data PATH");
         var dir = OutDir();
-        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "gsm8k", "--data", data, "--shots", "0", "--max-new-tokens", "4", "--out", dir);
+        (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "gsm8k_cot_sean", "--data", data, "--shots", "0", "--max-new-tokens", "4", "--out", dir);
         Assert.True(code == 0, err);
-        Assert.StartsWith("Q: Sam buys", (string)Samples(dir, "samples_gsm8k_T2.jsonl")[0]["prompt"]!);
+        Assert.StartsWith("Q: Sam buys", (string)Samples(dir, "samples_gsm8k_cot_sean_T2.jsonl")[0]["prompt"]!);
     }
 
     [SharedFact("data", "gsm8k", "test.jsonl")]
@@ -316,18 +318,18 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
         using (var m = Recur.Checkpoints.Retrofit.FromDecoder(b, new Recur.Checkpoints.RetrofitOptions { Layers = Recur.Checkpoints.LayerMap.Default(3, 1, 1, 1), MeanRecurrence = 4 }))
             Recur.Checkpoints.RecurrentCheckpoint.Save(m, dir);
         var outDir = OutDir();
-        var (code, _, err) = Eval("--model", dir, "--tokenizer", SharedAssets.Path("tokenizers", "llama3"), "--tasks", "gsm8k",
+        var (code, _, err) = Eval("--model", dir, "--tokenizer", SharedAssets.Path("tokenizers", "llama3"), "--tasks", "gsm8k_cot_sean",
             "--data", SharedAssets.Path("data", "gsm8k", "test.jsonl"), "--limit", "5", "--recurrences", "1,2", "--max-new-tokens", "4", "--out", outDir);
         Assert.True(code == 0, err);
         Assert.Contains("exemplars from", err); // train.jsonl beside test.jsonl
         var r = Results(outDir);
         foreach (var t in new[] { "1", "2" })
         {
-            var s = Samples(outDir, $"samples_gsm8k_T{t}.jsonl");
+            var s = Samples(outDir, $"samples_gsm8k_cot_sean_T{t}.jsonl");
             Assert.Equal(5, s.Count);
             Assert.All(s, x => Assert.Contains("\n\nQ: ", (string)x["prompt"]!)); // one exemplar, then the question
-            Assert.InRange((double)r["tasks"]!["gsm8k"]!["results"]![t]!["exact_match,flexible-extract"]!, 0, 1);
+            Assert.InRange((double)r["tasks"]!["gsm8k_cot_sean"]!["results"]![t]!["exact_match,flexible-extract"]!, 0, 1);
         }
-        Assert.True(File.Exists(Path.Combine(outDir, "plot_gsm8k.png")));
+        Assert.True(File.Exists(Path.Combine(outDir, "plot_gsm8k_cot_sean.png")));
     }
 }

@@ -11,34 +11,34 @@ public class Gsm8kTests
     const string TrainTarget = "Tom has 3 * 4 = 12 pens. After giving away 5 he has 12 - 5 = 7 pens. The answer is 7.";
     const string TestQ = "Sam buys 2 apples and 3 pears. How many fruits does he buy?";
 
-    static Gsm8kTask Task(Gsm8kPromptStyle style, int shots = 1) =>
-        Gsm8kTask.Create(new Gsm8kOptions(style, shots), TaskFixtures.Path("gsm8k_train.jsonl"));
+    static Gsm8kTask Task(Gsm8kVariant variant, int shots = 1) =>
+        Gsm8kTask.Create(variant, new GenerationTaskOptions(shots), TaskFixtures.Path("gsm8k_train.jsonl"));
 
     [Fact]
     public void One_shot_lm_eval_prompt_is_exact()
     {
-        var prompt = Task(Gsm8kPromptStyle.LmEvalCot).BuildPrompt(TestQ);
+        var prompt = Task(Gsm8kVariant.Cot).BuildPrompt(TestQ);
         Assert.Equal("Q: " + TrainQ + "\nA: " + TrainTarget + "\n\nQ: " + TestQ + "\nA:", prompt);
     }
 
     [Fact]
     public void One_shot_sean_prompt_carries_the_suffix_on_exemplar_and_question()
     {
-        var prompt = Task(Gsm8kPromptStyle.Sean).BuildPrompt(TestQ);
+        var prompt = Task(Gsm8kVariant.CotSean).BuildPrompt(TestQ);
         Assert.Equal("Q: " + TrainQ + "\nA: Let's think step by step. " + TrainTarget + "\n\nQ: " + TestQ + "\nA: Let's think step by step.", prompt);
     }
 
     [Fact]
     public void Zero_shot_prompt_is_the_question_turn_only()
     {
-        var t = new Gsm8kTask(new Gsm8kOptions(Gsm8kPromptStyle.LmEvalCot, NumFewshot: 0));
+        var t = new Gsm8kTask(Gsm8kVariant.Cot, new GenerationTaskOptions(NumFewshot: 0));
         Assert.Equal("Q: " + TestQ + "\nA:", t.BuildPrompt(TestQ));
     }
 
     [Fact]
     public void Exemplars_drop_calculator_annotations_and_blank_lines()
     {
-        var ex = Gsm8kTask.LoadExemplars(TaskFixtures.Path("gsm8k_train.jsonl"), 3).Docs;
+        var ex = Gsm8kTask.LoadExemplars(TaskFixtures.Path("gsm8k_train.jsonl"), 3, Gsm8kVariant.Cot);
         Assert.Equal(3, ex.Count);
         Assert.Equal(TrainTarget, ex[0].Target);
         Assert.Equal("She earns 20 * 2 = $40. The answer is 40.", ex[1].Target);
@@ -48,7 +48,7 @@ public class Gsm8kTests
     [Fact]
     public void Two_shot_prompt_uses_the_first_two_exemplars_in_order()
     {
-        var prompt = Task(Gsm8kPromptStyle.LmEvalCot, shots: 2).BuildPrompt(TestQ);
+        var prompt = Task(Gsm8kVariant.Cot, shots: 2).BuildPrompt(TestQ);
         var blocks = prompt.Split("\n\n");
         Assert.Equal(3, blocks.Length);
         Assert.StartsWith("Q: " + TrainQ, blocks[0]);
@@ -59,7 +59,7 @@ public class Gsm8kTests
     [Fact]
     public void An_exemplar_equal_to_the_question_is_skipped()
     {
-        var prompt = Task(Gsm8kPromptStyle.LmEvalCot).BuildPrompt(TrainQ);
+        var prompt = Task(Gsm8kVariant.Cot).BuildPrompt(TrainQ);
         Assert.StartsWith("Q: A baker sells", prompt);
         Assert.Equal(1, prompt.Split("Q: " + TrainQ).Length - 1);
     }
@@ -67,16 +67,16 @@ public class Gsm8kTests
     [Fact]
     public void Few_shot_without_an_exemplar_file_is_a_user_error()
     {
-        var e = Assert.Throws<RecurUserException>(() => Gsm8kTask.Create(new Gsm8kOptions(NumFewshot: 1), null));
+        var e = Assert.Throws<RecurUserException>(() => Gsm8kTask.Create(Gsm8kVariant.Cot, new GenerationTaskOptions(NumFewshot: 1), null));
         Assert.Contains("training jsonl", e.Message);
-        var e2 = Assert.Throws<RecurUserException>(() => Gsm8kTask.Create(new Gsm8kOptions(NumFewshot: 5), TaskFixtures.Path("gsm8k_train.jsonl")));
+        var e2 = Assert.Throws<RecurUserException>(() => Gsm8kTask.Create(Gsm8kVariant.Cot, new GenerationTaskOptions(NumFewshot: 5), TaskFixtures.Path("gsm8k_train.jsonl")));
         Assert.Contains("only 3 exemplars", e2.Message);
     }
 
     [Fact]
     public void Gold_is_the_text_after_the_last_hashes()
     {
-        var docs = Gsm8kTask.Load(TaskFixtures.Path("gsm8k_test.jsonl")).Docs;
+        var docs = Gsm8kTask.LoadDocs(TaskFixtures.Path("gsm8k_test.jsonl")).Docs;
         Assert.Equal(["5", "120", "-2"], docs.Select(d => d.Gold));
         Assert.Equal([1, 2, 3], docs.Select(d => d.Line));
         Assert.Equal("12", Gsm8kTask.GoldAnswer("12"));
@@ -93,7 +93,7 @@ public class Gsm8kTests
             var o = JsonNode.Parse(line)!.AsObject();
             var answer = o["answer"] is JsonValue v && v.TryGetValue(out string? text) ? text : o["answer"]!.ToJsonString();
             var gold = Gsm8kTask.GoldAnswer(answer);
-            var s = Gsm8kTask.Score(i, "", (string)o["output"]!, gold);
+            var s = new Gsm8kTask(Gsm8kVariant.Cot, new GenerationTaskOptions(0)).Score(i, "", (string)o["output"]!, gold);
             Assert.True((string)o["expect_strict"]! == s.StrictExtracted, $"line {i + 1}: strict '{s.StrictExtracted}'");
             Assert.True((string)o["expect_flexible"]! == s.FlexibleExtracted, $"line {i + 1}: flexible '{s.FlexibleExtracted}'");
             Assert.True((bool)o["expect_strict_correct"]! == s.StrictCorrect, $"line {i + 1}: strict correct");
@@ -116,8 +116,8 @@ public class Gsm8kTests
     [Fact]
     public void Evaluate_sends_prompts_in_batches_with_the_stop_sequences_and_scores_the_outputs()
     {
-        var task = Task(Gsm8kPromptStyle.Sean);
-        var data = Gsm8kTask.Load(TaskFixtures.Path("gsm8k_test.jsonl"));
+        var task = Task(Gsm8kVariant.CotSean);
+        var data = Gsm8kTask.LoadDocs(TaskFixtures.Path("gsm8k_test.jsonl"));
         // Right for the first two problems, wrong for the third; the generator runs past a stop sequence.
         var answers = new Dictionary<string, string>
         {
@@ -140,7 +140,6 @@ public class Gsm8kTests
         // Sample stderr of the mean of {1,1,0}: sqrt(1/3) / sqrt(3) = 1/3.
         Assert.Equal(1.0 / 3, run.Result.Metrics["exact_match_stderr,strict-match"], 12);
         Assert.Equal("1", run.Result.Settings["num_fewshot"]);
-        Assert.Equal("sean", run.Result.Settings["prompt_style"]);
         Assert.Contains("exact_match,flexible-extract 0.6667 ± 0.3333", run.Result.Summary());
     }
 
@@ -148,7 +147,7 @@ public class Gsm8kTests
     public void Shared_test_split_loads_its_first_five_problems()
     {
         var path = SharedAssets.Path("data", "gsm8k", "test.jsonl");
-        var data = Gsm8kTask.Load(path, new TaskLoadOptions(Limit: 5));
+        var data = Gsm8kTask.LoadDocs(path, new TaskLoadOptions(Limit: 5));
         Assert.Equal(5, data.Docs.Count);
         Assert.Empty(data.Warnings);
         Assert.Equal([1, 2, 3, 4, 5], data.Docs.Select(d => d.Line));
@@ -166,7 +165,7 @@ public class Gsm8kTests
     [SharedFact]
     public void Shared_train_split_gives_clean_one_shot_exemplars()
     {
-        var task = Gsm8kTask.Create(new Gsm8kOptions(Gsm8kPromptStyle.Sean, 1), SharedAssets.Path("data", "gsm8k", "train.jsonl"));
+        var task = Gsm8kTask.Create(Gsm8kVariant.CotSean, new GenerationTaskOptions(1), SharedAssets.Path("data", "gsm8k", "train.jsonl"));
         Assert.Equal(2, task.ExemplarPool.Count);
         var ex = task.ExemplarPool[0];
         Assert.DoesNotContain("<<", ex.Target);
@@ -174,5 +173,33 @@ public class Gsm8kTests
         Assert.EndsWith("The answer is 72.", ex.Target);
         var prompt = task.BuildPrompt("What is 1 + 1?");
         Assert.Equal("Q: " + ex.Question + "\nA: Let's think step by step. " + ex.Target + "\n\nQ: What is 1 + 1?\nA: Let's think step by step.", prompt);
+    }
+
+    [Fact]
+    public void Plain_gsm8k_uses_question_answer_prompt_whole_answer_exemplars_and_its_stop_string()
+    {
+        var task = Task(Gsm8kVariant.Gsm8k);
+        var train = File.ReadLines(TaskFixtures.Path("gsm8k_train.jsonl")).Select(l => JsonNode.Parse(l)!.AsObject()).First();
+        // gsm8k.yaml: doc_to_text "Question: {{question}}\nAnswer:", doc_to_target "{{answer}}" (annotations and '#### N' kept).
+        Assert.Equal("Question: " + TrainQ + "\nAnswer: " + (string)train["answer"]! + "\n\nQuestion: " + TestQ + "\nAnswer:", task.BuildPrompt(TestQ));
+        Assert.Equal(["Question:", "</s>", "<|im_end|>"], task.StopSequences);
+        Assert.Equal("gsm8k", task.Name);
+    }
+
+    [Theory]
+    // gsm8k.yaml strict-match is '#### (\-?[0-9\.\,]+)': "The answer is N." does not count, '#### N' does.
+    [InlineData("3 + 4 = 7. The answer is 7.", "[invalid]", false, true)]
+    [InlineData("3 + 4 = 7\n#### 7", "7", true, true)]
+    [InlineData("#### 1,000 then #### 7", "1,000", false, true)]
+    [InlineData("3 + 4 = 7\n#### 7\n\nQuestion: next #### 9", "7", true, true)]
+    public void Plain_gsm8k_strict_match_reads_hashes_and_compares_with_the_whole_reference(string output, string strict, bool strictOk, bool flexibleOk)
+    {
+        var task = new Gsm8kTask(Gsm8kVariant.Gsm8k, new GenerationTaskOptions(0));
+        var gold = task.TargetOf("Add them: 3 + 4 = <<3+4=7>>7\n#### 7");
+        Assert.Equal("Add them: 3 + 4 = <<3+4=7>>7\n#### 7", gold);
+        var s = task.Score(0, "", output, gold);
+        Assert.Equal(strict, s.StrictExtracted);
+        Assert.Equal(strictOk, s.StrictCorrect);
+        Assert.Equal(flexibleOk, s.FlexibleCorrect);
     }
 }

@@ -8,7 +8,7 @@ public class LoadingErrorTests
     const string Good = "{\"question\": \"q\", \"answer\": \"a #### 1\"}";
 
     static RecurUserException Fails(string path, TaskLoadOptions? o = null) =>
-        Assert.Throws<RecurUserException>(() => Gsm8kTask.Load(path, o));
+        Assert.Throws<RecurUserException>(() => Gsm8kTask.LoadDocs(path, o));
 
     [Fact]
     public void Missing_file_is_named()
@@ -63,7 +63,7 @@ public class LoadingErrorTests
     public void Skip_bad_lines_goes_on_and_counts_them()
     {
         var p = TaskFixtures.TempFile($"{Good}\nnot json\n{{\"question\": \"q\"}}\n{Good}\n");
-        var data = Gsm8kTask.Load(p, new TaskLoadOptions(SkipBadLines: true));
+        var data = Gsm8kTask.LoadDocs(p, new TaskLoadOptions(SkipBadLines: true));
         Assert.Equal(2, data.Docs.Count);
         Assert.Equal([1, 4], data.Docs.Select(d => d.Line));
         Assert.Equal(2, data.SkippedLines);
@@ -82,7 +82,7 @@ public class LoadingErrorTests
     [Fact]
     public void Limit_larger_than_the_data_uses_all_and_warns()
     {
-        var data = Gsm8kTask.Load(TaskFixtures.Path("gsm8k_test.jsonl"), new TaskLoadOptions(Limit: 10));
+        var data = Gsm8kTask.LoadDocs(TaskFixtures.Path("gsm8k_test.jsonl"), new TaskLoadOptions(Limit: 10));
         Assert.Equal(3, data.Docs.Count);
         var w = Assert.Single(data.Warnings);
         Assert.Contains("limit 10", w);
@@ -93,7 +93,7 @@ public class LoadingErrorTests
     public void Limit_stops_reading_before_later_bad_lines()
     {
         var p = TaskFixtures.TempFile($"{Good}\n{Good}\nbroken\n");
-        var data = Gsm8kTask.Load(p, new TaskLoadOptions(Limit: 2));
+        var data = Gsm8kTask.LoadDocs(p, new TaskLoadOptions(Limit: 2));
         Assert.Equal(2, data.Docs.Count);
         Assert.Empty(data.Warnings);
         Assert.Contains("limit must be at least 1", Fails(p, new TaskLoadOptions(Limit: 0)).Message);
@@ -103,7 +103,7 @@ public class LoadingErrorTests
     public void Answer_without_hashes_warns_and_uses_the_whole_answer()
     {
         var p = TaskFixtures.TempFile("{\"question\": \"q\", \"answer\": \" 42 \"}\n");
-        var data = Gsm8kTask.Load(p);
+        var data = Gsm8kTask.LoadDocs(p);
         Assert.Equal("42", data.Docs[0].Gold);
         Assert.Contains("without '#### N'", Assert.Single(data.Warnings));
     }

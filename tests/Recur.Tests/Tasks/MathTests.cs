@@ -80,7 +80,7 @@ public class MathTests
     [Fact]
     public void Load_takes_gold_from_the_boxed_solution_or_the_answer_field()
     {
-        var data = MathTask.Load(TaskFixtures.Path("math_test.jsonl"));
+        var data = MathTask.LoadDocs(TaskFixtures.Path("math_test.jsonl"));
         Assert.Equal([@"\frac{1}{2}", "5", "3"], data.Docs.Select(d => d.Gold));
         Assert.Equal(["Algebra", "Geometry", "Algebra"], data.Docs.Select(d => d.Subject));
     }
@@ -88,7 +88,7 @@ public class MathTests
     [Fact]
     public void One_shot_prompt_is_exact_and_exemplar_gets_the_final_answer_sentence()
     {
-        var task = MathTask.Create(new MathOptions(NumFewshot: 1), TaskFixtures.Path("math_train.jsonl"));
+        var task = MathTask.Create("minerva_math", new GenerationTaskOptions(NumFewshot: 1), TaskFixtures.Path("math_train.jsonl"));
         Assert.Equal(
             "Problem:\nWhat is $2+3$?\n\nSolution: We add: $2+3=\\boxed{5}$.\nFinal Answer: The final answer is $5$. I hope it is correct.\n\n" +
             "Problem:\nWhat is half of $1$?\n\nSolution:",
@@ -101,22 +101,22 @@ public class MathTests
     [Fact]
     public void Score_cuts_at_problem_and_boxed_fallback_is_a_separate_metric()
     {
-        var a = MathTask.Score(0, "", "Final Answer: The final answer is $\\frac12$. I hope it is correct.\n\nProblem:\nNext", @"\frac{1}{2}");
+        var a = MathTask.ScoreOutput(0, "", "Final Answer: The final answer is $\\frac12$. I hope it is correct.\n\nProblem:\nNext", @"\frac{1}{2}");
         Assert.Equal("Final Answer: The final answer is $\\frac12$. I hope it is correct.\n\n", a.Output);
         Assert.True(a.Correct);
         Assert.True(a.CorrectBoxed);
 
-        var b = MathTask.Score(1, "", "The side is $\\boxed{5\\text{ cm}}$.", "5");
+        var b = MathTask.ScoreOutput(1, "", "The side is $\\boxed{5\\text{ cm}}$.", "5");
         Assert.Equal("[invalidanswer]", b.Extracted);
         Assert.False(b.Correct);
         Assert.Equal("5", b.ExtractedBoxed);
         Assert.True(b.CorrectBoxed);
 
-        var c = MathTask.Score(2, "", "I am not sure.", "5");
+        var c = MathTask.ScoreOutput(2, "", "I am not sure.", "5");
         Assert.Equal("[invalidanswer]", c.ExtractedBoxed);
         Assert.False(c.CorrectBoxed);
 
-        var r = MathTask.Aggregate([a, b, c], new Dictionary<string, string>(), []);
+        var r = new MathTask("minerva_math", new GenerationTaskOptions(0)).Aggregate([a, b, c], new Dictionary<string, string>(), []);
         Assert.Equal(1.0 / 3, r.Metrics["exact_match,none"], 12);
         Assert.Equal(2.0 / 3, r.Metrics["exact_match,boxed-fallback"], 12);
     }
@@ -124,8 +124,8 @@ public class MathTests
     [Fact]
     public void Evaluate_stops_at_problem()
     {
-        var task = new MathTask(new MathOptions(NumFewshot: 0, MaxNewTokens: 64));
-        var data = MathTask.Load(TaskFixtures.Path("math_test.jsonl"));
+        var task = new MathTask("minerva_math", new GenerationTaskOptions(NumFewshot: 0, MaxNewTokens: 64));
+        var data = MathTask.LoadDocs(TaskFixtures.Path("math_test.jsonl"));
         var gen = new FakeGenerator(_ => "Final Answer: The final answer is $5$. I hope it is correct.");
         var run = task.Evaluate(gen, data);
         Assert.Single(gen.Calls);
@@ -139,7 +139,7 @@ public class MathTests
     public void Solution_without_a_box_is_named()
     {
         var p = TaskFixtures.TempFile("{\"problem\": \"p\", \"solution\": \"no box here\"}\n");
-        var e = Assert.Throws<RecurUserException>(() => MathTask.Load(p));
+        var e = Assert.Throws<RecurUserException>(() => MathTask.LoadDocs(p));
         Assert.Contains($"{p}:1", e.Message);
         Assert.Contains(@"\boxed", e.Message);
     }

@@ -40,7 +40,7 @@ public class PredictionScorerTests
     [Fact]
     public void Per_sample_records_are_written_as_snake_case_json_lines()
     {
-        var scored = PredictionScorer.Score("gsm8k", TaskFixtures.Path("gsm8k_predictions.jsonl"));
+        var scored = PredictionScorer.Score("gsm8k_cot", TaskFixtures.Path("gsm8k_predictions.jsonl"));
         var outPath = Path.Combine(Path.GetDirectoryName(TaskFixtures.TempFile("")!)!, "samples.jsonl");
         PredictionScorer.WriteSamples(outPath, scored);
         var lines = File.ReadAllLines(outPath);
@@ -61,6 +61,6 @@ public class PredictionScorerTests
         Assert.Contains($"{p}:1: missing field 'output'", Assert.Throws<RecurUserException>(() => PredictionScorer.Score("gsm8k", p)).Message);
         var q = TaskFixtures.TempFile("{\"output\": \"The answer is 3.\"}\n");
         Assert.Contains($"{q}:1: missing field 'answer'", Assert.Throws<RecurUserException>(() => PredictionScorer.Score("gsm8k", q)).Message);
-        Assert.Contains("cannot be scored", Assert.Throws<RecurUserException>(() => PredictionScorer.Score("hellaswag", q)).Message);
+        Assert.Contains("cannot be scored", Assert.Throws<RecurUserException>(() => PredictionScorer.Score("val_loss", q)).Message);
     }
 }
