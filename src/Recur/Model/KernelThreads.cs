@@ -27,19 +27,35 @@ internal sealed class KernelPool : IDisposable
 {
     const double SpinMicroseconds = 100;
 
+    /// <summary>
+    /// One posted job. A helper reads the current job once, through one reference, and then only this object:
+    /// it can be late (preempted right after noticing the job) but never mixes one job's part count with another
+    /// job's body or counter. Reading a generation number, then a part count and a body from separate fields,
+    /// let a late helper run a part of the next job twice and let Run return early.
+    /// </summary>
+    sealed class Job(Action<int> body, int parts)
+    {
+        public readonly Action<int> Body = body;
+        public readonly int Parts = parts;
+        public int Pending = parts - 1;
+        public Exception? Error;
+    }
+
     readonly object _runLock = new();
     readonly Worker[] _workers;
-    Action<int>? _body;
-    int _parts, _pending;
-    long _generation;
-    Exception? _error;
+    readonly Action<int>? _onJobNoticed;
+    Job? _job; // read with Volatile.Read, published with Interlocked.Exchange
     volatile bool _stopped;
 
-    public KernelPool(int helpers)
+    /// <param name="helpers">Helper threads beside the calling thread.</param>
+    /// <param name="onJobNoticed">Test hook: called by a helper right after it noticed a new job, before it reads
+    /// anything else (a test holds a helper there to stand in for preemption).</param>
+    public KernelPool(int helpers, Action<int>? onJobNoticed = null)
     {
-        // Workers are created before any job is posted and take the current generation from here, not from
-        // their own first read: a thread that starts late could otherwise see the first job's generation as
-        // already done and sleep through it.
+        _onJobNoticed = onJobNoticed;
+        // Workers are created before any job is posted and take the current job from here, not from their own
+        // first read: a thread that starts late could otherwise see the first job as already seen and sleep
+        // through it.
         _workers = [.. Enumerable.Range(1, helpers).Select(i => new Worker(this, i))];
     }
 
@@ -51,7 +67,7 @@ internal sealed class KernelPool : IDisposable
         lock (_runLock)
         {
             _stopped = true;
-            Interlocked.Increment(ref _generation);
+            Interlocked.Exchange(ref _job, new Job(_ => { }, 0));
             foreach (var w in _workers) w.WakeIfAsleep();
         }
     }
@@ -63,18 +79,16 @@ internal sealed class KernelPool : IDisposable
         if (parts <= 1) { body(0); return; }
         lock (_runLock)
         {
-            _body = body; _parts = parts; _error = null;
-            Volatile.Write(ref _pending, parts - 1);
-            Interlocked.Increment(ref _generation); // full fence: the job is visible before any helper is woken
+            var job = new Job(body, parts);
+            Interlocked.Exchange(ref _job, job); // full fence: the job is visible before any helper is woken
             for (int i = 0; i < parts - 1; i++) _workers[i].WakeIfAsleep();
             try { body(0); }
             finally
             {
                 var spin = new SpinWait();
-                while (Volatile.Read(ref _pending) > 0) spin.SpinOnce(sleep1Threshold: -1);
-                _body = null;
+                while (Volatile.Read(ref job.Pending) > 0) spin.SpinOnce(sleep1Threshold: -1);
             }
-            if (_error is { } e) throw new AggregateException(e);
+            if (job.Error is { } e) throw new AggregateException(e);
         }
     }
 
@@ -83,14 +97,14 @@ internal sealed class KernelPool : IDisposable
         readonly KernelPool _pool;
         readonly int _id;
         readonly ManualResetEventSlim _wake = new(false, spinCount: 1);
-        readonly long _firstSeen;
+        readonly Job? _firstSeen;
         int _asleep;
 
         public Worker(KernelPool pool, int id)
         {
             _pool = pool;
             _id = id;
-            _firstSeen = Volatile.Read(ref pool._generation);
+            _firstSeen = Volatile.Read(ref pool._job);
             new Thread(Loop) { IsBackground = true, Name = $"recur-kernel-{id}" }.Start();
         }
 
@@ -99,27 +113,29 @@ internal sealed class KernelPool : IDisposable
         void Loop()
         {
             var p = _pool;
-            long seen = _firstSeen;
+            var seen = _firstSeen;
             long spinTicks = (long)(SpinMicroseconds * Stopwatch.Frequency / 1e6);
             while (true)
             {
                 long start = Stopwatch.GetTimestamp();
-                while (Volatile.Read(ref p._generation) == seen)
+                Job? job;
+                while ((job = Volatile.Read(ref p._job)) == seen)
                 {
                     if (Stopwatch.GetTimestamp() - start < spinTicks) { Thread.SpinWait(8); continue; }
                     _wake.Reset();
-                    Interlocked.Exchange(ref _asleep, 1); // full fence before re-reading the generation
-                    if (Volatile.Read(ref p._generation) == seen) _wake.Wait();
+                    Interlocked.Exchange(ref _asleep, 1); // full fence before re-reading the job
+                    if (Volatile.Read(ref p._job) == seen) _wake.Wait();
                     Volatile.Write(ref _asleep, 0);
                     start = Stopwatch.GetTimestamp();
                 }
-                seen = Volatile.Read(ref p._generation);
+                seen = job;
+                p._onJobNoticed?.Invoke(_id);
                 if (p._stopped) return;
-                if (_id < p._parts)
+                if (_id < job!.Parts)
                 {
-                    try { p._body!(_id); }
-                    catch (Exception e) { p._error = e; }
-                    Interlocked.Decrement(ref p._pending);
+                    try { job.Body(_id); }
+                    catch (Exception e) { job.Error = e; }
+                    Interlocked.Decrement(ref job.Pending);
                 }
             }
         }

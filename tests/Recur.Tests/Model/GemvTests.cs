@@ -210,4 +210,47 @@ public class KernelPoolTests
         pool.Run(2, _ => Interlocked.Increment(ref after)); // still usable
         Assert.Equal(2, after);
     }
+
+    /// <summary>
+    /// Alternating part counts with a helper preempted between noticing a job and reading it. The helper notices
+    /// a 2-part job it has no part in and is held there (what an oversubscribed machine does at random) while
+    /// that job finishes and a 3-part job is posted. Reading the part count and body separately, it once ran part
+    /// 2 of the new job twice (and counted it done twice, so Run could return before every part had finished).
+    /// Each part of the new job must run exactly once.
+    /// </summary>
+    [Fact]
+    public void A_helper_held_between_two_jobs_of_different_part_counts_runs_its_part_once()
+    {
+        int armed = 0;
+        using var held = new ManualResetEventSlim(false);
+        using var release = new ManualResetEventSlim(false);
+        using var pool = new KernelPool(2, onJobNoticed: id =>
+        {
+            if (id == 2 && Interlocked.Exchange(ref armed, 0) == 1) { held.Set(); release.Wait(); }
+        });
+        // Arrange: helper 2 must be awake (spinning after a job it took part in) when the 2-part job is posted,
+        // or it sleeps through it; retry until it noticed that job.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "helper 2 never noticed a 2-part job");
+            pool.Run(3, _ => { });
+            Volatile.Write(ref armed, 1);
+            pool.Run(2, _ => { });
+            if (Interlocked.Exchange(ref armed, 0) == 0) break;
+        }
+        held.Wait();
+
+        var hits = new int[3];
+        pool.Run(3, t =>
+        {
+            Interlocked.Increment(ref hits[t]);
+            if (t != 0) return;
+            release.Set();
+            // Keep the job open long enough for a second run of part 2 to show.
+            var until = DateTime.UtcNow + TimeSpan.FromMilliseconds(500);
+            while (Volatile.Read(ref hits[2]) < 2 && DateTime.UtcNow < until) Thread.Sleep(1);
+        });
+        Assert.Equal([1, 1, 1], hits);
+    }
 }
