@@ -35,21 +35,34 @@ public static class RecurrentCheckpoint
         @"^transformer\.(prelude|core_block|coda)\.\d+\.(attn\.(Wqkv\.weight|proj\.weight|q_norm\.weight|k_norm\.weight|qk_bias)|mlp\.(fc|proj)\.weight|norm_1\.weight|norm_2\.weight)$|^transformer\.(wte|adapter|ln_f)\.weight$|^lm_head\.weight$",
         System.Text.RegularExpressions.RegexOptions.Compiled);
 
+    /// <summary>
+    /// Writes config.json, the weights and the Python files of <see cref="RemoteCode"/> (so the folder loads in HF
+    /// transformers with trust_remote_code); <paramref name="extraFiles"/> (name → source path) are copied too.
+    /// </summary>
     public static void Save(RecurrentModel model, string folder, ScalarType? storeDType = null, bool force = false, long maxShardBytes = 4L << 30,
         IReadOnlyDictionary<string, string>? extraFiles = null)
     {
         var dtype = storeDType ?? model.transformer.wte.weight!.dtype;
-        string modeling = model.Config.BlockType == BlockType.Olmo2 ? "raven_modeling_minimal_olmo" : "raven_modeling_minimal_llama";
         var config = model.Config with
         {
             TorchDType = HfCheckpoint.DTypeName(dtype),
             BlockTypeName = model.Config.BlockType == BlockType.Olmo2 ? "olmo2" : "llama",
             // Recur holds the head as its own tensor (a tied file is untied at load) and writes it.
             TieEmbeddings = false,
-            // The paper's Python loads these folders through trust_remote_code with its modeling file.
-            AutoMap = model.Config.AutoMap ?? new() { ["AutoConfig"] = $"{modeling}.RavenConfig", ["AutoModelForCausalLM"] = $"{modeling}.RavenForCausalLM" },
+            ModelType = "huginn_raven",
+            Architectures = ["RavenForCausalLM"],
+            AutoMap = RemoteCode.AutoMap(),
         };
         var tensors = model.named_parameters().Select(kv => new KeyValuePair<string, Tensor>(kv.name, kv.parameter)).ToList();
-        HfCheckpoint.SaveFolder(folder, config.ToJson(), tensors, dtype, maxShardBytes, force, extraFiles);
+        var code = Path.Combine(Path.GetTempPath(), $"recur-remote-code-{Guid.NewGuid():N}");
+        try
+        {
+            var files = RemoteCode.WriteTo(code);
+            // A source folder's copies of these files (e.g. the paper's) are replaced by Recur's.
+            foreach (var (name, path) in extraFiles ?? new Dictionary<string, string>())
+                if (!files.ContainsKey(name)) files[name] = path;
+            HfCheckpoint.SaveFolder(folder, config.ToJson(), tensors, dtype, maxShardBytes, force, files);
+        }
+        finally { try { Directory.Delete(code, recursive: true); } catch (IOException) { } }
     }
 }
