@@ -131,7 +131,7 @@ class Block(nn.Module):
 
 class RavenPreTrainedModel(PreTrainedModel):
     config_class = RavenConfig
-    base_model_prefix = "transformer"
+    base_model_prefix = "model"  # as in the paper's files: the whole model is one module, no separate base
     _no_split_modules = ["Block"]
     _tied_weights_keys = ["lm_head.weight"]
 
@@ -158,7 +158,6 @@ class RavenForCausalLM(RavenPreTrainedModel, GenerationMixin):
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
-        self.register_buffer("inv_freq", inverse_frequencies(config), persistent=False)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -219,7 +218,10 @@ class RavenForCausalLM(RavenPreTrainedModel, GenerationMixin):
         b, s, _ = x.shape
         if position_ids is None:
             position_ids = torch.arange(s, device=x.device).unsqueeze(0).expand(b, s)
-        angles = position_ids[:, :, None].float() * self.inv_freq[None, None, :].to(x.device)
+        # The rotary frequencies are computed per call (cheap), not kept as a buffer that loading on the meta
+        # device would leave empty.
+        inv_freq = inverse_frequencies(c, device=x.device)
+        angles = position_ids[:, :, None].float() * inv_freq[None, None, :]
         angles = torch.cat([angles, angles], dim=-1)[:, None]  # [B, 1, S, d]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         mask = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()[None, None]
