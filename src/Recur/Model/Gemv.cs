@@ -163,7 +163,7 @@ public static unsafe class Gemv
 
     /// <summary>
     /// The optional native AVX-512 BF16 kernel (src/Recur/Native/recur_kernels.c), loaded from beside the
-    /// assemblies when the build compiled it and the CPU has the instructions. RECUR_NATIVE=0 turns it off.
+    /// assemblies or the app's native search path when the build compiled it and the CPU has the instructions. RECUR_NATIVE=0 turns it off.
     /// </summary>
     internal static class NativeBf16
     {
@@ -180,8 +180,11 @@ public static unsafe class Gemv
         static delegate* unmanaged<ushort*, ushort*, float*, long, long, long, void> Load()
         {
             if (Environment.GetEnvironmentVariable("RECUR_NATIVE") == "0" || !System.Runtime.Intrinsics.X86.Avx512F.IsSupported) return null;
+            // Beside the assemblies (repository builds, the dotnet tool, apps with a RuntimeIdentifier) or where the
+            // app's deps.json puts the package's runtimes/linux-x64/native asset (apps without one).
             string path = Path.Combine(AppContext.BaseDirectory, "librecur_kernels.so");
-            if (!File.Exists(path) || !NativeLibrary.TryLoad(path, out var lib)) return null;
+            if (!(File.Exists(path) && NativeLibrary.TryLoad(path, out var lib))
+                && !NativeLibrary.TryLoad("recur_kernels", typeof(NativeBf16).Assembly, null, out lib)) return null;
             if (!NativeLibrary.TryGetExport(lib, "recur_kernels_abi", out var abi) || ((delegate* unmanaged<int>)abi)() != 1) return null;
             if (!NativeLibrary.TryGetExport(lib, "recur_has_avx512_bf16", out var has) || ((delegate* unmanaged<int>)has)() != 1) return null;
             return NativeLibrary.TryGetExport(lib, "recur_gemv_bf16", out var k) ? (delegate* unmanaged<ushort*, ushort*, float*, long, long, long, void>)k : null;
