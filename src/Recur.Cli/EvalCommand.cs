@@ -342,14 +342,14 @@ static class EvalCommand
         void Done(string label, TimeSpan elapsed, EvalResult result, IReadOnlyList<string> notes);
     }
 
-    /// <summary>A live Spectre display on a terminal; plain lines (at most one per 10 s per task) otherwise.</summary>
+    /// <summary>One live progress line on a terminal (ProgressLine); plain lines (at most one per 10 s per task) otherwise.</summary>
     static void RunWithProgress(IAnsiConsole console, Action<IProgressSink> body)
     {
         bool live = !Console.IsOutputRedirected && console.Profile.Capabilities.Interactive;
         if (!live) { body(new PlainProgress(console)); return; }
-        console.Progress().AutoClear(false).HideCompleted(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .Start(ctx => body(new LiveProgress(console, ctx)));
+        var line = ProgressLine.ForConsole();
+        try { body(new LiveProgress(line)); }
+        finally { line.Finish(completed: false); }
     }
 
     static string Summary(EvalResult r) =>
@@ -377,23 +377,19 @@ static class EvalCommand
         }
     }
 
-    sealed class LiveProgress(IAnsiConsole console, ProgressContext ctx) : IProgressSink
+    sealed class LiveProgress(ProgressLine line) : IProgressSink
     {
         public Action<int, int> Start(string label, int total, string unit)
         {
-            var task = ctx.AddTask(Markup.Escape($"{label} (0/{total} {unit})"), maxValue: Math.Max(total, 1));
-            return (done, all) =>
-            {
-                task.MaxValue = Math.Max(all, 1);
-                task.Value = done;
-                task.Description = Markup.Escape($"{label} ({done}/{all} {unit})");
-            };
+            line.Start($"{label} (0/{total} {unit})", total);
+            return (done, all) => line.Update(done, all, $"{label} ({done}/{all} {unit})");
         }
 
         public void Done(string label, TimeSpan elapsed, EvalResult result, IReadOnlyList<string> notes)
         {
-            foreach (var n in notes) console.MarkupLine($"[yellow]note:[/] {Markup.Escape($"{label}: {n}")}");
-            console.MarkupLine(Markup.Escape($"{label}: done in {elapsed.TotalSeconds:0.0} s: {Summary(result)}"));
+            line.Finish();
+            foreach (var n in notes) line.Log($"note: {label}: {n}");
+            line.Log($"{label}: done in {elapsed.TotalSeconds:0.0} s: {Summary(result)}");
         }
     }
 }

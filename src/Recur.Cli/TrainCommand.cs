@@ -3,7 +3,6 @@ using Recur.Checkpoints;
 using Recur.Distributed;
 using Recur.Model;
 using Recur.Training;
-using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -83,8 +82,9 @@ static class TrainCommand
                 throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --resume {dir} to continue it, or --force to replace it)");
         }
         bool plain = Console.IsOutputRedirected;
-        // Rank 0 alone speaks; the other ranks print only their errors.
-        void Log(string s) { if (!lead) return; if (plain) Console.WriteLine(s); else AnsiConsole.MarkupLine($"[grey]{Markup.Escape(s)}[/]"); }
+        // Rank 0 alone speaks (log lines above one live progress line on a terminal); the other ranks print only their errors.
+        var line = ProgressLine.ForConsole();
+        void Log(string s) { if (lead) line.Log(s); }
         if (note is not null) Console.Error.WriteLine(note);
         int threads = r.Threads > 0 || mpi is null ? r.Threads : ThreadsPerRank(mpi.LocalSize);
         Common.SetThreads(threads);
@@ -143,9 +143,9 @@ static class TrainCommand
             OnStep = m =>
             {
                 TrainRun.AppendMetrics(dir, m);
-                Status = Describe(m);
-                if (plain || m.ValLoss is not null) Log(Status + (m.ValLoss is { } v ? "  val " + string.Join(" ", v.Select(kv => $"{kv.Key}:{kv.Value:0.000}")) : ""));
-                Progress = (m.Step, m.TotalSteps, m.Phase);
+                string status = Describe(m);
+                if (plain || m.ValLoss is not null) Log(status + (m.ValLoss is { } v ? "  val " + string.Join(" ", v.Select(kv => $"{kv.Key}:{kv.Value:0.000}")) : ""));
+                if (lead) line.Update(m.Step, m.TotalSteps, $"phase {m.Phase + 1} {status}");
             },
             OnCheckpoint = c => Log($"checkpoint {c}"),
             Sync = sync,
@@ -156,20 +156,14 @@ static class TrainCommand
         {
             if (plain || !lead) finished = trainer.Run(cancel.Token);
             else
-                finished = AnsiConsole.Progress()
-                    .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new ElapsedTimeColumn())
-                    .Start(ctx =>
-                    {
-                        var task = ctx.AddTask("starting", maxValue: 1);
-                        var poll = new Timer(_ =>
-                        {
-                            var (step, total, phase) = Progress;
-                            if (total > 0) { task.MaxValue = total; task.Value = step; }
-                            task.Description = Markup.Escape($"phase {phase + 1} {Status}");
-                        }, null, 0, 250);
-                        try { return trainer.Run(cancel.Token); }
-                        finally { poll.Dispose(); }
-                    });
+            {
+                line.Start("starting", 0);
+                finished = false;
+                // Redraws the elapsed time and ETA between steps (a step can take seconds).
+                using var tick = new Timer(_ => line.Refresh(), null, 500, 500);
+                try { finished = trainer.Run(cancel.Token); }
+                finally { tick.Dispose(); line.Finish(finished); }
+            }
         }
         try { Directory.Delete(scratch, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         if (!lead) return finished ? 0 : 130;
@@ -231,9 +225,6 @@ static class TrainCommand
         if (!mpi.Agree(Fingerprint.OfTensors(named)))
             throw new RecurUserException("the ranks start from different parameters (a model folder that differs between nodes?); every rank must load the same weights");
     }
-
-    static string Status = "";
-    static (long Step, long Total, int Phase) Progress;
 
     static string Describe(StepMetrics m) =>
         $"step {m.Step}/{m.TotalSteps} loss {m.Loss:0.0000} " +
