@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using Recur.Checkpoints;
+using Recur.Diagnostics;
 using Recur.Engine;
 using Recur.Model;
 using Recur.Tokenization;
@@ -50,6 +51,7 @@ static class GenerateCommand
             if (texts.Length == 0 && idTexts.Length == 0) throw new RecurUserException("give --prompt TEXT or --prompt-ids \"1 2 3\"");
             if (texts.Length > 0 && idTexts.Length > 0) throw new RecurUserException("give either --prompt or --prompt-ids, not both");
             var format = ModelLoader.Detect(path);
+            StartupTrace.Mark("arguments parsed");
 
             ITokenizer? tok = null;
             string? tokPath = parse.GetValue(tokenizer) ?? (Directory.Exists(path) && TokenizerLoader.TryResolve(path) is not null ? path : null);
@@ -59,7 +61,9 @@ static class GenerateCommand
                 tok = TokenizerLoader.Load(tokPath);
             }
             using var _tok = tok;
+            StartupTrace.Mark("tokenizer loaded");
             using var m = ModelLoader.Load(path, dt, dev, notice: s => Console.Error.WriteLine($"note: {s}"));
+            StartupTrace.Mark("model loaded");
             if (tok is not null) TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tokPath!);
             var recurrence = parse.GetValue(recurrences) is { } recText ? ParseRecurrence(recText) : null;
             var adaptive = recurrence?.Adaptive;
@@ -98,6 +102,7 @@ static class GenerateCommand
                 return 130;
             }
             sw.Stop();
+            StartupTrace.Mark("generated");
             if (stream) Console.WriteLine(decoder!.Flush());
             else if (parse.GetValue(outputIds) || tok is null) foreach (var o in outputs) Console.WriteLine(string.Join(' ', o));
             else

@@ -1,3 +1,6 @@
 using Recur.Cli;
+using Recur.Diagnostics;
+
+StartupTrace.Mark("main");
 
 return CliRoot.Create().Parse(args).Invoke();

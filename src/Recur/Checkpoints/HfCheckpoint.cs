@@ -17,19 +17,27 @@ public static class HfCheckpoint
         catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException) { return null; }
     }
 
-    /// <summary>Loads a Llama/OLMo-2 folder with parameters in <paramref name="paramDType"/> on <paramref name="device"/>.</summary>
-    public static DecoderModel Load(string folder, ScalarType paramDType, Device device, Action<string>? notice = null)
+    /// <summary>
+    /// Loads a Llama/OLMo-2 folder with parameters in <paramref name="paramDType"/> on <paramref name="device"/>.
+    /// With <paramref name="map"/>, CPU parameters in the stored dtype are the mapped file's bytes (StateLoader.Bind).
+    /// </summary>
+    public static DecoderModel Load(string folder, ScalarType paramDType, Device device, Action<string>? notice = null, bool map = true)
     {
         if (!Directory.Exists(folder)) throw new RecurUserException($"{folder}: model folder not found");
         var config = ModelConfig.Load(Path.Combine(folder, "config.json"));
         using var weights = WeightFiles.Open(folder);
-        var model = new DecoderModel(config);
-        model.to(paramDType);
-        StateLoader.Load(model, weights,
-            // rotary inv_freq buffers appear in older exports; a tied model may still carry a copy of lm_head.
-            ignorable: n => n.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal) || (config.TieWordEmbeddings && n == "lm_head.weight"),
-            notice: notice);
-        model.to(device);
+        Diagnostics.StartupTrace.Mark("config and headers read");
+        DecoderModel model;
+        using (ParameterPlacement.Skeleton()) model = new DecoderModel(config);
+        try
+        {
+            StateLoader.Bind(model, weights, paramDType, device, map,
+                // rotary inv_freq buffers appear in older exports; a tied model may still carry a copy of lm_head.
+                ignorable: n => n.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal) || (config.TieWordEmbeddings && n == "lm_head.weight"),
+                notice: notice);
+        }
+        catch { model.Dispose(); throw; }
+        Diagnostics.StartupTrace.Mark("weights bound");
         model.ComputeDType = paramDType;
         model.eval();
         return model;

@@ -10,22 +10,26 @@ namespace Recur.Checkpoints;
 /// </summary>
 public static class RecurrentCheckpoint
 {
-    public static RecurrentModel Load(string folder, ScalarType paramDType, Device device, Action<string>? notice = null)
+    /// <summary>Loads a recurrent folder; with <paramref name="map"/>, CPU parameters in the stored dtype are the mapped file's bytes (StateLoader.Bind).</summary>
+    public static RecurrentModel Load(string folder, ScalarType paramDType, Device device, Action<string>? notice = null, bool map = true)
     {
         if (!Directory.Exists(folder)) throw new RecurUserException($"{folder}: model folder not found");
         using var weights = WeightFiles.Open(folder);
         var config = RecurConfig.Load(Path.Combine(folder, "config.json"), weights.Names, notice);
-        var model = new RecurrentModel(config);
-        model.to(paramDType);
+        RecurrentModel model;
+        using (ParameterPlacement.Skeleton()) model = new RecurrentModel(config);
         // Released files may carry Huginn leftovers (norm_3, norm_4, freqs_cis): unknown keys are ignored with a
         // notice. A block tensor the config has no room for means the config disagrees with the file: an error.
         // tie_embeddings (the official default when absent): the head is the embedding, as after HF's tie_weights;
         // the file's lm_head.weight, if any, is not used. Recur keeps an untied copy in memory and saves it untied.
-        StateLoader.Load(model, weights,
-            ignorable: n => !BlockTensor.IsMatch(n) || (config.TieEmbeddings && n == "lm_head.weight"),
-            notice: notice,
-            sourceName: config.TieEmbeddings ? n => n == "lm_head.weight" ? "transformer.wte.weight" : n : null);
-        model.to(device);
+        try
+        {
+            StateLoader.Bind(model, weights, paramDType, device, map,
+                ignorable: n => !BlockTensor.IsMatch(n) || (config.TieEmbeddings && n == "lm_head.weight"),
+                notice: notice,
+                sourceName: config.TieEmbeddings ? n => n == "lm_head.weight" ? "transformer.wte.weight" : n : null);
+        }
+        catch { model.Dispose(); throw; }
         model.ComputeDType = paramDType;
         model.eval();
         return model;

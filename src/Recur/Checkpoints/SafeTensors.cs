@@ -29,13 +29,15 @@ public sealed class SafeTensorsFile : IDisposable
     public string Path { get; }
     public IReadOnlyDictionary<string, SafeTensorEntry> Entries { get; }
     public IReadOnlyDictionary<string, string> Metadata { get; }
-    readonly long _dataStart;
+    readonly long _dataStart, _length;
     readonly MemoryMappedFile _map;
     readonly MemoryMappedViewAccessor _view;
+    // The whole file as one tensor per element type (libtorch's private file mapping), made on first use.
+    readonly Dictionary<ScalarType, Tensor> _mapped = new();
 
     SafeTensorsFile(string path, Dictionary<string, SafeTensorEntry> entries, Dictionary<string, string> metadata, long dataStart, long fileLength)
     {
-        Path = path; Entries = entries; Metadata = metadata; _dataStart = dataStart;
+        Path = path; Entries = entries; Metadata = metadata; _dataStart = dataStart; _length = fileLength;
         _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         _view = _map.CreateViewAccessor(0, fileLength, MemoryMappedFileAccess.Read);
     }
@@ -125,8 +127,30 @@ public sealed class SafeTensorsFile : IDisposable
         return t;
     }
 
+    /// <summary>
+    /// One tensor (CPU, stored dtype) over the file's bytes without copying them, or null when its offset is not a
+    /// multiple of its element size. The bytes come from a private (copy-on-write) mapping of the file made by
+    /// libtorch, which lives as long as any tensor over it, after this reader is disposed: writing to the tensor (an
+    /// optimizer step) copies the touched pages and never reaches the file, and the file may be renamed, replaced
+    /// or deleted meanwhile (the mapping keeps the old contents). Truncating or rewriting the same file in place
+    /// while a model is mapped over it is not supported (Recur's own writes are atomic renames, AtomicFile.cs).
+    /// </summary>
+    public Tensor? Map(string name)
+    {
+        if (!Entries.TryGetValue(name, out var e)) throw new RecurUserException($"{Path}: missing tensor '{name}'");
+        var (type, size) = DTypes[e.DType];
+        long start = _dataStart + e.Begin;
+        if (start % size != 0) return null;
+        if (!_mapped.TryGetValue(type, out var whole))
+            _mapped[type] = whole = from_file(Path, shared: false, size: _length / size, dtype: type).DetachFromDisposeScope();
+        using var flat = whole.narrow(0, start / size, e.Elements);
+        return flat.view(e.Shape);
+    }
+
     public void Dispose()
     {
+        foreach (var t in _mapped.Values) t.Dispose();
+        _mapped.Clear();
         _view.Dispose();
         _map.Dispose();
     }

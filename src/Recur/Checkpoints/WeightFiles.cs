@@ -72,6 +72,9 @@ public sealed class WeightFiles : IDisposable
     public bool Contains(string name) => _byName.ContainsKey(name);
     public SafeTensorEntry Entry(string name) => _byName[name].Entries[name];
     public string FileOf(string name) => _byName.TryGetValue(name, out var f) ? f.Path : Folder;
+    /// <summary>The tensor over the file's bytes (SafeTensorsFile.Map), or null when it cannot be mapped.</summary>
+    public Tensor? Map(string name) =>
+        _byName.TryGetValue(name, out var f) ? f.Map(name) : throw new RecurUserException($"{Folder}: missing tensor '{name}'");
     public Tensor Read(string name, ScalarType? dtype = null) =>
         _byName.TryGetValue(name, out var f) ? f.Read(name, dtype) : throw new RecurUserException($"{Folder}: missing tensor '{name}'");
 

@@ -30,10 +30,10 @@ public sealed class SelfAttention : nn.Module
     public SelfAttention(ModelConfig c) : base("SelfAttention")
     {
         _nh = c.NumAttentionHeads; _nkv = c.KvHeads; _d = c.HeadDimension;
-        q_proj = nn.Linear(c.HiddenSize, _nh * _d, hasBias: false);
-        k_proj = nn.Linear(c.HiddenSize, _nkv * _d, hasBias: false);
-        v_proj = nn.Linear(c.HiddenSize, _nkv * _d, hasBias: false);
-        o_proj = nn.Linear(_nh * _d, c.HiddenSize, hasBias: false);
+        q_proj = nn.Linear(c.HiddenSize, _nh * _d, hasBias: false, device: ParameterPlacement.Device);
+        k_proj = nn.Linear(c.HiddenSize, _nkv * _d, hasBias: false, device: ParameterPlacement.Device);
+        v_proj = nn.Linear(c.HiddenSize, _nkv * _d, hasBias: false, device: ParameterPlacement.Device);
+        o_proj = nn.Linear(_nh * _d, c.HiddenSize, hasBias: false, device: ParameterPlacement.Device);
         if (c.BlockType == BlockType.Olmo2)
         {
             q_norm = new RMSNorm(_nh * _d, c.RmsNormEps, castBeforeWeight: false);
@@ -59,9 +59,9 @@ public sealed class SwiGlu : nn.Module
 
     public SwiGlu(int hidden, int intermediate) : base("SwiGlu")
     {
-        gate_proj = nn.Linear(hidden, intermediate, hasBias: false);
-        up_proj = nn.Linear(hidden, intermediate, hasBias: false);
-        down_proj = nn.Linear(intermediate, hidden, hasBias: false);
+        gate_proj = nn.Linear(hidden, intermediate, hasBias: false, device: ParameterPlacement.Device);
+        up_proj = nn.Linear(hidden, intermediate, hasBias: false, device: ParameterPlacement.Device);
+        down_proj = nn.Linear(intermediate, hidden, hasBias: false, device: ParameterPlacement.Device);
         RegisterComponents();
     }
 
@@ -108,7 +108,7 @@ public sealed class DecoderBody : nn.Module
 
     public DecoderBody(ModelConfig c) : base("DecoderBody")
     {
-        embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize);
+        embed_tokens = ParameterPlacement.Embedding(c.VocabSize, c.HiddenSize);
         layers = new ModuleList<DecoderLayer>();
         for (int i = 0; i < c.NumHiddenLayers; i++) layers.append(new DecoderLayer(c));
         norm = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: c.BlockType == BlockType.Llama);
@@ -131,7 +131,7 @@ public sealed class DecoderModel : nn.Module, ICausalLM
     {
         Config = config;
         model = new DecoderBody(config);
-        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: ParameterPlacement.Device);
         RegisterComponents();
     }
 

@@ -71,7 +71,7 @@ public sealed class WeightCast(ScalarType dtype) : IDisposable
 public sealed class RMSNorm : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // HF parameter name
-    public readonly Parameter weight;
+    public Parameter weight; // not readonly: a loader binds it (BindWeight)
 #pragma warning restore IDE1006
     readonly double _eps;
     readonly bool _castBeforeWeight;
@@ -82,10 +82,19 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     /// </param>
     public RMSNorm(long dim, double eps, bool castBeforeWeight = true) : base("RMSNorm")
     {
-        weight = new Parameter(ones(dim));
+        weight = new Parameter(ones(dim, device: ParameterPlacement.Device));
         _eps = eps;
         _castBeforeWeight = castBeforeWeight;
         RegisterComponents();
+    }
+
+    /// <summary>Replaces the weight with a loaded tensor (a skeleton's meta weight, ParameterPlacement.cs).</summary>
+    internal void BindWeight(Parameter p)
+    {
+        var old = weight;
+        weight = p;
+        ConditionallyRegisterParameter("weight", p);
+        if (!ReferenceEquals(old, p)) old.Dispose();
     }
 
     public override Tensor forward(Tensor x)

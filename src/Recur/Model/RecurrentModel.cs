@@ -34,8 +34,8 @@ public sealed class RavenAttention : nn.Module
     public RavenAttention(ModelConfig c, bool qkBias = false) : base("RavenAttention")
     {
         _nh = c.NumAttentionHeads; _nkv = c.KvHeads; _d = c.HeadDimension;
-        Wqkv = nn.Linear(c.HiddenSize, (_nh + 2 * _nkv) * _d, hasBias: false);
-        proj = nn.Linear(_nh * _d, c.HiddenSize, hasBias: false);
+        Wqkv = nn.Linear(c.HiddenSize, (_nh + 2 * _nkv) * _d, hasBias: false, device: ParameterPlacement.Device);
+        proj = nn.Linear(_nh * _d, c.HiddenSize, hasBias: false, device: ParameterPlacement.Device);
         if (c.BlockType == BlockType.Olmo2)
         {
             q_norm = new RMSNorm(_nh * _d, c.RmsNormEps, castBeforeWeight: false);
@@ -69,8 +69,8 @@ public sealed class RavenMlp : nn.Module
 
     public RavenMlp(ModelConfig c) : base("RavenMlp")
     {
-        fc = nn.Linear(c.HiddenSize, 2 * c.IntermediateSize, hasBias: false);
-        proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false);
+        fc = nn.Linear(c.HiddenSize, 2 * c.IntermediateSize, hasBias: false, device: ParameterPlacement.Device);
+        proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, device: ParameterPlacement.Device);
         RegisterComponents();
     }
 
@@ -116,9 +116,9 @@ public sealed class RavenBody : nn.Module
     public RavenBody(RecurConfig rc) : base("RavenBody")
     {
         var c = rc.ToBlockConfig();
-        wte = nn.Embedding(rc.EmbeddingRows, rc.NEmbd);
+        wte = ParameterPlacement.Embedding(rc.EmbeddingRows, rc.NEmbd);
         prelude = Blocks(c, rc.NLayersInPrelude, rc.QkBias);
-        adapter = nn.Linear(2 * rc.NEmbd, rc.NEmbd, hasBias: false); // PyTorch's default init, U(±1/√(2h)) (§2.5)
+        adapter = nn.Linear(2 * rc.NEmbd, rc.NEmbd, hasBias: false, device: ParameterPlacement.Device); // PyTorch's default init, U(±1/√(2h)) (§2.5)
         core_block = Blocks(c, rc.NLayersInRecurrentBlock, rc.QkBias);
         coda = Blocks(c, rc.NLayersInCoda, rc.QkBias);
         ln_f = new RMSNorm(rc.NEmbd, rc.NormEps, castBeforeWeight: c.BlockType == BlockType.Llama);
@@ -172,7 +172,7 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         Config = config;
         _recurrences = config.MeanRecurrence;
         transformer = new RavenBody(config);
-        lm_head = nn.Linear(config.NEmbd, config.EmbeddingRows, hasBias: false);
+        lm_head = nn.Linear(config.NEmbd, config.EmbeddingRows, hasBias: false, device: ParameterPlacement.Device);
         RegisterComponents();
     }
 
