@@ -15,7 +15,7 @@ public sealed record MathSample(int Index, string Prompt, string Output, string 
 /// Minerva-style MATH (EleutherAI/lm-evaluation-harness:lm_eval/tasks/minerva_math, METHOD §8): prompt
 /// <c>Problem:\n{problem}\n\nSolution:</c>, greedy, stop at <c>Problem:</c>; the answer is X in "Final Answer:
 /// The final answer is X. I hope it is correct.", normalised with Minerva's rules and compared with the
-/// normalised last <c>\boxed{}</c> of the reference solution by <see cref="MinervaMath.IsEquivalent"/>.
+/// normalised last <c>\boxed{}</c> of the reference solution by <see cref="MinervaMath.IsEquivalent"/> (sympy-level, <see cref="MathEquivalence"/>).
 /// </summary>
 /// <remarks>
 /// <c>minerva_math</c> is lm-eval's group of seven subject tasks (benchmarks/minerva_math.yaml): its
@@ -71,7 +71,7 @@ public sealed class MathTask : GenerationTask<MathDoc, MathSample>
 
     public override IReadOnlyDictionary<string, string> Settings => new Dictionary<string, string>(base.Settings)
     {
-        ["equivalence"] = "normalised string or equal number (no sympy)",
+        ["equivalence"] = "lm-eval is_equiv (sympy parse_latex + simplify), reproduced in C#",
     };
 
     /// <summary>

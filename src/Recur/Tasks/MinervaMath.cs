@@ -7,9 +7,8 @@ namespace Recur.Tasks;
 /// <summary>
 /// Answer extraction and normalisation for Minerva-style MATH, following
 /// EleutherAI/lm-evaluation-harness:lm_eval/tasks/minerva_math/utils.py, whose normaliser is Minerva's
-/// (Lewkowycz et al. 2022, appendix D). Only the final equivalence check differs: the harness compares with
-/// sympy (<c>is_equiv</c>); here two answers are equal when their normalised strings are equal or both are
-/// plain numbers or integer fractions of the same value (see <see cref="IsEquivalent"/>).
+/// (Lewkowycz et al. 2022, appendix D). The final equivalence check is the harness's sympy test, reproduced in
+/// <see cref="MathEquivalence"/>.
 /// </summary>
 public static class MinervaMath
 {
@@ -135,43 +134,8 @@ public static class MinervaMath
         RemoveBoxed(LastBoxedOnlyString(solution)) is string boxed ? NormalizeFinalAnswer(boxed) : null;
 
     /// <summary>
-    /// Whether two normalised answers agree: the same string, or the same value when both are a plain decimal
-    /// number or an integer fraction (<c>\frac{a}{b}</c>, also <c>\dfrac</c>/<c>\tfrac</c>), compared exactly.
-    /// This is the part of the harness's sympy check that needs no algebra (0.50 = 0.5 = \frac{1}{2});
-    /// symbolic equivalences (e.g. <c>\sqrt{8}</c> vs <c>2\sqrt{2}</c>) are not detected. Empty strings and
-    /// <see cref="InvalidAnswer"/> never match.
+    /// Whether two normalised answers agree as the harness's <c>is_equiv</c> decides: sympy's LaTeX parser and
+    /// <c>simplify(a - b) == 0</c>, reproduced by <see cref="MathEquivalence"/>.
     /// </summary>
-    public static bool IsEquivalent(string a, string b)
-    {
-        if (a.Length == 0 || b.Length == 0 || a == InvalidAnswer || b == InvalidAnswer) return false;
-        if (a == b) return true;
-        return TryValue(a, out var p1, out var q1) && TryValue(b, out var p2, out var q2) && p1 * q2 == p2 * q1;
-    }
-
-    static readonly Regex Decimal = new(@"^(-?)([0-9]*)(?:\.([0-9]*))?\z", RegexOptions.CultureInvariant);
-    static readonly Regex Fraction = new(@"^(-?)\\[dt]?frac\{(-?[0-9]+)\}\{(-?[0-9]+)\}\z", RegexOptions.CultureInvariant);
-
-    /// <summary>Parses a plain number or integer fraction as p/q with q &gt; 0.</summary>
-    internal static bool TryValue(string s, out BigInteger p, out BigInteger q)
-    {
-        p = 0; q = 1;
-        var m = Decimal.Match(s);
-        if (m.Success)
-        {
-            string whole = m.Groups[2].Value, frac = m.Groups[3].Value;
-            if (whole.Length + frac.Length == 0) return false;
-            p = BigInteger.Parse(whole + frac, System.Globalization.CultureInfo.InvariantCulture);
-            q = BigInteger.Pow(10, frac.Length);
-            if (m.Groups[1].Value == "-") p = -p;
-            return true;
-        }
-        m = Fraction.Match(s);
-        if (!m.Success) return false;
-        p = BigInteger.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture);
-        q = BigInteger.Parse(m.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture);
-        if (q.IsZero) return false;
-        if (m.Groups[1].Value == "-") p = -p;
-        if (q.Sign < 0) { p = -p; q = -q; }
-        return true;
-    }
+    public static bool IsEquivalent(string a, string b) => MathEquivalence.IsEquivalent(a, b);
 }
