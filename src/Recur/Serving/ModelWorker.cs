@@ -4,8 +4,9 @@ namespace Recur.Serving;
 /// Serialises all model work onto one dedicated thread: one forward at a time, in arrival order.
 /// Non-streaming greedy requests without a seed that wait in the queue together and share T are run as
 /// one batch (at most <c>maxBatch</c> rows, and only while the longest prompt plus the longest reply fits
-/// the context): their results do not depend on a random stream, so batching cannot change what a seed
-/// would reproduce. A failing batch fails only its own requests; the thread keeps serving.
+/// the context): greedy decoding draws no samples, so batching cannot change what a seed would reproduce. (A
+/// recurrent model with σ &gt; 0 still draws its initial state s_0 from a generator; a batch draws one s_0 per row
+/// from the worker's stream, so such results depend on the batch they ran in, as they would on request order.) A failing batch fails only its own requests; the thread keeps serving.
 /// </summary>
 public sealed class ModelWorker : IDisposable
 {
