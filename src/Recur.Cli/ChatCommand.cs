@@ -16,14 +16,14 @@ static class ChatCommand
     public static Command Create(TextReader? input = null, TextWriter? output = null, TextWriter? error = null)
     {
         var model = new Option<string>("--model") { Description = "Model folder (HF or recurrent)", Required = true };
-        var recurrences = new Option<int?>("--recurrences") { Description = "Test-time recurrence T for recurrent models (default: the config's mean_recurrence); /recurrences N changes it" };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder (default: the model folder)" };
+        var recurrences = new Option<int?>("--recurrences") { Description = "Test-time recurrence T for recurrent models; /recurrences N changes it [default: the config's mean_recurrence]" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder [default: the model folder]" };
         var system = new Option<string?>("--system") { Description = "System message that opens the conversation" };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest reply, in tokens", DefaultValueFactory = _ => 512 };
+        var maxNew = new Option<int?>("--max-new-tokens") { Description = "Longest reply, in tokens " + Common.MaxNewTokensDefault(512) };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.0 };
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens (0: off)", DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass (1: off)", DefaultValueFactory = _ => 1.0 };
-        var seed = new Option<long?>("--seed") { Description = "Random seed for sampling and the recurrent initial state (each reply uses seed + turn)" };
+        var seed = new Option<long?>("--seed") { Description = "Random seed for sampling and the recurrent initial state (each reply uses seed + turn) [default: random]" };
         var template = ChatSetup.TemplateOption();
         var device = Common.DeviceOption();
         var dtype = Common.DTypeOption();
@@ -37,14 +37,14 @@ static class ChatCommand
             var outw = output ?? Console.Out;
             var errw = error ?? Console.Error;
             Common.SetThreads(parse.GetValue(threads));
-            int max = parse.GetValue(maxNew);
-            if (max < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {max})");
+            if (parse.GetValue(maxNew) is < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {parse.GetValue(maxNew)})");
             long baseSeed = parse.GetValue(seed) ?? Random.Shared.NextInt64(1, long.MaxValue / 2);
             var sampling = new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP)).Validate();
             string path = parse.GetValue(model)!;
             using var loaded = ChatSetup.Load(path, parse.GetValue(tokenizer), parse.GetValue(template)!, parse.GetValue(recurrences),
                 Common.ParseDevice(parse.GetValue(device)!), Common.ParseDType(parse.GetValue(dtype)), errw, "chat");
             using var runner = new ModelRunner(loaded.Model, loaded.Tokenizer);
+            int max = Common.MaxNewTokens(parse.GetValue(maxNew), 512, runner.ContextLength, errw);
             int budget = runner.ContextLength - max;
             if (budget < 1)
                 throw new RecurUserException($"--max-new-tokens {max} leaves no room for the conversation in the model's context of {runner.ContextLength} tokens");

@@ -10,9 +10,35 @@ static class Common
 {
     public static readonly Option<bool> Verbose = new("--verbose") { Description = "Show stack traces on errors", Recursive = true };
 
+    // One vocabulary across verbs (README "Common options"): --device and --dtype are where and in what precision the
+    // model computes; the dtype a verb writes to disk is --save-dtype; --force always means "replace what is already at
+    // the output". Defaults are shown as "[default: …]", by System.CommandLine for a DefaultValueFactory and in the
+    // description otherwise (tests/Recur.Tests/Cli/HelpConventionTests.cs checks all verbs).
     public static Option<string> DeviceOption() => new("--device") { Description = "cpu or cuda[:N]", DefaultValueFactory = _ => "cpu" };
-    public static Option<string?> DTypeOption(string? @default = null) => new("--dtype") { Description = "Compute dtype: fp32 or bf16 (default: fp32)", DefaultValueFactory = _ => @default };
-    public static Option<int> ThreadsOption() => new("--threads") { Description = "CPU threads for tensor ops (default: all cores)", DefaultValueFactory = _ => 0 };
+    public static Option<string> DTypeOption() => new("--dtype") { Description = "Compute dtype: fp32 or bf16", DefaultValueFactory = _ => "fp32" };
+    public static Option<string> SaveDTypeOption() => new("--save-dtype") { Description = "Stored dtype: fp32, bf16 or fp16", DefaultValueFactory = _ => "fp32" };
+    public static Option<int> ThreadsOption() => new("--threads") { Description = "CPU threads for tensor ops (0: all cores)", DefaultValueFactory = _ => 0 };
+
+    /// <summary>
+    /// A generation budget that fits the model: <paramref name="given"/> when the user set it, else the verb's default
+    /// capped at a quarter of the context (a 512-token default would leave no room for the prompt of a 256-token
+    /// model); a note says when the cap applied.
+    /// </summary>
+    public static int MaxNewTokens(int? given, int @default, int context, TextWriter notes)
+    {
+        if (given is { } g)
+        {
+            if (g < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {g})");
+            return g;
+        }
+        int fit = Math.Max(1, context / 4);
+        if (fit >= @default) return @default;
+        notes.WriteLine($"note: --max-new-tokens {fit}: a quarter of the model's {context}-token context (the default, {@default}, does not fit it)");
+        return fit;
+    }
+
+    /// <summary>Help text of a --max-new-tokens whose default depends on the model.</summary>
+    public static string MaxNewTokensDefault(int @default) => $"[default: {@default}, at most a quarter of the model's context]";
 
     public static Device ParseDevice(string name)
     {

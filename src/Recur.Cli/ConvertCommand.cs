@@ -12,8 +12,8 @@ static class ConvertCommand
         from.AcceptOnlyFromAmong("llama2c");
         var input = new Argument<string>("FILE") { Description = "The file to convert" };
         var output = new Option<string>("--out") { Description = "Output model folder (Hugging Face layout)", Required = true };
-        var dtype = new Option<string>("--dtype") { Description = "Stored dtype: fp32, bf16 or fp16", DefaultValueFactory = _ => "fp32" };
-        var force = new Option<bool>("--force") { Description = "Overwrite an existing output folder" };
+        var dtype = Common.SaveDTypeOption();
+        var force = new Option<bool>("--force") { Description = "Replace an existing output folder" };
         var cmd = new Command("convert", "Convert a llama2.c checkpoint to a Hugging Face model folder") { input, from, output, dtype, force };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {

@@ -33,7 +33,7 @@ static class DataCommand
         var maxValue = new Option<int>("--max-value") { Description = "Largest starting value, operand or intermediate result", DefaultValueFactory = _ => defaults.MaxValue };
         var valFraction = new Option<double>("--val-fraction") { Description = "Fraction of --count for validation", DefaultValueFactory = _ => defaults.ValidationFraction };
         var testFraction = new Option<double>("--test-fraction") { Description = "Fraction of --count for test", DefaultValueFactory = _ => defaults.TestFraction };
-        var force = new Option<bool>("--force") { Description = "Write into a non-empty output folder, replacing the split files" };
+        var force = new Option<bool>("--force") { Description = "Replace the split files in a non-empty output folder" };
         var cmd = new Command("synth-math", "Write seeded synthetic grade-school arithmetic word problems in GSM8K's JSONL format")
         {
             output, count, steps, direct, seed, maxValue, valFraction, testFraction, force,

@@ -15,11 +15,11 @@ public static class DataPrepareCommand
     public static Command CreatePrepare()
     {
         var source = new Option<string[]>("--source") { Description = "A data file or folder (repeat to mix several sources)" };
-        var weight = new Option<double[]>("--weight") { Description = "Mixture weight of each --source, in the same order (default: all 1)" };
+        var weight = new Option<double[]>("--weight") { Description = "Mixture weight of each --source, in the same order [default: all 1]" };
         var specFile = new Option<string?>("--spec") { Description = "A data spec JSON file (sources, seq_len, val_fraction, seed) instead of --source" };
         var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer.json, tokenizer.model, or a folder holding one", Required = true };
-        var seqLen = new Option<int?>("--seq-len") { Description = "Tokens per training row (rows hold seq_len + 1 tokens; default 1024, or the spec's)" };
-        var field = new Option<string[]>("--field") { Description = "JSONL key / Parquet column holding the text (repeat to join several with a blank line; default: text)" };
+        var seqLen = new Option<int?>("--seq-len") { Description = "Tokens per training row (rows hold seq_len + 1 tokens) [default: 1024, or the spec's]" };
+        var field = new Option<string[]>("--field") { Description = "JSONL key / Parquet column holding the text (repeat to join several with a blank line) [default: text]" };
         var template = new Option<string?>("--template") { Description = "Document template with {field} placeholders, e.g. \"Q: {question}\\nA: {answer}\"" };
         var format = new Option<string>("--format") { Description = "How to read the sources", DefaultValueFactory = _ => "auto" };
         format.AcceptOnlyFromAmong("auto", "text", "jsonl", "parquet", "gsm8k");
@@ -28,7 +28,7 @@ public static class DataPrepareCommand
         var skipBad = new Option<bool>("--skip-bad-lines") { Description = "Skip and count malformed JSONL lines / Parquet rows with null text instead of failing" };
         var valFraction = new Option<double?>("--val-fraction") { Description = "Share of each source's rows held out for validation (its last rows)" };
         var valRows = new Option<long?>("--val-rows") { Description = "Rows held out for validation per source, instead of --val-fraction" };
-        var seed = new Option<long?>("--seed") { Description = "Seed of the training row order (default 74, or the spec's)" };
+        var seed = new Option<long?>("--seed") { Description = "Seed of the training row order [default: 74, or the spec's]" };
         var output = new Option<string>("--out") { Description = "Folder for the token caches and data.json", Required = true };
         var cmd = new Command("prepare", "Tokenise data sources once into a token cache folder and report documents, tokens and packed rows")
         {

@@ -14,7 +14,7 @@ static class DownloadCommand
         var revision = new Option<string>("--revision") { Description = "Branch, tag or commit", DefaultValueFactory = _ => "main" };
         var include = new Option<string[]>("--include") { Description = "Only files matching these globs, e.g. '*.safetensors' config.json (repeatable)", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out") { Description = "Folder to download into", Required = true };
-        var force = new Option<bool>("--force") { Description = "Overwrite files in --out that came from elsewhere, and download everything again" };
+        var force = new Option<bool>("--force") { Description = "Replace the files in --out, also ones that came from elsewhere (everything is downloaded again)" };
         var cmd = new Command("download", "Download a model repository from the Hugging Face hub (HF_ENDPOINT, HF_TOKEN); resumable")
         {
             repo, revision, include, output, force,

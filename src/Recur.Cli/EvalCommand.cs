@@ -26,21 +26,21 @@ static class EvalCommand
         var model = new Option<string?>("--model") { Description = "Model folder (HF or recurrent) or llama2.c .bin file" };
         var tasks = new Option<string>("--tasks") { Description = $"Comma-separated tasks: {string.Join(", ", EvalTasks.Names)}", Required = true };
         var data = new Option<string[]>("--data") { Description = "Data file per task: PATH[,PATH...] in --tasks order, or task=PATH pairs (repeatable)" };
-        var recurrences = new Option<string?>("--recurrences") { Description = "Test-time recurrences T, e.g. 1,2,4,8,16,32 (default: the model's mean_recurrence); "
+        var recurrences = new Option<string?>("--recurrences") { Description = "Test-time recurrences T, e.g. 1,2,4,8,16,32; "
     + "adaptive per-token depth (experimental, gsm8k/math only): adaptive:kl=5e-4,max=32, adaptive:latent=0.03,max=16, adaptive:entropy=1e-3,max=32, "
-    + "adaptive:argmax=5,max=32, plus warm=1 (start from the previous token's state) and cache=latest (K/V of the newest iteration only); see docs/adaptive.md" };
+    + "adaptive:argmax=5,max=32, plus warm=1 (start from the previous token's state) and cache=latest (K/V of the newest iteration only); see docs/adaptive.md [default: the model's mean_recurrence]" };
         var shots = new Option<int>("--shots") { Description = "Exemplars before each GSM8K/MATH question (the paper uses 1; multiple choice is zero-shot)", DefaultValueFactory = _ => 1 };
-        var fewshot = new Option<string[]>("--fewshot-data") { Description = "Training jsonl to draw exemplars from (first K): PATH, or gsm8k=PATH,math=PATH (default: train.jsonl beside the data file)" };
-        var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N examples of each task (rows for val_loss)" };
+        var fewshot = new Option<string[]>("--fewshot-data") { Description = "Training jsonl to draw exemplars from (first K): PATH, or gsm8k=PATH,math=PATH [default: train.jsonl beside the data file]" };
+        var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N examples of each task (rows for val_loss) [default: all]" };
         var batch = new Option<int>("--batch-size") { Description = "Prompts / log-likelihood rows per forward pass", DefaultValueFactory = _ => 32 };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Generation budget for GSM8K/MATH (lm-eval's max_gen_toks)", DefaultValueFactory = _ => 256 };
-        var seqLen = new Option<int?>("--seq-len") { Description = "Row length for val_loss (default: 1024, or the model's context if shorter)" };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder (default: the model folder)" };
+        var maxNew = new Option<int?>("--max-new-tokens") { Description = "Generation budget for GSM8K/MATH (lm-eval's max_gen_toks) " + Common.MaxNewTokensDefault(256) };
+        var seqLen = new Option<int?>("--seq-len") { Description = "Row length for val_loss [default: 1024, or the model's context if shorter]" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder [default: the model folder]" };
         var seed = new Option<long>("--seed") { Description = "Seed of the recurrent initial state s_0, reset at the start of every (task, T)", DefaultValueFactory = _ => 0 };
         var skipBad = new Option<bool>("--skip-bad-lines") { Description = "Skip (and count) malformed data lines instead of failing" };
         var predictions = new Option<string[]>("--predictions") { Description = "Score existing generations (jsonl) for gsm8k/math instead of running a model: one file per task" };
         var output = new Option<string>("--out") { Description = "Output folder (results.json, samples_*.jsonl, plot_*.png)", Required = true };
-        var force = new Option<bool>("--force") { Description = "Write into a non-empty --out, replacing an earlier evaluation's files there" };
+        var force = new Option<bool>("--force") { Description = "Replace an earlier evaluation's files in a non-empty --out" };
         var device = Common.DeviceOption();
         var dtype = Common.DTypeOption();
         var threads = Common.ThreadsOption();
@@ -61,8 +61,7 @@ static class EvalCommand
             if (lim is < 1) throw new RecurUserException($"--limit must be ≥ 1 (got {lim})");
             int batchSize = parse.GetValue(batch);
             if (batchSize < 1) throw new RecurUserException($"--batch-size must be ≥ 1 (got {batchSize})");
-            int maxNewTokens = parse.GetValue(maxNew);
-            if (maxNewTokens < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {maxNewTokens})");
+            if (parse.GetValue(maxNew) is < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {parse.GetValue(maxNew)})");
             if (parse.GetValue(seqLen) is < 1) throw new RecurUserException($"--seq-len must be ≥ 1 (got {parse.GetValue(seqLen)})");
             var recurrenceList = parse.GetValue(recurrences) is { } recText ? RecurrenceSetting.ParseList(recText) : null;
             var predictionFiles = Split(parse.GetValue(predictions));
@@ -108,6 +107,9 @@ static class EvalCommand
             if (ts.Any(t => t?.Adaptive is not null) && infos.Any(i => !EvalTasks.SupportsAdaptive(i)))
                 Console.Error.WriteLine($"note: adaptive recurrence runs only for generation tasks; skipped for {string.Join(", ", infos.Where(i => !EvalTasks.SupportsAdaptive(i)).Select(i => i.Name))}");
 
+            int maxNewTokens = infos.Any(i => i.Kind == EvalTaskKind.Generation)
+                ? Common.MaxNewTokens(parse.GetValue(maxNew), 256, m.MaxPositions, Console.Error)
+                : parse.GetValue(maxNew) ?? 256;
             int effSeqLen = parse.GetValue(seqLen) ?? Math.Min(1024, m.MaxPositions);
             if (infos.Any(i => i.Kind == EvalTaskKind.ValLoss) && parse.GetValue(seqLen) is null && effSeqLen < 1024)
                 Console.Error.WriteLine($"note: val_loss rows are {effSeqLen} tokens, the model's context (1024 by default)");

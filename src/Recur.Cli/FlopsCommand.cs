@@ -31,7 +31,7 @@ static class FlopsCommand
         var baseModel = new Option<string?>("--base") { Description = "Base model: tinyllama-1.1b, llama-3.2-1b or olmo-2-1b (per-layer counts of METHOD §2.6)" };
         var recipe = new Option<string?>("--recipe") { Description = "Price a training recipe (every phase); flags below are then not used" };
         var sets = new Option<string[]>("--set") { Description = "Override a recipe field: key=value (repeatable)" };
-        var shape = new Option<string?>("--shape") { Description = "Layers in prelude, recurrent block and coda, p,r,c (default: the paper's 4,8,4 for TinyLlama, 4,6,4 otherwise)" };
+        var shape = new Option<string?>("--shape") { Description = "Layers in prelude, recurrent block and coda, p,r,c [default: the paper's 4,8,4 for TinyLlama, 4,6,4 otherwise]" };
         var trainRecurrence = new Option<int?>("--train-recurrence") { Description = "R_max, the mean recurrence the curriculum reaches (required unless --non-recurrent)" };
         var steps = new Option<long>("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 50_000 };
         var tokensPerStep = new Option<string>("--tokens-per-step") { Description = "Tokens per optimizer step, an integer or 2^k", DefaultValueFactory = _ => "1048576" };

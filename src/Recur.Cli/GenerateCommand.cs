@@ -20,15 +20,15 @@ static class GenerateCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 128 };
         var recurrences = new Option<string?>("--recurrences")
         {
-            Description = "Test-time recurrence T for recurrent models (default: the config's mean_recurrence), or adaptive depth per token "
+            Description = "Test-time recurrence T for recurrent models, or adaptive depth per token "
                 + "(experimental): adaptive:kl=5e-4,max=32, adaptive:latent=0.03,max=16, adaptive:entropy=1e-3,max=32, adaptive:argmax=5,max=32, "
-                + "with optional warm=1 and cache=latest; see docs/adaptive.md",
+                + "with optional warm=1 and cache=latest; see docs/adaptive.md [default: the config's mean_recurrence]",
         };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.0 };
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens (0: off)", DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass (1: off)", DefaultValueFactory = _ => 1.0 };
-        var seed = new Option<long?>("--seed") { Description = "Random seed for sampling and for the recurrent initial state" };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder (default: the model folder)" };
+        var seed = new Option<long?>("--seed") { Description = "Random seed for sampling and for the recurrent initial state [default: random]" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder [default: the model folder]" };
         var device = Common.DeviceOption();
         var dtype = Common.DTypeOption();
         var threads = Common.ThreadsOption();

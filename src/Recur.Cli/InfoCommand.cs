@@ -10,7 +10,7 @@ static class InfoCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model folder (HF or recurrent) or llama2.c .bin file", Required = true };
-        var recurrences = new Option<int?>("--recurrences") { Description = "T for effective depth, parameters and KV cache of a recurrent model (default: mean_recurrence)" };
+        var recurrences = new Option<int?>("--recurrences") { Description = "T for effective depth, parameters and KV cache of a recurrent model [default: mean_recurrence]" };
         var cmd = new Command("info", "Print a model's architecture, parameter counts per part, dtype and memory") { model, recurrences };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {

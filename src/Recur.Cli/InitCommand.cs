@@ -15,8 +15,8 @@ static class InitCommand
         var output = new Option<string>("--out") { Description = "Output model folder (Hugging Face layout)", Required = true };
         var seed = new Option<long>("--seed") { Description = "Random seed", DefaultValueFactory = _ => 0 };
         var std = new Option<double>("--std") { Description = "Standard deviation of the random weights", DefaultValueFactory = _ => 0.02 };
-        var dtype = new Option<string>("--dtype") { Description = "Stored dtype: fp32, bf16 or fp16", DefaultValueFactory = _ => "fp32" };
-        var force = new Option<bool>("--force") { Description = "Overwrite an existing output folder" };
+        var dtype = Common.SaveDTypeOption();
+        var force = new Option<bool>("--force") { Description = "Replace an existing output folder" };
         var cmd = new Command("init", "Create a randomly initialised Llama/OLMo-2 model of a named shape") { preset, output, seed, std, dtype, force };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {

@@ -11,16 +11,16 @@ static class RetrofitCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Pretrained Llama/OLMo-2 model folder (or llama2.c .bin)", Required = true };
-        var shape = new Option<string?>("--shape") { Description = "p,r,c: prelude, recurrent block and coda layers (default: the paper's preset for the base model)" };
-        var layers = new Option<string?>("--layers") { Description = "Explicit source layers, e.g. prelude=0-3,core=10-17,coda=18-21 (default: first p, then the last r + c)" };
+        var shape = new Option<string?>("--shape") { Description = "p,r,c: prelude, recurrent block and coda layers [default: the paper's preset for the base model]" };
+        var layers = new Option<string?>("--layers") { Description = "Explicit source layers, e.g. prelude=0-3,core=10-17,coda=18-21 [default: first p, then the last r + c]" };
         var adapterInit = new Option<string>("--adapter-init") { Description = "default (PyTorch Linear init, as the paper) or identity ([0 | I])", DefaultValueFactory = _ => "default" };
         adapterInit.AcceptOnlyFromAmong("default", "identity");
         var seed = new Option<long>("--seed") { Description = "Seed of the adapter initialisation", DefaultValueFactory = _ => 0 };
         var std = new Option<double>("--state-std") { Description = "σ of the initial state s0 (0: zeros)", DefaultValueFactory = _ => InitValues.HuginnStd };
         var meanRec = new Option<int>("--mean-recurrence") { Description = "Default test-time T written to the config", DefaultValueFactory = _ => 32 };
-        var dtype = new Option<string?>("--dtype") { Description = "Stored dtype (default: the base model's)" };
+        var dtype = new Option<string?>("--save-dtype") { Description = "Stored dtype: fp32, bf16 or fp16 [default: the base model's]" };
         var output = new Option<string>("--out") { Description = "Output folder (Raven layout)", Required = true };
-        var force = new Option<bool>("--force") { Description = "Overwrite an existing output folder" };
+        var force = new Option<bool>("--force") { Description = "Replace an existing output folder" };
         var cmd = new Command("retrofit", "Cut a pretrained model into prelude / recurrent block / coda, add the adapter, and save it in the paper's checkpoint format")
         {
             model, shape, layers, adapterInit, seed, std, meanRec, dtype, output, force,

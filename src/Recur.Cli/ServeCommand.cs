@@ -11,11 +11,11 @@ static class ServeCommand
         var model = new Option<string>("--model") { Description = "Model folder (HF or recurrent)", Required = true };
         var host = new Option<string>("--host") { Description = "Interface to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (all; the API has no authentication)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "TCP port (0: any free port)", DefaultValueFactory = _ => 8000 };
-        var recurrences = new Option<int?>("--recurrences") { Description = "Default test-time recurrence T for recurrent models; requests may set \"recurrences\"" };
+        var recurrences = new Option<int?>("--recurrences") { Description = "Default test-time recurrence T for recurrent models; requests may set \"recurrences\" [default: the config's mean_recurrence]" };
         var maxBatch = new Option<int>("--max-batch") { Description = "Most concurrent non-streaming greedy requests run as one batch", DefaultValueFactory = _ => 4 };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder (default: the model folder)" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder [default: the model folder]" };
         var requestTimeout = new Option<double>("--request-timeout") { Description = "Seconds a completion request may take, queueing included, before it is cancelled with a 504 (0: no limit)", DefaultValueFactory = _ => 600 };
-        var name = new Option<string?>("--model-name") { Description = "Model id clients use (default: the model folder's name)" };
+        var name = new Option<string?>("--model-name") { Description = "Model id clients use [default: the model folder's name]" };
         var template = ChatSetup.TemplateOption();
         var device = Common.DeviceOption();
         var dtype = Common.DTypeOption();

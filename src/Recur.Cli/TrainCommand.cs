@@ -17,8 +17,19 @@ static class TrainCommand
         var output = new Option<string?>("--out") { Description = "Run folder (metrics, checkpoints, final model)" };
         var resume = new Option<string?>("--resume") { Description = "Continue the run in this folder from its newest checkpoint" };
         var force = new Option<bool>("--force") { Description = "Replace an existing run folder" };
-        var cmd = new Command("train", "Train a recurrent (or non-recurrent) model with the paper's recipe") { recipe, sets, output, resume, force };
-        cmd.SetAction(parse => Common.Run(parse, () => Launch(parse.GetValue(recipe), parse.GetValue(sets) ?? [], parse.GetValue(output), parse.GetValue(resume), parse.GetValue(force), parse.GetValue(Common.Verbose))));
+        // The common options, as shorthands for the recipe's fields (--set device=…, dtype=…, threads=…).
+        var device = new Option<string?>("--device") { Description = "cpu or cuda[:N] (the recipe's device) [default: the recipe's, cpu]" };
+        var dtype = new Option<string?>("--dtype") { Description = "Compute dtype: fp32 or bf16 (the recipe's dtype) [default: the recipe's, fp32]" };
+        var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor ops, 0: all cores (the recipe's threads) [default: the recipe's, 0]" };
+        var cmd = new Command("train", "Train a recurrent (or non-recurrent) model with the paper's recipe") { recipe, sets, output, resume, force, device, dtype, threads };
+        cmd.SetAction(parse => Common.Run(parse, () =>
+        {
+            var overrides = (parse.GetValue(sets) ?? []).ToList();
+            if (parse.GetValue(device) is { } d) overrides.Add($"device={d}");
+            if (parse.GetValue(dtype) is { } t) overrides.Add($"dtype={t}");
+            if (parse.GetValue(threads) is { } n) overrides.Add($"threads={n}");
+            return Launch(parse.GetValue(recipe), [.. overrides], parse.GetValue(output), parse.GetValue(resume), parse.GetValue(force), parse.GetValue(Common.Verbose));
+        }));
         return cmd;
     }
 
@@ -67,11 +78,21 @@ static class TrainCommand
         string? checkpoint = null;
         if (resumeDir is not null)
         {
-            if (recipePath is not null || sets.Length > 0 || outDir is not null) throw new RecurUserException("--resume takes no --recipe, --set or --out: the run folder has its recipe");
+            if (recipePath is not null || sets.Length > 0 || outDir is not null) throw new RecurUserException("--resume takes no --recipe, --set, --out, --device, --dtype or --threads: the run folder has its recipe");
             dir = resumeDir;
             r = TrainRecipe.Load(Path.Combine(dir, TrainRun.RecipeFile));
             checkpoint = Trainer.LatestCheckpoint(dir) ?? throw new RecurUserException($"{dir}: no checkpoint to resume from");
             state = Trainer.ReadState(checkpoint);
+            long lastPhaseSteps = r.Phase(r.PhaseCount - 1, Path.Combine(dir, TrainRun.RecipeFile)).Steps;
+            if (state.Phase == r.PhaseCount - 1 && state.Step >= lastPhaseSteps)
+            {
+                // A finished run: say so instead of loading the model and running zero steps.
+                string finalDir = Path.Combine(dir, TrainRun.FinalModelDir);
+                if (!lead) return 0;
+                if (!Directory.Exists(finalDir)) TrainRun.ExportModel(checkpoint, finalDir);
+                Console.WriteLine($"nothing to do: {dir} has finished (phase {r.PhaseCount} of {r.PhaseCount}, step {state.Step} of {lastPhaseSteps}); the final model is in {finalDir}");
+                return 0;
+            }
         }
         else
         {
