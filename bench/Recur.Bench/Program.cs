@@ -1,6 +1,8 @@
 // Recur benchmarks. Each suite measures its peers in the same run and reports ratios, because the
 // machine is shared and absolute numbers drift. Usage:
 //   dotnet run -c Release --project bench/Recur.Bench -- decode [--threads 2] [--shapes stories15m,stories110m]
+//   dotnet run -c Release --project bench/Recur.Bench -- ttft --peer /path/to/llama2.c/run [--recur src/Recur.Cli/bin/Release/net10.0/linux-x64/Recur.Cli]
+//       [--baseline another/Recur.Cli] [--rounds 5] [--shapes stories15m,stories110m] [--threads 2]
 //   dotnet run -c Release --project bench/Recur.Bench -- eval [--threads 2] [--problems 64] [--max-new 32] [--items 64] [--batch 32]
 //   mpiexec -n 2 bench/Recur.Bench/bin/Release/net10.0/linux-x64/Recur.Bench allreduce --threads 1 [--sizes-mb 16,64,256] [--reference 16:4.1,...]
 //     (run by bench/mpi/run.sh, which passes the C program's GB/s as --reference)
@@ -32,7 +34,8 @@ switch (suite)
     case "allreduce": AllReduce(); break;
     case "serve": Serve(); break;
     case "gemv": GemvSuite(); break;
-    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, gemv, eval, train, recurrence, allreduce, serve)"); return 2;
+    case "ttft": Ttft(); break;
+    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, gemv, ttft, eval, train, recurrence, allreduce, serve)"); return 2;
 }
 return 0;
 
@@ -420,4 +423,127 @@ void Serve()
         Console.WriteLine($"| {clients} | {sorted.Length} | {secs:0.0} | {sorted.Length / secs:0.00} | {tokens / secs:0.0} | {P(0.5):0} | {P(0.99):0} |");
     }
     server.StopAsync(TimeSpan.FromSeconds(5)).Wait();
+}
+
+/// <summary>
+/// One generated token from a fresh process, warm page cache: wall time and peak RSS (GNU time's %M) of `recur
+/// generate` on random stories-shaped models saved as fp32 and bf16 folders and loaded in their stored dtype, against
+/// llama2.c's run.c (built by the user, --peer) on the same fp32 weights in its own format, interleaved round by
+/// round; medians. The llama2.c file holds the HF weights unpermuted, which is fine for timing and nothing else.
+/// </summary>
+void Ttft()
+{
+    string peer = ArgS("--peer", "");
+    if (!File.Exists(peer)) { Console.Error.WriteLine("error: --peer: path to a built llama2.c run.c binary (gcc -Ofast -march=native -fopenmp run.c -o run -lm)"); Environment.Exit(2); }
+    string recur = ArgS("--recur", Path.Combine(AppContext.BaseDirectory, "../../../../../../src/Recur.Cli/bin/Release/net10.0/linux-x64/Recur.Cli"));
+    string baseline = ArgS("--baseline", "");
+    string shared = ArgS("--shared", Path.Combine(AppContext.BaseDirectory, "../../../../../../../shared"));
+    string tokPath = ArgS("--tokenizer", Path.Combine(shared, "tokenizers/llama2-sentencepiece/tokenizer.model"));
+    int rounds = Arg("--rounds", 5);
+    if (!File.Exists("/usr/bin/time")) { Console.Error.WriteLine("error: /usr/bin/time (GNU time) is needed for peak RSS"); Environment.Exit(2); }
+    var dir = Directory.CreateTempSubdirectory("recur-ttft-").FullName;
+    string peerTok = Path.Combine(dir, "tokenizer.bin");
+    WritePeerTokenizer(peerTok, 32000);
+    var recurs = new List<(string Label, string Bin)> { ("Recur", Path.GetFullPath(recur)) };
+    if (baseline.Length > 0) recurs.Insert(0, ("Recur baseline", Path.GetFullPath(baseline)));
+    Console.WriteLine($"recur {recurs[^1].Bin}{(baseline.Length > 0 ? $"; baseline {recurs[0].Bin}" : "")}; peer {Path.GetFullPath(peer)}; tokenizer {tokPath}; {rounds} rounds; models in {dir}");
+    string ompThreads = threads.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    Console.WriteLine();
+    Console.WriteLine("| shape | program | file MB | median s | ÷ llama2.c s | median peak RSS MB | RSS ÷ file | each round s |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|");
+    foreach (var name in shapes)
+    {
+        var cfg = Presets.Get(name);
+        string bin = Path.Combine(dir, $"{name}.bin");
+        using (var m = new DecoderModel(cfg))
+        {
+            using (no_grad())
+                foreach (var (pn, p) in m.named_parameters()) { if (pn.Contains("norm")) p.fill_(1); else p.normal_(0, 0.02); }
+            foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+                HfCheckpoint.Save(m, Path.Combine(dir, $"{name}-{HfCheckpoint.DTypeName(dt)}"), dt);
+            WriteLlama2c(m, bin);
+        }
+        var runs = new List<(string Label, string File, string Exe, string[] Args)>
+        {
+            ("llama2.c fp32", bin, peer, [bin, "-z", peerTok, "-n", "3", "-i", "O", "-t", "0"]),
+        };
+        foreach (var (label, exe) in recurs)
+            foreach (var dt in new[] { "float32", "bfloat16" })
+            {
+                string folder = Path.Combine(dir, $"{name}-{dt}");
+                runs.Add(($"{label} {(dt == "float32" ? "fp32" : "bf16")}", Path.Combine(folder, "model.safetensors"), exe,
+                    ["generate", "--model", folder, "--tokenizer", tokPath, "--prompt", "O", "--max-new-tokens", "1", "--output-ids",
+                     "--threads", ompThreads, "--dtype", dt == "float32" ? "fp32" : "bf16"]));
+            }
+        var results = runs.Select(_ => new List<(double S, double Mb)>()).ToArray();
+        for (int round = 0; round < rounds; round++)
+            for (int i = 0; i < runs.Count; i++)
+            {
+                foreach (var f in runs.Select(r => r.File).Distinct()) File.ReadAllBytes(f); // warm page cache
+                results[i].Add(TimeProcess(runs[i].Exe, runs[i].Args, ompThreads));
+            }
+        double Median(IEnumerable<double> xs) { var a = xs.OrderBy(x => x).ToArray(); return a[a.Length / 2]; }
+        double peerS = Median(results[0].Select(r => r.S));
+        for (int i = 0; i < runs.Count; i++)
+        {
+            double mb = new FileInfo(runs[i].File).Length / 1e6, s = Median(results[i].Select(r => r.S)), rss = Median(results[i].Select(r => r.Mb));
+            Console.WriteLine($"| {name} | {runs[i].Label} | {mb:0} | {s:0.00} | {s / peerS:0.0} | {rss:0} | {rss / mb:0.00} | {string.Join(" ", results[i].Select(r => r.S.ToString("0.00")))} |");
+        }
+    }
+    Directory.Delete(dir, recursive: true);
+}
+
+static (double Seconds, double PeakMb) TimeProcess(string exe, string[] args, string ompThreads)
+{
+    var psi = new ProcessStartInfo("/usr/bin/time") { RedirectStandardError = true, RedirectStandardOutput = true };
+    psi.ArgumentList.Add("-f");
+    psi.ArgumentList.Add("ttft %e %M");
+    psi.ArgumentList.Add(exe);
+    foreach (var a in args) psi.ArgumentList.Add(a);
+    psi.Environment["OMP_NUM_THREADS"] = ompThreads;
+    using var p = Process.Start(psi)!;
+    var stdout = p.StandardOutput.ReadToEndAsync();
+    string err = p.StandardError.ReadToEnd();
+    p.WaitForExit();
+    _ = stdout.Result;
+    var line = err.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("ttft ", StringComparison.Ordinal))
+        ?? throw new InvalidOperationException($"{exe} failed (exit {p.ExitCode}): {err}");
+    var parts = line.Split(' ');
+    return (double.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture), double.Parse(parts[2], System.Globalization.CultureInfo.InvariantCulture) * 1024 / 1e6);
+}
+
+/// <summary>llama2.c's legacy (version 0) layout, the order Checkpoints/Llama2c.cs reads; weights as the model holds them.</summary>
+static void WriteLlama2c(DecoderModel m, string path)
+{
+    var c = m.Config;
+    using var fs = File.Create(path);
+    using var w = new BinaryWriter(fs);
+    foreach (int v in new[] { c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.KvHeads, c.TieWordEmbeddings ? c.VocabSize : -c.VocabSize, c.MaxPositionEmbeddings })
+        w.Write(v);
+    void T(Tensor t) { using var f = t.detach().to(ScalarType.Float32).contiguous(); w.Write(f.bytes); }
+    var layers = m.model.layers;
+    T(m.model.embed_tokens.weight!);
+    foreach (var l in layers) T(l.input_layernorm!.weight);
+    foreach (var l in layers) T(l.self_attn.q_proj.weight!);
+    foreach (var l in layers) T(l.self_attn.k_proj.weight!);
+    foreach (var l in layers) T(l.self_attn.v_proj.weight!);
+    foreach (var l in layers) T(l.self_attn.o_proj.weight!);
+    foreach (var l in layers) T(l.post_attention_layernorm.weight);
+    foreach (var l in layers) T(l.mlp.gate_proj.weight!);
+    foreach (var l in layers) T(l.mlp.down_proj.weight!);
+    foreach (var l in layers) T(l.mlp.up_proj.weight!);
+    T(m.model.norm.weight);
+    using (var freqs = zeros(c.MaxPositionEmbeddings, c.HeadDimension)) T(freqs); // freq_cis real + imag (unused by run.c)
+    if (!c.TieWordEmbeddings) T(m.lm_head!.weight!);
+}
+
+/// <summary>A llama2.c tokenizer.bin of <paramref name="vocab"/> tokens: the 3 specials, the 256 bytes, then filler pieces.</summary>
+static void WritePeerTokenizer(string path, int vocab)
+{
+    var pieces = new List<byte[]> { "<unk>"u8.ToArray(), "<s>"u8.ToArray(), "</s>"u8.ToArray() };
+    for (int b = 0; b < 256; b++) pieces.Add([(byte)b]);
+    while (pieces.Count < vocab) pieces.Add(System.Text.Encoding.ASCII.GetBytes($"t{pieces.Count}"));
+    using var w = new BinaryWriter(File.Create(path));
+    w.Write(pieces.Max(p => p.Length));
+    for (int i = 0; i < pieces.Count; i++) { w.Write(-(float)i); w.Write(pieces[i].Length); w.Write(pieces[i]); }
 }

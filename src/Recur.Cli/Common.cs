@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.CommandLine;
 using Recur.Checkpoints;
 using TorchSharp;
@@ -52,6 +53,17 @@ static class Common
     }
 
     public static ScalarType ParseDType(string? name) => name is null ? ScalarType.Float32 : HfCheckpoint.ParseDType(name);
+
+    /// <summary>Verbs that load libtorch (all but tokenize, data, flops, download and help).</summary>
+    public static bool RunsModel(string verb) =>
+        verb is "generate" or "chat" or "serve" or "eval" or "info" or "train" or "retrofit" or "convert" or "init" or "demo";
+
+    /// <summary>Loads libtorch on a thread-pool thread; the first torch call elsewhere waits for it, and a failure surfaces there.</summary>
+    public static void PreloadTorch() => ThreadPool.UnsafeQueueUserWorkItem(_ =>
+    {
+        try { torch.get_num_threads(); Diagnostics.StartupTrace.Mark("libtorch loaded"); }
+        catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or ExternalException or NotSupportedException) { }
+    }, null);
 
     public static void SetThreads(int threads)
     {

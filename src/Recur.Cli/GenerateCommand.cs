@@ -38,8 +38,6 @@ static class GenerateCommand
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
-            Common.SetThreads(parse.GetValue(threads));
-            var dev = Common.ParseDevice(parse.GetValue(device)!);
             var dt = Common.ParseDType(parse.GetValue(dtype));
             int max = parse.GetValue(maxNew);
             if (max < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {max})");
@@ -62,6 +60,10 @@ static class GenerateCommand
             }
             using var _tok = tok;
             StartupTrace.Mark("tokenizer loaded");
+            // torch calls come after the tokenizer so that it loads while libtorch does (Common.PreloadTorch).
+            Common.SetThreads(parse.GetValue(threads));
+            var dev = Common.ParseDevice(parse.GetValue(device)!);
+            StartupTrace.Mark("torch ready");
             using var m = ModelLoader.Load(path, dt, dev, notice: s => Console.Error.WriteLine($"note: {s}"));
             StartupTrace.Mark("model loaded");
             if (tok is not null) TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tokPath!);
