@@ -19,6 +19,7 @@ static class DataCommand
         cmd.Subcommands.Add(DataPrepareCommand.CreatePrepare());
         cmd.Subcommands.Add(DataPrepareCommand.CreateInspect());
         cmd.Subcommands.Add(SynthMathCommand());
+        cmd.Subcommands.Add(VariableChainsCommand());
         return cmd;
     }
 
@@ -62,6 +63,70 @@ static class DataCommand
             return 0;
         }));
         return cmd;
+    }
+
+    static Command VariableChainsCommand()
+    {
+        var output = new Option<string>("--out") { Description = "Output folder for train.jsonl, test.jsonl and variable-chains.json", Required = true };
+        var task = new Option<string>("--task") { Description = "chains (interleaved assignment chains) or sum (running sum)", DefaultValueFactory = _ => "chains" };
+        var train = new Option<int>("--train") { Description = "Training rows", DefaultValueFactory = _ => 10_000 };
+        var trainK = new Option<string>("--train-k") { Description = "Hidden hops k of the training rows that are not worked, A-B", DefaultValueFactory = _ => "1-4" };
+        var worked = new Option<double>("--worked") { Description = "Fraction of training rows with every value written", DefaultValueFactory = _ => 0.5 };
+        var directFrac = new Option<double>("--direct") { Description = "Fraction of the other training rows with no value written (the rest write a prefix)", DefaultValueFactory = _ => 0.0 };
+        var queries = new Option<int>("--queries") { Description = "Queries per chains training row (the last one is graded)", DefaultValueFactory = _ => 3 };
+        var testK = new Option<string>("--test-k") { Description = "k of the held-out direct test problems, A-B", DefaultValueFactory = _ => "1-12" };
+        var perK = new Option<int>("--test-per-k") { Description = "Test problems per k (for the sum at most a quarter of the 10^(k+1) distinct ones)", DefaultValueFactory = _ => 100 };
+        var chains = new Option<int>("--chains") { Description = "Chains interleaved in one chains problem", DefaultValueFactory = _ => 3 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed; the same seed and options give byte-identical files", DefaultValueFactory = _ => 1 };
+        var force = new Option<bool>("--force") { Description = "Write into a non-empty output folder, replacing the files" };
+        var cmd = new Command("variable-chains", "Write seeded depth-bound problems (variable chains or running sums mod 10; docs/variable-chains.md) as JSONL")
+        {
+            output, task, train, trainK, worked, directFrac, queries, testK, perK, chains, seed, force,
+        };
+        cmd.SetAction(parse => Common.Run(parse, () =>
+        {
+            string dir = parse.GetValue(output)!;
+            string t = parse.GetValue(task)!;
+            if (t is not ("chains" or "sum")) throw new RecurUserException($"--task must be chains or sum (got '{t}')");
+            var (tlo, thi) = ParseRange(parse.GetValue(trainK)!, "--train-k");
+            var (elo, ehi) = ParseRange(parse.GetValue(testK)!, "--test-k");
+            double w = parse.GetValue(worked), d = parse.GetValue(directFrac);
+            if (w is < 0 or > 1) throw new RecurUserException($"--worked must be in [0, 1] (got {w})");
+            if (d is < 0 or > 1) throw new RecurUserException($"--direct must be in [0, 1] (got {d})");
+            if (parse.GetValue(train) < 0 || parse.GetValue(perK) < 1 || parse.GetValue(queries) < 1)
+                throw new RecurUserException("--train must be ≥ 0, --test-per-k and --queries ≥ 1");
+            var o = new VariableChainsOptions(t == "sum" ? DepthTaskKind.Sum : DepthTaskKind.Chains, Chains: parse.GetValue(chains)).Validate();
+            if (File.Exists(dir)) throw new RecurUserException($"--out {dir}: is a file, expected a folder");
+            if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !parse.GetValue(force))
+                throw new RecurUserException($"--out {dir}: folder is not empty (use --force to overwrite)");
+            ulong s = parse.GetValue(seed);
+            var test = VariableChains.TestSet(o, s, elo, ehi, parse.GetValue(perK));
+            var rows = VariableChains.TrainRows(o, s, 1, parse.GetValue(train), w, d, tlo, thi, parse.GetValue(queries), new HashSet<string>(test.Select(p => p.Key)));
+            Directory.CreateDirectory(dir);
+            AtomicFile.Write(Path.Combine(dir, "train.jsonl"), fs => VariableChains.WriteJsonl(fs, rows));
+            AtomicFile.Write(Path.Combine(dir, "test.jsonl"), fs => VariableChains.WriteJsonl(fs, test));
+            var info = new Dictionary<string, object>
+            {
+                ["generator"] = "variable-chains", ["format_version"] = VariableChains.FormatVersion, ["task"] = t, ["seed"] = s,
+                ["chains"] = o.Chains, ["train_k"] = $"{tlo}-{thi}", ["worked"] = w, ["direct"] = d, ["queries"] = parse.GetValue(queries),
+                ["test_k"] = $"{elo}-{ehi}", ["test_per_k"] = parse.GetValue(perK),
+                ["counts"] = new Dictionary<string, int> { ["train"] = rows.Count, ["test"] = test.Count },
+            };
+            AtomicFile.WriteAllText(Path.Combine(dir, "variable-chains.json"), JsonSerializer.Serialize(info, new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            Console.WriteLine($"wrote {dir} ({t}, seed {s}): {rows.Count} training rows ({rows.Count(p => p.Form == DepthRowForm.Worked)} worked), {test.Count} test problems (k {elo}–{ehi})");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    static (int Lo, int Hi) ParseRange(string text, string flag)
+    {
+        var m = Regex.Match(text.Trim(), @"^(\d{1,3})(?:-(\d{1,3}))?$");
+        if (!m.Success) throw new RecurUserException($"{flag} must be a range A-B or a single number, e.g. 1-4 (got '{text}')");
+        int lo = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+        int hi = m.Groups[2].Success ? int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture) : lo;
+        if (lo < 1 || hi < lo || hi > 24) throw new RecurUserException($"{flag} must be A-B with 1 ≤ A ≤ B ≤ 24 (got '{text}')");
+        return (lo, hi);
     }
 
     /// <summary>"1-8" or "4".</summary>

@@ -17,9 +17,15 @@ static class DemoCommand
         var quick = new Option<bool>("--quick") { Description = "A ~3-minute smoke-sized run (numbers are not meaningful)" };
         var force = new Option<bool>("--force") { Description = "Replace an existing run folder" };
         var threads = Common.ThreadsOption();
+        var task = new Option<string>("--task")
+        {
+            Description = "running-sum (default) or variable-chains (docs/variable-chains.md), or word-problems (the earlier synthetic GSM8K-style task)",
+            DefaultValueFactory = _ => "running-sum",
+        };
+        var config = new Option<string?>("--config") { Description = "JSON file overriding the depth task's run options (snake_case keys, see docs/demo.md)" };
         var cmd = new Command("demo", "Reproduce the paper's experiment in miniature: pretrain, retrofit, train with recurrence, compare at equal FLOPs, evaluate across T")
         {
-            output, quick, force, threads,
+            output, quick, force, threads, task, config,
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
@@ -29,8 +35,34 @@ static class DemoCommand
                 if (!parse.GetValue(force)) throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --force to replace it)");
                 Directory.Delete(dir, true);
             }
+            string taskName = parse.GetValue(task)!;
+            if (taskName is not ("variable-chains" or "running-sum" or "word-problems"))
+                throw new RecurUserException($"--task must be variable-chains, running-sum or word-problems (got '{taskName}')");
+            DepthDemoOptions? depth = null;
+            if (taskName != "word-problems")
+            {
+                depth = (parse.GetValue(quick) ? DepthDemoOptions.QuickRun : DepthDemoOptions.Default) with
+                {
+                    Task = taskName == "running-sum" ? Recur.Data.DepthTaskKind.Sum : Recur.Data.DepthTaskKind.Chains,
+                };
+                if (parse.GetValue(config) is { } cfgPath)
+                {
+                    if (!File.Exists(cfgPath)) throw new RecurUserException($"--config {cfgPath}: file not found");
+                    depth = DepthDemoOptions.Override(depth, File.ReadAllText(cfgPath), $"--config {cfgPath}");
+                }
+                depth = depth.Validate("options");
+            }
+            else if (parse.GetValue(config) is not null) throw new RecurUserException("--config applies to the depth tasks (variable-chains, running-sum), not word-problems");
             Directory.CreateDirectory(dir);
             Common.SetThreads(parse.GetValue(threads));
+            if (depth is not null)
+            {
+                using var cancelDepth = Common.CancelOnCtrlC();
+                var dr = DepthDemo.Run(depth, dir, new ConsoleProgress(), cancelDepth.Token);
+                DepthDemoReport.Write(dr, dir, parse.GetValue(quick));
+                Console.WriteLine($"report: {Path.Combine(dir, "report.md")}");
+                return 0;
+            }
             var o = parse.GetValue(quick) ? DemoOptions.QuickRun : DemoOptions.Default;
             using var cancel = Common.CancelOnCtrlC();
             var ui = new ConsoleProgress();
@@ -43,7 +75,7 @@ static class DemoCommand
         return cmd;
     }
 
-    sealed class ConsoleProgress : IDemoProgress
+    internal sealed class ConsoleProgress : IDemoProgress
     {
         readonly bool _plain = Console.IsOutputRedirected;
         DateTime _last = DateTime.MinValue;

@@ -1,0 +1,380 @@
+// `recur demo` on a depth-bound task (docs/demo.md, docs/variable-chains.md): the paper's experiment in miniature.
+//   a. pretrain a small non-recurrent Llama on worked and partly worked rows (it learns the single step);
+//   b. retrofit it to (p, r, c) and post-train with the paper's recipe on mostly direct rows (METHOD §2.2, §3, §4);
+//   c. post-train the base without recurrence for the same training FLOPs (METHOD §6) — the equal-FLOPs baseline;
+//   d. post-train the same recurrent shape from random initialisation for the same FLOPs — the init ablation;
+//   e. score every model on held-out direct problems per difficulty k, the recurrent ones at each test-time T.
+// Answers are one character, so scoring is one teacher-forced forward per problem: the answer's probability at the
+// prompt's last position (accuracy = the answer is the argmax over the whole vocabulary; answer loss = −log p).
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Recur.Checkpoints;
+using Recur.Data;
+using Recur.Engine;
+using Recur.Model;
+using Recur.Tokenization;
+using Recur.Training;
+using static TorchSharp.torch;
+
+namespace Recur.Demo;
+
+/// <summary>
+/// Sizes, data mix and budgets of a depth-task demo run. Every field can be overridden from a JSON file
+/// (<c>recur demo --config</c>), which is how the pilot runs in docs/demo.md were made.
+/// </summary>
+public sealed record DepthDemoOptions
+{
+    public int Seed { get; init; } = 7;
+    public DepthTaskKind Task { get; init; } = DepthTaskKind.Sum;
+    public int Chains { get; init; } = 3;
+    public int DistractorMaxHops { get; init; } = 4;
+    public int Tail { get; init; } = 2;
+    public string Names { get; init; } = VariableChains.DefaultNames;
+    public int MaxOffset { get; init; } = 9;
+    /// <summary>Extra queries in a training row (more supervised lookups per forward); test problems ask one.</summary>
+    public int Queries { get; init; } = 3;
+
+    // a. Pretraining: worked rows teach the step; partial rows ask for the last k hops.
+    public int PretrainRows { get; init; } = 40_000;
+    public int PretrainSteps { get; init; } = 600;
+    public double PretrainWorked { get; init; } = 0.5;
+    public double PretrainDirect { get; init; }
+    public int PretrainMinK { get; init; } = 1;
+    public int PretrainMaxK { get; init; } = 4;
+    public double PretrainMuonLr { get; init; } = 0.02;
+    public double PretrainAdamWLr { get; init; } = 0.004;
+    public double PretrainWarmup { get; init; } = 0.05;
+
+    // b–d. Post-training: mostly direct rows over a wider k range.
+    public int PostRows { get; init; } = 40_000;
+    public int RecurrentSteps { get; init; } = 300;
+    public double PostWorked { get; init; } = 0.25;
+    public double PostDirect { get; init; } = 1.0;
+    public int PostMinK { get; init; } = 1;
+    public int PostMaxK { get; init; } = 8;
+    public double MuonLr { get; init; } = 0.01;
+    public double AdamWLr { get; init; } = 0.002;
+    public string Shape { get; init; } = "2,2,2";
+    public int TrainRecurrence { get; init; } = 6;
+    public int BackpropDepth { get; init; } = 6;
+    public bool SkipRandomInit { get; init; }
+
+    // e. Evaluation.
+    public int TestMinK { get; init; } = 1;
+    public int TestMaxK { get; init; } = 12;
+    public int TestPerK { get; init; } = 300;
+    /// <summary>Difficulty buckets "lo-hi", in order.</summary>
+    public string[] Buckets { get; init; } = ["1-2", "3-4", "5-6", "7-8", "9-12"];
+    public int[] Recurrences { get; init; } = [1, 2, 4, 6, 8, 16, 32];
+    public int EvalBatch { get; init; } = 128;
+
+    public int MicroBatch { get; init; } = 32;
+    public string DType { get; init; } = "auto";
+    /// <summary>Stop after pretraining and scoring the base (for pilot runs of the pretraining recipe).</summary>
+    public bool BaseOnly { get; init; }
+
+    public static DepthDemoOptions Default => new();
+
+    /// <summary>Smoke-sized: the whole pipeline in a few minutes; its numbers mean nothing.</summary>
+    public static DepthDemoOptions QuickRun => new()
+    {
+        PretrainRows = 3000, PostRows = 3000, PretrainSteps = 60, RecurrentSteps = 30, TestPerK = 12, TestMaxK = 8,
+        Buckets = ["1-2", "3-4", "5-8"], Recurrences = [1, 2, 4, 8], MicroBatch = 16,
+    };
+
+    internal static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    /// <summary><paramref name="start"/> with the fields of a JSON object (snake_case names) replaced.</summary>
+    public static DepthDemoOptions Override(DepthDemoOptions start, string json, string source)
+    {
+        try
+        {
+            var node = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(start, Json))!.AsObject();
+            var patch = System.Text.Json.Nodes.JsonNode.Parse(json) as System.Text.Json.Nodes.JsonObject
+                ?? throw new RecurUserException($"{source}: expected a JSON object");
+            foreach (var (k, v) in patch)
+            {
+                if (!node.ContainsKey(k)) throw new RecurUserException($"{source}: unknown key '{k}' (known: {string.Join(", ", node.Select(p => p.Key))})");
+                node[k] = v?.DeepClone();
+            }
+            return JsonSerializer.Deserialize<DepthDemoOptions>(node.ToJsonString(), Json)!.Validate(source);
+        }
+        catch (JsonException e) { throw new RecurUserException($"{source}: {e.Message}"); }
+    }
+
+    public (int Lo, int Hi)[] BucketRanges() => Buckets.Select(b =>
+    {
+        var parts = b.Split('-');
+        int lo = int.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture);
+        int hi = parts.Length > 1 ? int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture) : lo;
+        return (lo, hi);
+    }).ToArray();
+
+    public DepthDemoOptions Validate(string source)
+    {
+        void Check(bool ok, string what) { if (!ok) throw new RecurUserException($"{source}: {what}"); }
+        Check(PretrainMinK >= 1 && PretrainMaxK >= PretrainMinK, "pretrain_min_k/pretrain_max_k must satisfy 1 ≤ min ≤ max");
+        Check(PostMinK >= 1 && PostMaxK >= PostMinK, "post_min_k/post_max_k must satisfy 1 ≤ min ≤ max");
+        Check(TestMinK >= 1 && TestMaxK >= TestMinK, "test_min_k/test_max_k must satisfy 1 ≤ min ≤ max");
+        Check(PretrainWorked is >= 0 and <= 1 && PostWorked is >= 0 and <= 1 && PretrainDirect is >= 0 and <= 1 && PostDirect is >= 0 and <= 1, "fractions must be in [0, 1]");
+        Check(PretrainRows > 0 && PostRows > 0 && PretrainSteps > 0 && RecurrentSteps > 0 && TestPerK > 0 && MicroBatch > 0 && EvalBatch > 0, "counts and steps must be > 0");
+        Check(Recurrences.Length > 0 && Recurrences.All(t => t >= 1), "recurrences must be ≥ 1");
+        Check(Buckets.Length > 0, "buckets must not be empty");
+        try
+        {
+            var r = BucketRanges();
+            Check(r.All(b => b.Lo >= TestMinK && b.Hi <= TestMaxK && b.Lo <= b.Hi), $"each bucket must lie inside test k {TestMinK}–{TestMaxK}");
+        }
+        catch (FormatException) { Check(false, "buckets must be \"lo-hi\" or \"k\""); }
+        new VariableChainsOptions(Task, Chains, DistractorMaxHops, Tail, Names, MaxOffset).Validate();
+        return this;
+    }
+
+    public VariableChainsOptions TaskOptions => new(Task, Chains, DistractorMaxHops, Tail, Names, MaxOffset);
+}
+
+/// <summary>Scores of one model at one T on the test problems, per problem (for paired comparisons).</summary>
+public sealed record ProblemScores(bool[] Correct, double[] Loss);
+
+/// <summary>One trained model's numbers.</summary>
+public sealed record DepthModelResult
+{
+    public required string Name { get; init; }
+    public required string Description { get; init; }
+    public bool Recurrent { get; init; }
+    public long Steps { get; init; }
+    public double TrainFlops { get; init; }
+    public double WallSeconds { get; init; }
+    /// <summary>T (1 for non-recurrent models) → per-problem scores on the test set.</summary>
+    public SortedDictionary<int, ProblemScores> Scores { get; init; } = new();
+    /// <summary>(cumulative FLOPs, training loss) per step.</summary>
+    public List<(double Flops, double Loss)> Curve { get; init; } = new();
+}
+
+/// <summary>Mean and standard error (of a mean of per-problem values, or of paired differences).</summary>
+public readonly record struct Estimate(double Mean, double Se, int N)
+{
+    public static Estimate Of(IReadOnlyList<double> x)
+    {
+        int n = x.Count;
+        if (n == 0) return new(double.NaN, double.NaN, 0);
+        double m = x.Average();
+        double v = n > 1 ? x.Sum(a => (a - m) * (a - m)) / (n - 1) : 0;
+        return new(m, Math.Sqrt(v / n), n);
+    }
+
+    /// <summary>Paired: mean of a_i − b_i over the same problems, with the SE of that mean (not of two independent means).</summary>
+    public static Estimate Paired(IReadOnlyList<double> a, IReadOnlyList<double> b) => Of(a.Zip(b, (x, y) => x - y).ToList());
+
+    /// <summary>|mean| beyond two standard errors.</summary>
+    public bool Beyond2Se => N > 1 && Math.Abs(Mean) > 2 * Se;
+}
+
+public sealed record DepthDemoResult(DepthDemoOptions Options, List<DepthModelResult> Models, List<DepthProblem> Test, double WallSeconds, string Machine,
+    long SeqLen, string DataSummary)
+{
+    /// <summary>Indices of the test problems in each bucket, in <see cref="DepthDemoOptions.Buckets"/> order.</summary>
+    public int[][] BucketIndices() => Options.BucketRanges().Select(b => Test.Select((p, i) => (p, i)).Where(x => x.p.K >= b.Lo && x.p.K <= b.Hi).Select(x => x.i).ToArray()).ToArray();
+
+    public static Estimate Accuracy(ProblemScores s, int[] idx) => Estimate.Of(idx.Select(i => s.Correct[i] ? 1.0 : 0.0).ToList());
+    public static Estimate Loss(ProblemScores s, int[] idx) => Estimate.Of(idx.Select(i => s.Loss[i]).ToList());
+    public static Estimate AccuracyDiff(ProblemScores a, ProblemScores b, int[] idx) =>
+        Estimate.Paired(idx.Select(i => a.Correct[i] ? 1.0 : 0.0).ToList(), idx.Select(i => b.Correct[i] ? 1.0 : 0.0).ToList());
+    public static Estimate LossDiff(ProblemScores a, ProblemScores b, int[] idx) =>
+        Estimate.Paired(idx.Select(i => a.Loss[i]).ToList(), idx.Select(i => b.Loss[i]).ToList());
+}
+
+public static class DepthDemo
+{
+    public const string BaseName = "base (pretrained only)";
+    public const string BaselineName = "baseline (non-recurrent)";
+    public const string RecurrentName = "recurrent from base";
+    public const string RandomName = "recurrent random init";
+
+    /// <summary>Tokenizer with exactly the task's characters (a 10-digit answer space in a small vocabulary).</summary>
+    public static CharTokenizerAdapter Tokenizer(DepthDemoOptions o) => new(new CharTokenizer(VariableChains.Alphabet(o.Names)), "char:variable-chains");
+
+    public sealed record DepthData(List<int[]> Pretrain, List<int[]> PostTrain, List<int[]> Validation, List<DepthProblem> Test, int SeqLen, string Summary);
+
+    /// <summary>
+    /// Token rows: BOS + characters; characters that are not targets are stored complemented (inputs only, see
+    /// <see cref="InMemoryRows"/>), and every row is padded to one length so that each training row holds exactly one
+    /// problem (names never mix across problems).
+    /// </summary>
+    public static DepthData MakeData(DepthDemoOptions o)
+    {
+        var to = o.TaskOptions;
+        var test = VariableChains.TestSet(to, (ulong)o.Seed, o.TestMinK, o.TestMaxK, o.TestPerK);
+        var held = new HashSet<string>(test.Select(p => p.Key));
+        var pre = VariableChains.TrainRows(to, (ulong)o.Seed, 1, o.PretrainRows, o.PretrainWorked, o.PretrainDirect, o.PretrainMinK, o.PretrainMaxK, o.Queries, held);
+        var post = VariableChains.TrainRows(to, (ulong)o.Seed, 2, o.PostRows, o.PostWorked, o.PostDirect, o.PostMinK, o.PostMaxK, o.Queries, held);
+        var val = VariableChains.TrainRows(to, (ulong)o.Seed, 3, Math.Max(o.MicroBatch * 4, 256), 0, 1.0, o.PostMinK, o.PostMaxK, 1, held);
+        var tok = Tokenizer(o);
+        int longest = pre.Concat(post).Concat(val).Concat(test).Max(p => p.Text.Length) + 1; // + BOS
+        int seqLen = (longest + 7) / 8 * 8;
+        int[] Row(DepthProblem p)
+        {
+            var ids = tok.Inner.Encode(p.Text, addBos: true);
+            var row = new int[seqLen + 1];
+            row[0] = ~ids[0];
+            for (int i = 1; i < ids.Length; i++) row[i] = p.Targets[i - 1] ? ids[i] : ~ids[i];
+            for (int i = ids.Length; i < row.Length; i++) row[i] = ~tok.Inner.PadId;
+            return row;
+        }
+        string Mix(List<DepthProblem> rows)
+        {
+            var hidden = rows.Where(p => p.Form != DepthRowForm.Worked).ToList();
+            return $"{rows.Count - hidden.Count} worked, {hidden.Count(p => p.Form == DepthRowForm.Partial)} partial, {hidden.Count(p => p.Form == DepthRowForm.Direct)} direct"
+                + (hidden.Count > 0 ? $" (k {hidden.Min(p => p.K)}–{hidden.Max(p => p.K)})" : "");
+        }
+        string summary = $"pretraining {Mix(pre)}; post-training {Mix(post)}; test {test.Count} direct problems ({o.TestPerK} per k, k {o.TestMinK}–{o.TestMaxK}); rows of {seqLen} tokens";
+        return new DepthData(pre.Select(Row).ToList(), post.Select(Row).ToList(), val.Select(Row).ToList(), test, seqLen, summary);
+    }
+
+    public static DepthDemoResult Run(DepthDemoOptions o, string outDir, IDemoProgress ui, CancellationToken cancel = default)
+    {
+        var wall = Stopwatch.StartNew();
+        var tok = Tokenizer(o);
+        var data = MakeData(o);
+        ui.Info("data: " + data.Summary);
+        var results = new List<DepthModelResult>();
+        var device = CPU;
+        var cfg = Presets.Demo with { VocabSize = tok.VocabSize, BosTokenId = tok.BosId, EosTokenId = [tok.EosId!.Value], MaxPositionEmbeddings = Math.Max(Presets.Demo.MaxPositionEmbeddings, data.SeqLen) };
+
+        ui.Stage("a. pretrain the base model");
+        var preRecipe = Recipe(o, data, "base-pretrain", "preset:demo", null, o.PretrainSteps) with
+        {
+            Curriculum = "constant", MuonLr = o.PretrainMuonLr, AdamWLr = o.PretrainAdamWLr, Warmup = o.PretrainWarmup,
+        };
+        var (baseDir, basePre) = Train(preRecipe, Path.Combine(outDir, "base"), tok, () => TrainRun.RandomDecoder(cfg, o.Seed), data.Pretrain, data.Validation, ui, cancel);
+        results.Add(Evaluate(basePre with { Name = BaseName, Description = "the pretrained base model before post-training" }, baseDir, data, o, ui, cancel));
+        if (o.BaseOnly) return new DepthDemoResult(o, results, data.Test, wall.Elapsed.TotalSeconds, DemoPipeline.Machine(), data.SeqLen, data.Summary);
+
+        ui.Stage($"b. retrofit to ({o.Shape}) and post-train with recurrence");
+        var recRecipe = Recipe(o, data, "recurrent", baseDir, new RetrofitSpec { Shape = o.Shape }, o.RecurrentSteps);
+        var (recDir, rec) = Train(recRecipe, Path.Combine(outDir, "recurrent"), tok, () => TrainRun.BuildModel(recRecipe, tok, device, ui.Info), data.PostTrain, data.Validation, ui, cancel);
+
+        ui.Stage("c. post-train the base without recurrence, same FLOPs");
+        long perToken = Flops.PerTokenNonRecurrent(cfg.ParamsPerLayer, cfg.NumHiddenLayers);
+        long tokensPerStep = (long)o.MicroBatch * data.SeqLen;
+        long baselineSteps = Math.Max(1, (long)Math.Round(rec.TrainFlops / ((double)perToken * tokensPerStep)));
+        var blRecipe = Recipe(o, data, "baseline", baseDir, null, baselineSteps) with { Curriculum = "constant" };
+        var (blDir, baseline) = Train(blRecipe, Path.Combine(outDir, "baseline"), tok, () => TrainRun.BuildModel(blRecipe, tok, device, ui.Info), data.PostTrain, data.Validation, ui, cancel);
+
+        DepthModelResult? random = null;
+        string? rndDir = null;
+        if (!o.SkipRandomInit)
+        {
+            ui.Stage("d. same recurrent shape from random initialisation, same FLOPs");
+            var rndRecipe = recRecipe with { Retrofit = new RetrofitSpec { Shape = o.Shape, Init = "random" } };
+            (rndDir, random) = Train(rndRecipe, Path.Combine(outDir, "random-init"), tok, () => TrainRun.BuildModel(rndRecipe, tok, device, ui.Info), data.PostTrain, data.Validation, ui, cancel);
+        }
+
+        ui.Stage("e. evaluate on held-out direct problems");
+        results.Add(Evaluate(baseline with { Name = BaselineName, Description = "the base post-trained without recurrence for the same training FLOPs" }, blDir, data, o, ui, cancel));
+        results.Add(Evaluate(rec with { Name = RecurrentName, Description = $"retrofitted to ({o.Shape}) from the pretrained base, post-trained with the recurrence curriculum" }, recDir, data, o, ui, cancel));
+        if (random is not null)
+            results.Add(Evaluate(random with { Name = RandomName, Description = $"the same ({o.Shape}) shape and recipe from random weights" }, rndDir!, data, o, ui, cancel));
+        return new DepthDemoResult(o, results, data.Test, wall.Elapsed.TotalSeconds, DemoPipeline.Machine(), data.SeqLen, data.Summary);
+    }
+
+    /// <summary>The paper's post-training recipe shape (METHOD §3–4), scaled to a 1.5-million-parameter model.</summary>
+    static TrainRecipe Recipe(DepthDemoOptions o, DepthData d, string name, string model, RetrofitSpec? retrofit, long steps) => new()
+    {
+        Name = name, Model = model, Tokenizer = "char", Retrofit = retrofit,
+        SynthData = new SynthDataSpec(), // unused: the demo supplies its rows through the data hook
+        Steps = steps, MicroBatch = o.MicroBatch, Accumulation = 1, SeqLen = d.SeqLen, Seed = o.Seed,
+        TrainRecurrence = o.TrainRecurrence, Curriculum = "1-sqrt", CurriculumFraction = 0.75, BackpropDepth = o.BackpropDepth,
+        Optimizer = "muon", MuonLr = o.MuonLr, AdamWLr = o.AdamWLr, Warmup = 0.05, Cooldown = 0.4, MinLrRatio = 0.001, Clip = 1.0,
+        DType = o.DType, LogEvery = 1, ValEvery = 0, CheckpointEvery = 0, KeepCheckpoints = 1,
+    };
+
+    static (string ModelDir, DepthModelResult Result) Train(TrainRecipe r, string dir, ITokenizer tok, Func<ICausalLM> build,
+        List<int[]> train, List<int[]> val, IDemoProgress ui, CancellationToken cancel)
+    {
+        r = r.Validate(r.Name!);
+        if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        Directory.CreateDirectory(dir);
+        var curve = new List<(double, double)>();
+        var sw = Stopwatch.StartNew();
+        var hooks = new TrainerHooks
+        {
+            Data = (rr, phase) => (new InMemoryRows(train, rr.SeqLen, rr.MicroBatch, rr.Seed, tok.EosId ?? 0), () => new InMemoryRows(val, rr.SeqLen, rr.MicroBatch, 0, tok.EosId ?? 0)),
+            OnStep = m => { curve.Add((m.Flops, m.Loss)); TrainRun.AppendMetrics(dir, m); ui.Step(r.Name!, m.Step, m.TotalSteps, m.Loss); },
+            Log = ui.Info,
+        };
+        var scratch = Path.Combine(dir, ".tok");
+        var files = TrainRun.TokenizerFiles(tok, scratch);
+        using (var model = build())
+        using (var trainer = new Trainer(r with { CheckpointEvery = 0 }, r.Name!, dir, model, hooks, null, files))
+            if (!trainer.Run(cancel)) throw new OperationCanceledException();
+        double flops = curve.Count > 0 ? curve[^1].Item1 : 0;
+        var ckpt = Trainer.LatestCheckpoint(dir)!;
+        var final = Path.Combine(dir, TrainRun.FinalModelDir);
+        Directory.CreateDirectory(final);
+        foreach (var f in Directory.GetFiles(ckpt))
+            if (Path.GetFileName(f) is not (Trainer.OptimizerFile or Trainer.StateFile)) File.Copy(f, Path.Combine(final, Path.GetFileName(f)), true);
+        Directory.Delete(Path.Combine(dir, "checkpoints"), true);
+        Directory.Delete(scratch, true);
+        return (final, new DepthModelResult { Name = r.Name!, Description = "", Recurrent = r.Recurrent, Steps = r.Steps, TrainFlops = flops, WallSeconds = sw.Elapsed.TotalSeconds, Curve = curve });
+    }
+
+    static DepthModelResult Evaluate(DepthModelResult res, string modelDir, DepthData data, DepthDemoOptions o, IDemoProgress ui, CancellationToken cancel)
+    {
+        using var model = ModelLoader.Load(modelDir, ScalarType.Float32, CPU);
+        var (dt, _) = Precision.Resolve(o.DType, CPU);
+        model.ComputeDType = dt;
+        var rec = model as RecurrentModel;
+        var tok = Tokenizer(o);
+        var scores = new SortedDictionary<int, ProblemScores>();
+        var buckets = new DepthDemoResult(o, [], data.Test, 0, "", 0, "").BucketIndices();
+        foreach (int t in rec is null ? [1] : o.Recurrences)
+        {
+            if (rec is not null) { rec.Recurrences = t; rec.StateGenerator = new Generator((ulong)o.Seed); }
+            var s = Score(model, tok, data.Test, o.EvalBatch, cancel);
+            scores[t] = s;
+            string per = string.Join(", ", o.Buckets.Select((b, i) => $"k {b}: {100 * DepthDemoResult.Accuracy(s, buckets[i]).Mean:0.0} %"));
+            ui.Info($"{res.Name}{(rec is null ? "" : $", T = {t}")}: {per}");
+        }
+        return res with { Scores = scores };
+    }
+
+    /// <summary>
+    /// One teacher-forced forward per problem: the distribution at the prompt's last position. Prompts are batched by
+    /// length and right-padded (padding after a prompt cannot affect it under causal attention).
+    /// </summary>
+    public static ProblemScores Score(ICausalLM model, CharTokenizerAdapter tok, IReadOnlyList<DepthProblem> test, int batch, CancellationToken cancel = default)
+    {
+        var correct = new bool[test.Count];
+        var loss = new double[test.Count];
+        var order = Enumerable.Range(0, test.Count).OrderBy(i => test[i].Prompt.Length).ThenBy(i => i).ToArray();
+        using var noGrad = no_grad();
+        for (int start = 0; start < order.Length; start += batch)
+        {
+            cancel.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope();
+            var idx = order.Skip(start).Take(batch).ToArray();
+            var prompts = idx.Select(i => tok.Inner.Encode(test[i].Prompt, addBos: true)).ToArray();
+            int width = prompts.Max(p => p.Length);
+            var flat = new long[idx.Length * width];
+            for (int r = 0; r < idx.Length; r++)
+                for (int j = 0; j < prompts[r].Length; j++) flat[r * width + j] = prompts[r][j];
+            var hidden = model.Hidden(tensor(flat, [idx.Length, width]).to(model.Device));
+            var last = tensor(prompts.Select(p => (long)p.Length - 1).ToArray()).to(model.Device);
+            var rows = arange(idx.Length, dtype: ScalarType.Int64, device: model.Device) * width + last;
+            var h = hidden.reshape(idx.Length * width, -1).index_select(0, rows);
+            var logp = model.Logits(h).log_softmax(-1);
+            var target = tensor(idx.Select(i => (long)tok.Inner.Encode(test[i].Answer.ToString(), addBos: false)[0]).ToArray()).to(model.Device);
+            var lp = logp.gather(1, target.unsqueeze(1)).squeeze(1).data<float>().ToArray();
+            var arg = logp.argmax(-1).data<long>().ToArray();
+            var tg = target.data<long>().ToArray();
+            for (int r = 0; r < idx.Length; r++) { loss[idx[r]] = -lp[r]; correct[idx[r]] = arg[r] == tg[r]; }
+        }
+        return new ProblemScores(correct, loss);
+    }
+}
