@@ -63,7 +63,8 @@ public sealed record DepthDemoOptions
     // e. Evaluation.
     public int TestMinK { get; init; } = 1;
     public int TestMaxK { get; init; } = 12;
-    public int TestPerK { get; init; } = 300;
+    /// <summary>Test problems per k; 320 gives 640 per two-k bucket, a binomial SE ≤ 2 points (sums at k ≤ 2 have fewer, see VariableChains.PerKCap).</summary>
+    public int TestPerK { get; init; } = 320;
     /// <summary>Difficulty buckets "lo-hi", in order.</summary>
     public string[] Buckets { get; init; } = ["1-2", "3-4", "5-6", "7-8", "9-12"];
     public int[] Recurrences { get; init; } = [1, 2, 4, 6, 8, 16, 32];
@@ -79,7 +80,7 @@ public sealed record DepthDemoOptions
     /// <summary>Smoke-sized: the whole pipeline in a few minutes; its numbers mean nothing.</summary>
     public static DepthDemoOptions QuickRun => new()
     {
-        PretrainRows = 3000, PostRows = 3000, PretrainSteps = 60, RecurrentSteps = 30, TestPerK = 12, TestMaxK = 8,
+        PretrainRows = 1500, PostRows = 1500, PretrainSteps = 40, RecurrentSteps = 20, TestPerK = 10, TestMaxK = 8,
         Buckets = ["1-2", "3-4", "5-8"], Recurrences = [1, 2, 4, 8], MicroBatch = 16,
     };
 

@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using Recur.Data;
+using Recur.Tests.Support;
 using Xunit;
 
 namespace Recur.Tests.Data;
@@ -144,5 +145,26 @@ public class VariableChainsTests
         var rng = new SplitMix64(1);
         var tooFew = new VariableChainsOptions(Names: "abcdef");
         Assert.Contains("names available", Assert.Throws<RecurUserException>(() => VariableChains.Make(tooFew, ref rng, DepthRowForm.Direct, 8)).Message);
+    }
+
+    [Fact]
+    public void Data_verb_writes_the_same_bytes_for_the_same_seed_and_refuses_to_overwrite()
+    {
+        var root = TestModels.TempDir();
+        string a = Path.Combine(root, "a"), b = Path.Combine(root, "b");
+        string[] args = ["data", "variable-chains", "--task", "sum", "--train", "300", "--test-k", "1-6", "--test-per-k", "20", "--seed", "5"];
+        var r = CliProcess.Run([.. args, "--out", a]);
+        Assert.True(r.Code == 0, r.Stderr);
+        Assert.True(CliProcess.Run([.. args, "--out", b]).Code == 0);
+        foreach (var f in new[] { "train.jsonl", "test.jsonl", "variable-chains.json" })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(a, f)), File.ReadAllBytes(Path.Combine(b, f)));
+        Assert.Equal(300, File.ReadLines(Path.Combine(a, "train.jsonl")).Count());
+        Assert.Contains("\"k\":", File.ReadLines(Path.Combine(a, "test.jsonl")).First());
+        var again = CliProcess.Run([.. args, "--out", a]);
+        Assert.Equal(1, again.Code);
+        Assert.Contains("--force", again.Stderr);
+        var bad = CliProcess.Run("data", "variable-chains", "--out", Path.Combine(root, "c"), "--task", "mazes");
+        Assert.Equal(1, bad.Code);
+        Assert.StartsWith("error:", bad.Stderr.Trim());
     }
 }
