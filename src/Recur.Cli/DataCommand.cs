@@ -68,7 +68,7 @@ static class DataCommand
     static Command VariableChainsCommand()
     {
         var output = new Option<string>("--out") { Description = "Output folder for train.jsonl, test.jsonl and variable-chains.json", Required = true };
-        var task = new Option<string>("--task") { Description = "chains (interleaved assignment chains) or sum (running sum)", DefaultValueFactory = _ => "chains" };
+        var task = new Option<string>("--task") { Description = "sum (running sum) or chains (interleaved assignment chains)", DefaultValueFactory = _ => "sum" };
         var train = new Option<int>("--train") { Description = "Training rows", DefaultValueFactory = _ => 10_000 };
         var trainK = new Option<string>("--train-k") { Description = "Hidden hops k of the training rows that are not worked, A-B", DefaultValueFactory = _ => "1-4" };
         var worked = new Option<double>("--worked") { Description = "Fraction of training rows with every value written", DefaultValueFactory = _ => 0.5 };
@@ -78,7 +78,7 @@ static class DataCommand
         var perK = new Option<int>("--test-per-k") { Description = "Test problems per k (for the sum at most a quarter of the 10^(k+1) distinct ones)", DefaultValueFactory = _ => 100 };
         var chains = new Option<int>("--chains") { Description = "Chains interleaved in one chains problem", DefaultValueFactory = _ => 3 };
         var seed = new Option<ulong>("--seed") { Description = "Seed; the same seed and options give byte-identical files", DefaultValueFactory = _ => 1 };
-        var force = new Option<bool>("--force") { Description = "Write into a non-empty output folder, replacing the files" };
+        var force = new Option<bool>("--force") { Description = "Replace the files in a non-empty output folder" };
         var cmd = new Command("variable-chains", "Write seeded depth-bound problems (variable chains or running sums mod 10; docs/variable-chains.md) as JSONL")
         {
             output, task, train, trainK, worked, directFrac, queries, testK, perK, chains, seed, force,

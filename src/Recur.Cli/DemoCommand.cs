@@ -19,7 +19,7 @@ static class DemoCommand
         var threads = Common.ThreadsOption();
         var task = new Option<string>("--task")
         {
-            Description = "running-sum (default) or variable-chains (docs/variable-chains.md), or word-problems (the earlier synthetic GSM8K-style task)",
+            Description = "running-sum or variable-chains (docs/variable-chains.md), or word-problems (the earlier synthetic GSM8K-style task)",
             DefaultValueFactory = _ => "running-sum",
         };
         var config = new Option<string?>("--config") { Description = "JSON file overriding the depth task's run options (snake_case keys, see docs/demo.md)" };
