@@ -3,7 +3,9 @@
 answers, each against equivalent rewrites, near misses and forms the harness's parser rejects, wrapped in the
 Minerva final-answer sentence (and a few outputs without it). Deterministic. Usage: minerva_math_cases.py OUT_JSONL"""
 import json
+import random
 import sys
+from math import gcd
 
 # gold -> candidate answers (as a model would write them inside the final-answer sentence)
 GROUPS = {
@@ -72,6 +74,56 @@ OUTPUT_FORMS = [
 ]
 
 
+def generated():
+    """Seeded families in the shapes MATH answers take: fractions, decimals, radicals, π multiples, polynomials,
+    each gold against equal and unequal rewrites."""
+    rnd = random.Random(14)
+    out = []
+
+    def add(gold, cands):
+        for i, c in enumerate(cands):
+            form = OUTPUT_FORMS[i % len(OUTPUT_FORMS)]
+            out.append({"output": form.replace("{}", c), "gold_boxed": gold})
+
+    for _ in range(40):
+        q = rnd.randint(2, 40)
+        p = rnd.randint(1, 3 * q)
+        g = gcd(p, q)
+        p, q = p // g, q // g
+        if q == 1:
+            continue
+        sign = rnd.choice(["", "-"])
+        k = rnd.randint(2, 5)
+        add(f"{sign}\\frac{{{p}}}{{{q}}}", [
+            f"{sign}{p}/{q}", f"{sign}\\dfrac{{{p * k}}}{{{q * k}}}", f"\\frac{{{sign}{p}}}{{{q}}}",
+            f"{sign}{p / q:.4f}", f"{sign}\\frac{{{p + 1}}}{{{q}}}", f"{sign}{p}:{q}",
+            f"{sign}\\frac{{{q}}}{{{p}}}", f"{sign}\\tfrac{p}{q}" if p < 10 and q < 10 else f"{sign}{p}\\div{q}",
+        ])
+    for _ in range(30):
+        a, m = rnd.randint(1, 9), rnd.choice([2, 3, 5, 6, 7, 10, 11])
+        add(f"{a}\\sqrt{{{m}}}", [
+            f"\\sqrt{{{a * a * m}}}", f"{a}\\sqrt{m}", f"\\sqrt{{{m}}}\\cdot {a}", f"{a}\\sqrt{{{m + 1}}}",
+            f"\\frac{{{a * m}}}{{\\sqrt{{{m}}}}}", f"{a}*{m}^{{1/2}}", f"{(a * m ** 0.5):.3f}", f"{a + 1}\\sqrt{{{m}}}",
+        ])
+    for _ in range(20):
+        a, b = rnd.randint(1, 9), rnd.randint(1, 9)
+        add(f"{a}\\pi", [f"{a}\\pi", f"\\pi{a}", f"\\frac{{{a * b}\\pi}}{{{b}}}", f"{a * 3.14159:.4f}", f"{a + b}\\pi", f"{a}\\cdot\\pi"])
+    for _ in range(25):
+        a, b = rnd.randint(-9, 9), rnd.randint(-9, 9)
+        gold = f"x^2{a + b:+d}x{a * b:+d}"
+        add(gold, [f"(x{a:+d})(x{b:+d})", f"x^2{a + b:+d}x{a * b:+d}", f"x^{{2}}{a + b:+d}x{a * b:+d}",
+                   f"(x{a:+d})(x{b + 1:+d})", f"{a * b}{a + b:+d}x+x^2", f"x^2{a + b:+d}x"])
+    for _ in range(40):
+        n = rnd.randint(0, 10 ** rnd.randint(1, 7))
+        with_commas = f"{n:,}"
+        add(str(n), [with_commas, str(n), f"{n}.0", str(n + 1), f"+{n}", f"{n}\\text{{ units}}", f"\\${with_commas}",
+                     f"0{n}", f"{n}\\%", f"{n}^\\circ"])
+    for _ in range(20):
+        d = round(rnd.uniform(0, 100), rnd.randint(1, 3))
+        add(str(d), [str(d), f"{d}0", f".{str(d).split('.')[1]}" if d < 1 else f"{d:.2f}", str(round(d + 0.1, 3)), f"\\frac{{{int(round(d * 1000))}}}{{1000}}"])
+    return out
+
+
 def main():
     cases = []
     for gold, cands in GROUPS.items():
@@ -98,6 +150,7 @@ def main():
         ("Final Answer: The final answer is . I hope it is correct.", "5"),
     ]
     cases += [{"output": o, "gold_boxed": g} for o, g in extras]
+    cases += generated()
     with open(sys.argv[1], "w", encoding="utf-8") as f:
         for c in cases:
             f.write(json.dumps(c, ensure_ascii=False) + "\n")

@@ -79,22 +79,27 @@ public static class EvalTasks
     static EvalTaskInfo Math(string name, string version, string means) =>
         new(name, EvalTaskKind.Generation, MathMetrics, version, means) { Create = s => MathTask.Create(name, s.Generation, s.FewshotPath) };
 
+    static EvalTaskInfo Hendrycks(string name, string means) =>
+        new(name, EvalTaskKind.Generation, ["exact_match,none"], "1.0", means) { Create = s => HendrycksMathTask.Create(name, s.Generation, s.FewshotPath) };
+
     static EvalTaskInfo Choice(string name, string? version, string means) =>
         new(name, EvalTaskKind.LogLikelihood, name == "winogrande" ? ["acc,none"] : ChoiceMetrics, version, means)
         { Create = _ => MultipleChoiceTask.ForName(name) };
 
     static readonly EvalTaskInfo[] All =
     [
-        Gsm8k(Gsm8kVariant.Gsm8k, "lm-eval gsm8k: 'Question: …\nAnswer:' prompt, stop at 'Question:', strict-match '#### N'"),
-        Gsm8k(Gsm8kVariant.Cot, "lm-eval gsm8k_cot: 'Q: …\nA:' prompt, stop at 'Q:', strict-match 'The answer is N.'"),
+        Gsm8k(Gsm8kVariant.Gsm8k, "lm-eval gsm8k: 'Question: …\\nAnswer:' prompt, stop at 'Question:', strict-match '#### N'"),
+        Gsm8k(Gsm8kVariant.Cot, "lm-eval gsm8k_cot: 'Q: …\\nA:' prompt, stop at 'Q:', strict-match 'The answer is N.'"),
         Gsm8k(Gsm8kVariant.CotSean, "the paper's gsm8k_cot_sean: gsm8k_cot with 'A: Let's think step by step.' (METHOD §8)"),
         Math(MathTask.GroupName, "1.0", "lm-eval minerva_math (group of 7 subjects, v3.0 each): Minerva prompt and normalisation, sympy-level equivalence"),
         .. MathTask.Subtasks.Select(st => Math(st.Name, "3.0", $"lm-eval {st.Name}: the {st.Type} problems of minerva_math")),
         Math("minerva_math500", "3.0", "lm-eval minerva_math500: minerva_math rules on MATH-500"),
+        Hendrycks(HendrycksMathTask.GroupName, "lm-eval hendrycks_math (group of 7 subjects, v1.0 each): 'Problem: …\\nAnswer:', answer between the first and last $, Hendrycks' strip_string equality"),
+        .. HendrycksMathTask.Subtasks.Select(st => Hendrycks(st.Name, $"lm-eval {st.Name}: the {st.Type} problems of hendrycks_math")),
         Choice("hellaswag", "1.0", "lm-eval hellaswag: acc and acc_norm over 4 endings"),
-        Choice("arc_easy", "1.0", "lm-eval arc_easy: 'Question: …\nAnswer:', acc and acc_norm"),
-        Choice("arc_challenge", "1.0", "lm-eval arc_challenge: 'Question: …\nAnswer:', acc and acc_norm"),
-        Choice("piqa", "1.0", "lm-eval piqa: 'Question: …\nAnswer:', acc and acc_norm"),
+        Choice("arc_easy", "1.0", "lm-eval arc_easy: 'Question: …\\nAnswer:', acc and acc_norm"),
+        Choice("arc_challenge", "1.0", "lm-eval arc_challenge: 'Question: …\\nAnswer:', acc and acc_norm"),
+        Choice("piqa", "1.0", "lm-eval piqa: 'Question: …\\nAnswer:', acc and acc_norm"),
         Choice("winogrande", "1.0", "lm-eval winogrande: partial evaluation, acc"),
         Choice("multiple_choice", null, "Recur's generic multiple choice (context, choices, gold), scored as lm-eval's multiple_choice"),
         new("lambada_openai", EvalTaskKind.LogLikelihood, ["acc,none"], "1.0", "lm-eval lambada_openai: acc (greedy last word) and perplexity")
@@ -105,7 +110,7 @@ public static class EvalTasks
     /// <summary>Names that mean more than one lm-eval task: refused with the choices.</summary>
     static readonly Dictionary<string, string> Ambiguous = new(StringComparer.OrdinalIgnoreCase)
     {
-        ["math"] = "minerva_math (Minerva prompt, sympy equivalence) or minerva_math500; lm-eval's hendrycks_math is not implemented",
+        ["math"] = "minerva_math (Minerva prompt, sympy equivalence), hendrycks_math (string equality after strip_string) or minerva_math500",
         ["lambada"] = "lambada_openai (lm-eval's 'lambada' is a group that also holds lambada_standard, which is not implemented)",
         ["arc"] = "arc_easy or arc_challenge",
     };
