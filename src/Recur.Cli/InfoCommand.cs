@@ -58,9 +58,9 @@ static class InfoCommand
         long total = m.parameters().Sum(x => x.numel());
         long embed = m.transformer.wte.weight!.numel(), head = m.lm_head.weight!.numel(), adapter = m.transformer.adapter.weight!.numel();
         Console.WriteLine($"model          {path} (recurrent, Raven layout)");
-        Console.WriteLine($"architecture   {(rc.BlockType == BlockType.Llama ? "llama (pre-norm)" : "olmo2 (post-norm, q/k norm)")} blocks, shape (p, r, c) = ({p}, {r}, {cd}), hidden {rc.NEmbd}, MLP {rc.IntermediateSize}");
+        Console.WriteLine($"architecture   {rc.BlockType switch { BlockType.Llama => "llama (pre-norm)", BlockType.Olmo2 => "olmo2 (post-norm, q/k norm)", _ => "huginn sandwich (norms before and after attention and MLP)" }}{(rc.QkBias ? ", q/k bias" : "")} blocks, shape (p, r, c) = ({p}, {r}, {cd}), hidden {rc.NEmbd}, MLP {rc.IntermediateSize}");
         Attention(c);
-        Console.WriteLine($"vocabulary     {rc.VocabSize} (embedding rows {rc.EmbeddingRows}); context {rc.MaxPositionEmbeddings}; lm_head untied");
+        Console.WriteLine($"vocabulary     {rc.VocabSize} (embedding rows {rc.EmbeddingRows}); context {rc.MaxPositionEmbeddings}; lm_head {(rc.TieEmbeddings ? "tied to the embedding (held as a copy)" : "untied")}; embedding scale {rc.InitValues.EmbedScale:G6}");
         Console.WriteLine($"recurrence     mean_recurrence {rc.MeanRecurrence}, backprop depth {rc.MeanBackpropDepth}, s0 ~ TruncNormal(0, {rc.InitValues.Std:G6}², ±3σ)");
         Console.WriteLine($"parameters     {Common.Count(total)} stored = embeddings {Common.Count(embed)} + {p + r + cd} blocks {Common.Count(perLayer * (p + r + cd))} ({Common.Count(perLayer)} per block) + adapter {Common.Count(adapter)} + ln_f {rc.NEmbd} + lm_head {Common.Count(head)}");
         Console.WriteLine($"at T = {t,-7} effective depth {rc.EffectiveDepth(t)} layers (p + r·T + c); effective parameters {Common.Count(rc.EffectiveParameters(t))}");

@@ -30,6 +30,21 @@ public static class RecurrentCheckpoint
                 sourceName: config.TieEmbeddings ? n => n == "lm_head.weight" ? "transformer.wte.weight" : n : null);
         }
         catch { model.Dispose(); throw; }
+        if (config.BlockType == BlockType.Sandwich)
+        {
+            // Huginn: q/k rows to rotate-half order, and the rotary angles from the checkpoint's freqs_cis buffer
+            // [1, block_size, 1, d/2, 2] (cos, sin) when it has one (HuginnLayout.cs).
+            HuginnLayout.PermuteQk(model);
+            if (weights.Contains("freqs_cis"))
+            {
+                using var f = weights.Read("freqs_cis", ScalarType.Float32);
+                int half = config.ToBlockConfig().HeadDimension / 2;
+                if (f.dim() != 5 || f.shape[3] != half || f.shape[4] != 2)
+                    throw new RecurUserException($"{weights.FileOf("freqs_cis")}: tensor 'freqs_cis' has shape [{string.Join(", ", f.shape)}], expected [1, block_size, 1, {half}, 2]");
+                using var table = f.select(0, 0).select(1, 0); // [P, d/2, 2]
+                model.UseRotaryTable(table.select(-1, 0), table.select(-1, 1));
+            }
+        }
         model.ComputeDType = paramDType;
         model.eval();
         return model;
@@ -50,7 +65,7 @@ public static class RecurrentCheckpoint
         var config = model.Config with
         {
             TorchDType = HfCheckpoint.DTypeName(dtype),
-            BlockTypeName = model.Config.BlockType == BlockType.Olmo2 ? "olmo2" : "llama",
+            BlockTypeName = model.Config.BlockType switch { BlockType.Olmo2 => "olmo2", BlockType.Sandwich => "sandwich", _ => "llama" },
             // Recur holds the head as its own tensor (a tied file is untied at load) and writes it.
             TieEmbeddings = false,
             ModelType = "huginn_raven",
@@ -58,6 +73,16 @@ public static class RecurrentCheckpoint
             AutoMap = RemoteCode.AutoMap(),
         };
         var tensors = model.named_parameters().Select(kv => new KeyValuePair<string, Tensor>(kv.name, kv.parameter)).ToList();
+        using var scope = NewDisposeScope();
+        if (model.Config.BlockType == BlockType.Sandwich)
+        {
+            // Back to Huginn's interleaved q/k layout, and its rotary buffer, so the file is Huginn's own format.
+            var bc = model.Config.ToBlockConfig();
+            tensors = tensors.Select(kv => kv.Key.EndsWith("attn.Wqkv.weight", StringComparison.Ordinal) || kv.Key.EndsWith("attn.qk_bias", StringComparison.Ordinal)
+                ? new KeyValuePair<string, Tensor>(kv.Key, HuginnLayout.ToInterleaved(bc, kv.Key, kv.Value.detach())) : kv).ToList();
+            if (model.RotaryTable is { } t)
+                tensors.Add(new("freqs_cis", stack([t.Cos, t.Sin], -1).unsqueeze(1).unsqueeze(0)));
+        }
         var code = Path.Combine(Path.GetTempPath(), $"recur-remote-code-{Guid.NewGuid():N}");
         try
         {

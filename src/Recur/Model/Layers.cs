@@ -116,6 +116,20 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
 public sealed class Rope
 {
     readonly Tensor _invFreq; // [d/2] fp32, on the model's device
+    readonly Tensor? _cosTable, _sinTable; // [P, d/2] fp32 from a checkpoint (Huginn's freqs_cis), else null
+
+    /// <summary>
+    /// Tables given per position (Huginn's <c>freqs_cis</c>: cos and sin [P, d/2] of pair i at position p), for q/k
+    /// whose interleaved pairs (2i, 2i+1) were permuted to (i, i + d/2) so that rotate-half applies them.
+    /// </summary>
+    public Rope(Tensor cosTable, Tensor sinTable, int headDim, double theta, Device device) : this(headDim, theta, null, device)
+    {
+        _cosTable = cosTable.to(ScalarType.Float32).to(device).DetachFromDisposeScope();
+        _sinTable = sinTable.to(ScalarType.Float32).to(device).DetachFromDisposeScope();
+    }
+
+    /// <summary>The per-position tables, when this rotary embedding was built from a checkpoint's.</summary>
+    internal (Tensor Cos, Tensor Sin)? Table => _cosTable is null ? null : (_cosTable, _sinTable!);
 
     public Rope(ModelConfig cfg, Device device) : this(cfg.HeadDimension, cfg.RopeTheta, cfg.RopeScaling, device) { }
 
@@ -155,6 +169,16 @@ public sealed class Rope
     public (Tensor Cos, Tensor Sin) Tables(Tensor positions, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
+        if (_cosTable is not null)
+        {
+            long rows = _cosTable.shape[0];
+            if (positions.numel() > 0 && positions.max().item<long>() >= rows)
+                throw new RecurUserException($"position {positions.max().item<long>()} is beyond the model's rotary table of {rows} positions (block_size)");
+            var flat = positions.reshape(-1);
+            var c = _cosTable.index_select(0, flat).reshape([.. positions.shape, -1]);
+            var sn = _sinTable!.index_select(0, flat).reshape([.. positions.shape, -1]);
+            return (cat([c, c], -1).unsqueeze(1).to(dtype).MoveToOuterDisposeScope(), cat([sn.neg(), sn], -1).unsqueeze(1).to(dtype).MoveToOuterDisposeScope());
+        }
         var ang = positions.to(ScalarType.Float32).unsqueeze(-1) * _invFreq; // [B, S, d/2]
         var cos = cat([ang.cos(), ang.cos()], -1).unsqueeze(1).to(dtype).MoveToOuterDisposeScope(); // [B, 1, S, d]
         var s = ang.sin();

@@ -4,8 +4,11 @@ using System.Text.Json.Serialization;
 
 namespace Recur.Model;
 
-/// <summary>Which block a decoder layer is: Llama pre-norm or OLMo-2 post-sublayer norm (METHOD §2.3).</summary>
-public enum BlockType { Llama, Olmo2 }
+/// <summary>
+/// Which block a decoder layer is: Llama pre-norm or OLMo-2 post-sublayer norm (METHOD §2.3), or Huginn-0125's
+/// "sandwich" block (recurrent models only; seal-rg/recurrent-pretraining:recpre/raven_modeling_minimal.py).
+/// </summary>
+public enum BlockType { Llama, Olmo2, Sandwich }
 
 /// <summary>HF <c>rope_scaling</c>; only the <c>llama3</c> type changes the frequencies (METHOD §2.4).</summary>
 public sealed record RopeScaling

@@ -65,15 +65,16 @@ public sealed record RecurConfig
     [JsonIgnore] public int KvHeads => NumKeyValueHeads ?? NHeads;
     [JsonIgnore] public int HeadDimension => HeadDim ?? NEmbd / NHeads;
     [JsonIgnore] public int EmbeddingRows => PaddedVocabSize ?? VocabSize;
-    [JsonIgnore] public BlockType BlockType => BlockTypeName == "olmo2" ? BlockType.Olmo2 : BlockType.Llama;
+    [JsonIgnore] public BlockType BlockType => BlockTypeName switch { "olmo2" => BlockType.Olmo2, "sandwich" => BlockType.Sandwich, _ => BlockType.Llama };
     [JsonIgnore] public (int P, int R, int C) Shape => (NLayersInPrelude, NLayersInRecurrentBlock, NLayersInCoda);
 
     /// <summary>The block hyper-parameters as a HF config, so blocks share one constructor with the plain decoder.</summary>
     public ModelConfig ToBlockConfig() => new()
     {
+        // Sandwich (Huginn) blocks have Llama's attention and MLP (no q/k norm); their head size is n_embd / n_heads.
         ModelType = BlockType == BlockType.Olmo2 ? "olmo2" : "llama",
         HiddenSize = NEmbd, IntermediateSize = IntermediateSize, NumHiddenLayers = NLayers,
-        NumAttentionHeads = NHeads, NumKeyValueHeads = KvHeads, HeadDim = HeadDimension, RmsNormEps = NormEps,
+        NumAttentionHeads = NHeads, NumKeyValueHeads = KvHeads, HeadDim = BlockType == BlockType.Sandwich ? NEmbd / NHeads : HeadDimension, RmsNormEps = NormEps,
         RopeTheta = RopeTheta, RopeScaling = RopeScaling, MaxPositionEmbeddings = MaxPositionEmbeddings,
         VocabSize = EmbeddingRows, TieWordEmbeddings = false, BosTokenId = BosTokenId, EosTokenId = EosTokenId,
     };
@@ -87,7 +88,8 @@ public sealed record RecurConfig
     public RecurConfig Validate(string source)
     {
         if (ModelType != "huginn_raven") throw new RecurUserException($"{source}: model_type '{ModelType}' is not a recurrent (huginn_raven) model");
-        if (BlockTypeName is not (null or "llama" or "olmo2")) throw new RecurUserException($"{source}: block_type '{BlockTypeName}' is not supported (expected llama or olmo2)");
+        if (BlockTypeName is not (null or "llama" or "olmo2" or "sandwich")) throw new RecurUserException($"{source}: block_type '{BlockTypeName}' is not supported (expected llama, olmo2 or sandwich)");
+        if (BlockType == BlockType.Sandwich && NEmbd % NHeads != 0) throw new RecurUserException($"{source}: n_embd {NEmbd} is not divisible by n_heads {NHeads}");
         void Positive(string key, long v) { if (v <= 0) throw new RecurUserException($"{source}: key '{key}' must be a positive integer (got {v})"); }
         void NonNegative(string key, long v) { if (v < 0) throw new RecurUserException($"{source}: key '{key}' must be ≥ 0 (got {v})"); }
         Positive("n_embd", NEmbd); Positive("n_heads", NHeads); Positive("intermediate_size", IntermediateSize);
@@ -171,15 +173,25 @@ public sealed record RecurConfig
         if (obj["init_values"] is not JsonObject iv) throw new RecurUserException($"{path}: key 'init_values' must be an object with 'std' and 'embed_scale'");
         foreach (var k in new[] { "std", "embed_scale" })
             if (iv[k] is null) throw new RecurUserException($"{path}: init_values has no '{k}'; the official model reads init_values[\"{k}\"] (a given init_values replaces the default whole, it is not merged)");
-        foreach (var k in new[] { "rope_theta", "max_position_embeddings" })
-            if (obj[k] is null) throw new RecurUserException($"{path}: missing key '{k}'; the official Llama/OLMo-2 Raven modeling files read config.{k} for their rotary embedding (RavenConfig has no default for it)");
         if (obj["rope_scaling"] is JsonObject rso && rso["rope_type"] is null && rso["type"] is JsonNode t) rso["rope_type"] = t.DeepClone();
         if (obj["block_type"] is null)
         {
+            // Huginn-0125's sandwich blocks carry norm_3/norm_4 and its config has no rope_theta; the retrofitted
+            // models' blocks have two norms (their modeling files build no others).
+            var names = tensorNames?.ToList() ?? [];
             bool olmo = obj["auto_map"]?.ToJsonString().Contains("olmo", StringComparison.OrdinalIgnoreCase) == true
-                        || (tensorNames?.Any(n => n.EndsWith(".attn.q_norm.weight", StringComparison.Ordinal)) ?? false);
-            obj["block_type"] = olmo ? "olmo2" : "llama";
+                        || names.Any(n => n.EndsWith(".attn.q_norm.weight", StringComparison.Ordinal));
+            bool sandwich = !olmo && obj["rope_theta"] is null && names.Any(n => n.EndsWith(".norm_4.weight", StringComparison.Ordinal));
+            obj["block_type"] = olmo ? "olmo2" : sandwich ? "sandwich" : "llama";
         }
+        if (obj["block_type"]?.ToString() == "sandwich")
+        {
+            // Huginn's RoPE uses rope_base over block_size positions (its freqs_cis buffer), not rope_theta.
+            obj["rope_theta"] ??= obj["rope_base"]!.DeepClone();
+            obj["max_position_embeddings"] ??= obj["block_size"]!.DeepClone();
+        }
+        foreach (var k in new[] { "rope_theta", "max_position_embeddings" })
+            if (obj[k] is null) throw new RecurUserException($"{path}: missing key '{k}'; the official Llama/OLMo-2 Raven modeling files read config.{k} for their rotary embedding (RavenConfig has no default for it)");
         RecurConfig cfg;
         try { cfg = obj.Deserialize<RecurConfig>(ModelConfig.Json) ?? throw new RecurUserException($"{path}: empty config"); }
         catch (JsonException e) { throw new RecurUserException($"{path}: key '{e.Path?.TrimStart('$', '.')}' has the wrong type ({ModelConfig.FirstLine(e.Message)})"); }

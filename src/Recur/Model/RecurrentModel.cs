@@ -87,21 +87,34 @@ public sealed class RavenBlock : nn.Module
     public readonly RavenAttention attn;
     public readonly RavenMlp mlp;
     public readonly RMSNorm norm_1, norm_2;
+    public readonly RMSNorm? norm_3, norm_4; // Huginn sandwich blocks only
     readonly BlockType _type;
 
-    public RavenBlock(ModelConfig c, bool qkBias = false) : base("RavenBlock")
+    public RavenBlock(ModelConfig c, bool qkBias = false, bool sandwich = false) : base("RavenBlock")
     {
-        _type = c.BlockType;
+        _type = sandwich ? BlockType.Sandwich : c.BlockType;
         attn = new RavenAttention(c, qkBias);
         mlp = new RavenMlp(c);
-        bool llama = _type == BlockType.Llama;
-        norm_1 = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: llama);
-        norm_2 = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: llama);
+        bool castFirst = _type != BlockType.Olmo2;
+        norm_1 = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: castFirst);
+        norm_2 = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: castFirst);
+        if (sandwich)
+        {
+            norm_3 = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: true);
+            norm_4 = new RMSNorm(c.HiddenSize, c.RmsNormEps, castBeforeWeight: true);
+        }
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, AttentionContext ctx, int slot) =>
-        Ops.Block(x, _type, h => attn.Forward(h, ctx, slot), h => mlp.Forward(h, ctx), norm_1, norm_2);
+    public Tensor Forward(Tensor x, AttentionContext ctx, int slot)
+    {
+        if (_type != BlockType.Sandwich)
+            return Ops.Block(x, _type, h => attn.Forward(h, ctx, slot), h => mlp.Forward(h, ctx), norm_1, norm_2);
+        // Huginn's sandwich: x = norm_2(x + attn(norm_1(x))); x = norm_4(x + mlp(norm_3(x))).
+        using var scope = NewDisposeScope();
+        x = norm_2.call(x + attn.Forward(norm_1.call(x), ctx, slot));
+        return norm_4!.call(x + mlp.Forward(norm_3!.call(x), ctx)).MoveToOuterDisposeScope();
+    }
 }
 
 public sealed class RavenBody : nn.Module
@@ -117,18 +130,19 @@ public sealed class RavenBody : nn.Module
     {
         var c = rc.ToBlockConfig();
         wte = ParameterPlacement.Embedding(rc.EmbeddingRows, rc.NEmbd);
-        prelude = Blocks(c, rc.NLayersInPrelude, rc.QkBias);
+        bool sandwich = rc.BlockType == BlockType.Sandwich;
+        prelude = Blocks(c, rc.NLayersInPrelude, rc.QkBias, sandwich);
         adapter = nn.Linear(2 * rc.NEmbd, rc.NEmbd, hasBias: false, device: ParameterPlacement.Device); // PyTorch's default init, U(±1/√(2h)) (§2.5)
-        core_block = Blocks(c, rc.NLayersInRecurrentBlock, rc.QkBias);
-        coda = Blocks(c, rc.NLayersInCoda, rc.QkBias);
+        core_block = Blocks(c, rc.NLayersInRecurrentBlock, rc.QkBias, sandwich);
+        coda = Blocks(c, rc.NLayersInCoda, rc.QkBias, sandwich);
         ln_f = new RMSNorm(rc.NEmbd, rc.NormEps, castBeforeWeight: c.BlockType == BlockType.Llama);
         RegisterComponents();
     }
 
-    static ModuleList<RavenBlock> Blocks(ModelConfig c, int n, bool qkBias)
+    static ModuleList<RavenBlock> Blocks(ModelConfig c, int n, bool qkBias, bool sandwich)
     {
         var list = new ModuleList<RavenBlock>();
-        for (int i = 0; i < n; i++) list.append(new RavenBlock(c, qkBias));
+        for (int i = 0; i < n; i++) list.append(new RavenBlock(c, qkBias, sandwich));
         return list;
     }
 }
@@ -184,9 +198,28 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
 
     Rope RopeFor(Device device)
     {
-        if (_rope is null || _ropeDevice != device.ToString()) { _rope = new Rope(Config.ToBlockConfig(), device); _ropeDevice = device.ToString(); }
+        if (_rope is null || _ropeDevice != device.ToString())
+        {
+            var c = Config.ToBlockConfig();
+            _rope = _rope?.Table is { } t ? new Rope(t.Cos, t.Sin, c.HeadDimension, c.RopeTheta, device) : new Rope(c, device);
+            _ropeDevice = device.ToString();
+        }
         return _rope;
     }
+
+    /// <summary>
+    /// Uses a checkpoint's rotary table (Huginn's <c>freqs_cis</c>: cos and sin [P, d/2]) instead of computing one
+    /// from rope_theta; the q/k rows must be in rotate-half order (<see cref="HuginnLayout"/>).
+    /// </summary>
+    public void UseRotaryTable(Tensor cos, Tensor sin)
+    {
+        var c = Config.ToBlockConfig();
+        _rope = new Rope(cos, sin, c.HeadDimension, c.RopeTheta, Device);
+        _ropeDevice = Device.ToString();
+    }
+
+    /// <summary>The checkpoint's rotary table set by <see cref="UseRotaryTable"/>, if any.</summary>
+    public (Tensor Cos, Tensor Sin)? RotaryTable => _rope?.Table;
 
     /// <summary>Inference forward at T = <see cref="Recurrences"/>, all iterations without grad bookkeeping of their own.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) =>
@@ -264,7 +297,12 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     /// <summary>One recurrence: s ← R(A(concat[s, e])), state first (§2.1); the core's layers use slots firstSlot … firstSlot + r − 1.</summary>
     public Tensor Iterate(Tensor state, Tensor e, ForwardContext ctx, int firstSlot)
     {
-        if (Config.TestTimeNoise > 0) state = TestTimeNoise.Apply(Config, state, (firstSlot - Config.NLayersInPrelude) / Config.NLayersInRecurrentBlock, StateGenerator);
+        if (Config.TestTimeNoise > 0)
+        {
+            state = TestTimeNoise.Apply(Config, state, (firstSlot - Config.NLayersInPrelude) / Config.NLayersInRecurrentBlock, StateGenerator);
+            // Huginn renormalises the noisy state with the last core block's norm_4 (its _maybe_inject_noise, renorm=True).
+            if (Config.BlockType == BlockType.Sandwich) state = transformer.core_block[Config.NLayersInRecurrentBlock - 1].norm_4!.call(state);
+        }
         state = Ops.Linear(cat([state, e], -1), ctx.Attention.W(transformer.adapter.weight!));
         for (int j = 0; j < Config.NLayersInRecurrentBlock; j++) state = transformer.core_block[j].Forward(state, ctx.Attention, firstSlot + j);
         return state;
@@ -273,7 +311,8 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     /// <summary>ln_f(C(s)): the coda from slot <paramref name="firstSlot"/>, then the final norm, once (§2.1).</summary>
     public Tensor Coda(Tensor state, ForwardContext ctx, int firstSlot)
     {
-        var x = state;
+        // Huginn applies ln_f to the last state before the coda as well (its iterate_forward); the retrofitted models do not (§2.1).
+        var x = Config.BlockType == BlockType.Sandwich ? transformer.ln_f.call(state) : state;
         for (int j = 0; j < Config.NLayersInCoda; j++) x = transformer.coda[j].Forward(x, ctx.Attention, firstSlot + j);
         return transformer.ln_f.call(x);
     }

@@ -15,10 +15,11 @@ namespace Recur.Tests.Recurrent;
 /// </summary>
 public class RemoteCodeTests(ITestOutputHelper output)
 {
-    public static TheoryData<string> Cases => new() { "llama", "olmo2", "llama-qk-bias", "llama3-rope-embed-scale" };
+    public static TheoryData<string> Cases => new() { "llama", "olmo2", "llama-qk-bias", "llama3-rope-embed-scale", "huginn" };
 
     static RecurrentModel Build(string kind, long seed)
     {
+        if (kind == "huginn") return RecurrentCheckpoint.Load(Path.Combine(TestModels.FixturesDir, "models", "huginn-tiny"), ScalarType.Float32, CPU);
         var baseCfg = kind.StartsWith("olmo2", StringComparison.Ordinal) ? Presets.TinyOlmo2Test : Presets.TinyTest;
         baseCfg = baseCfg with { NumHiddenLayers = 6 };
         if (kind == "llama-qk-bias") baseCfg = baseCfg with { NumKeyValueHeads = 4 };

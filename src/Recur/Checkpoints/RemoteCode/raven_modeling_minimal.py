@@ -7,9 +7,10 @@ Written by Recur into every recurrent model folder it saves. The model (arXiv 25
     s_i = core(adapter(concat[s_{i-1}, e]))   for i = 1..T      (state first)
     y   = lm_head(ln_f(coda(s_T)))
 
-Blocks are Llama (pre-norm: x + attn(norm_1(x)), x + mlp(norm_2(x))) or OLMo-2 (x + norm_1(attn(x)),
-x + norm_2(mlp(x)), q/k RMSNorm over the full projections before RoPE), chosen by the config's
-`block_type`. Attention uses the fused `Wqkv` (rows q, k, v), HF "rotate_half" RoPE and GQA; the MLP
+Blocks are Llama (pre-norm: x + attn(norm_1(x)), x + mlp(norm_2(x))), OLMo-2 (x + norm_1(attn(x)),
+x + norm_2(mlp(x)), q/k RMSNorm over the full projections before RoPE) or Huginn-0125's "sandwich"
+(norm_2(x + attn(norm_1(x))), norm_4(x + mlp(norm_3(x))), RoPE on interleaved pairs from the `freqs_cis`
+buffer, ln_f also before the coda), chosen by the config's `block_type`. Attention uses the fused `Wqkv` (rows q, k, v), HF "rotate_half" RoPE and GQA; the MLP
 is SwiGLU on the fused `fc` (rows gate, up).
 
 T is `num_steps` (an int, or (n, k) meaning n + k) and defaults to `mean_recurrence`.
@@ -58,6 +59,14 @@ def inverse_frequencies(config, device=None):
     return inv
 
 
+def rotate_pairs(x, table):
+    # Interleaved pairs (x[2i], x[2i+1]) turned by the angle whose (cos, sin) the table holds: [1, S, 1, d/2, 2].
+    pairs = x.float().unflatten(-1, (-1, 2))
+    c, s = table[..., 0], table[..., 1]
+    out = torch.stack([pairs[..., 0] * c - pairs[..., 1] * s, pairs[..., 1] * c + pairs[..., 0] * s], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
 def rotate(x, cos, sin):
     half = x.shape[-1] // 2
     turned = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
@@ -69,6 +78,7 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.d = config.n_heads, config.num_key_value_heads, config.head_dim
         self.olmo = config.block_type == "olmo2"
+        self.pairs = config.block_type == "sandwich"
         self.Wqkv = nn.Linear(config.n_embd, (self.heads + 2 * self.kv_heads) * self.d, bias=False)
         self.proj = nn.Linear(self.heads * self.d, config.n_embd, bias=False)
         if self.olmo:
@@ -89,8 +99,11 @@ class Attention(nn.Module):
         if self.has_bias:
             q = q + self.qk_bias[0].to(q.dtype)
             k = k + self.qk_bias[1].to(k.dtype)
+        if self.pairs:
+            q, k = rotate_pairs(q, cos), rotate_pairs(k, cos)  # cos holds the freqs_cis rows here
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        if not self.pairs:
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
@@ -116,12 +129,19 @@ class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.olmo = config.block_type == "olmo2"
+        self.sandwich = config.block_type == "sandwich"
         self.attn = Attention(config)
         self.mlp = Mlp(config)
         self.norm_1 = RMSNorm(config.n_embd, config.norm_eps)
         self.norm_2 = RMSNorm(config.n_embd, config.norm_eps)
+        if self.sandwich:
+            self.norm_3 = RMSNorm(config.n_embd, config.norm_eps)
+            self.norm_4 = RMSNorm(config.n_embd, config.norm_eps)
 
     def forward(self, x, cos, sin, mask):
+        if self.sandwich:
+            x = self.norm_2(x + self.attn(self.norm_1(x), cos, sin, mask))
+            return self.norm_4(x + self.mlp(self.norm_3(x)))
         if self.olmo:
             x = x + self.norm_1(self.attn(x, cos, sin, mask))
             return x + self.norm_2(self.mlp(x))
@@ -143,8 +163,14 @@ class RavenPreTrainedModel(PreTrainedModel):
 class RavenForCausalLM(RavenPreTrainedModel, GenerationMixin):
     def __init__(self, config):
         super().__init__(config)
-        if config.block_type not in ("llama", "olmo2"):
-            raise ValueError(f"block_type {config.block_type!r} is not supported (expected 'llama' or 'olmo2')")
+        if config.block_type not in ("llama", "olmo2", "sandwich"):
+            raise ValueError(f"block_type {config.block_type!r} is not supported (expected 'llama', 'olmo2' or 'sandwich')")
+        if config.block_type == "sandwich":
+            # Huginn keeps its rotary angles as a checkpoint buffer [1, block_size, 1, d/2, 2] (cos, sin).
+            d = config.n_embd // config.n_heads
+            inv = 1.0 / (config.rope_base ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+            ang = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv)
+            self.register_buffer("freqs_cis", torch.stack([ang.cos(), ang.sin()], dim=-1)[None, :, None], persistent=True)
         if config.injection_type != "linear":
             raise ValueError(f"injection_type {config.injection_type!r} is not supported (expected 'linear')")
         self.transformer = nn.ModuleDict(
@@ -218,12 +244,15 @@ class RavenForCausalLM(RavenPreTrainedModel, GenerationMixin):
         b, s, _ = x.shape
         if position_ids is None:
             position_ids = torch.arange(s, device=x.device).unsqueeze(0).expand(b, s)
-        # The rotary frequencies are computed per call (cheap), not kept as a buffer that loading on the meta
-        # device would leave empty.
-        inv_freq = inverse_frequencies(c, device=x.device)
-        angles = position_ids[:, :, None].float() * inv_freq[None, None, :]
-        angles = torch.cat([angles, angles], dim=-1)[:, None]  # [B, 1, S, d]
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        if c.block_type == "sandwich":
+            cos, sin = self.freqs_cis[0, position_ids[0]].unsqueeze(0).float(), None  # [1, S, 1, d/2, 2]
+        else:
+            # The rotary frequencies are computed per call (cheap), not kept as a buffer that loading on the meta
+            # device would leave empty.
+            inv_freq = inverse_frequencies(c, device=x.device)
+            angles = position_ids[:, :, None].float() * inv_freq[None, None, :]
+            angles = torch.cat([angles, angles], dim=-1)[:, None]  # [B, 1, S, d]
+            cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         mask = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()[None, None]
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = mask & attention_mask[:, None, None, -s:].bool()
@@ -243,6 +272,8 @@ class RavenForCausalLM(RavenPreTrainedModel, GenerationMixin):
             state = self.transformer.adapter(torch.cat([state, x], dim=-1))
             for block in self.transformer.core_block:
                 state = block(state, cos, sin, mask)
+        if c.block_type == "sandwich":
+            state = self.transformer.ln_f(state)  # Huginn normalises the last state before the coda too
         for block in self.transformer.coda:
             state = block(state, cos, sin, mask)
         logits = self.lm_head(self.transformer.ln_f(state)).float()
