@@ -189,7 +189,7 @@ static class EvalCommand
             report.Write(resultsPath, complete: true);
             console.Write(report.Table());
             if (rm is not null)
-                foreach (var p in report.WritePlots(outDir, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelPath!)))))
+                foreach (var p in report.WritePlots(outDir, EvalPlot.ModelLabel(modelPath!)))
                     console.WriteLine($"wrote {p}");
             console.WriteLine($"wrote {resultsPath}");
             return 0;

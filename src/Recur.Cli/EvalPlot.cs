@@ -6,47 +6,44 @@ namespace Recur.Cli;
 /// <summary>Score-against-T figures (the paper's Fig. 3 style: accuracy per test-time recurrence), rendered headless with ScottPlot.</summary>
 static class EvalPlot
 {
-    /// <summary>PNG bytes: each of the task's plotted metrics against T on a log2 axis, with ±1 stderr bars.</summary>
-    public static byte[] Png(EvalTaskInfo info, IReadOnlyList<(int T, EvalResult Result)> runs, string modelName, int width = 800, int height = 500)
+    /// <summary>
+    /// PNG bytes: each of the task's plotted metrics against T on a log₂ axis with ticks at the evaluated T, ±1 standard
+    /// error bars (Plots' rules: legend outside the data, distinguishable series).
+    /// </summary>
+    public static byte[] Png(EvalTaskInfo info, IReadOnlyList<(int T, EvalResult Result)> runs, string modelName, int width = 960, int height = 520)
     {
-        var plot = new ScottPlot.Plot();
-        var ts = runs.Select(r => r.T).ToArray();
+        var series = new List<Plots.Series>();
         foreach (var metric in info.PlotMetrics)
         {
-            var pts = runs.Where(r => r.Result.Metrics.TryGetValue(metric, out var v) && double.IsFinite(v)).ToList();
+            var pts = runs.Where(r => r.Result.Metrics.TryGetValue(metric, out var v) && double.IsFinite(v)).OrderBy(r => r.T).ToList();
             if (pts.Count == 0) continue;
-            var xs = pts.Select(r => Math.Log2(r.T)).ToArray();
-            var ys = pts.Select(r => r.Result.Metrics[metric]).ToArray();
-            var sc = plot.Add.Scatter(xs, ys);
-            sc.LegendText = metric;
-            sc.MarkerSize = 8;
             var se = pts.Select(r => r.Result.Metrics.GetValueOrDefault(EvalReport.StderrKey(metric), double.NaN)).ToArray();
-            if (se.All(double.IsFinite))
-            {
-                var bars = plot.Add.ErrorBar(xs, ys, se);
-                bars.Color = sc.Color;
-            }
+            series.Add(new Plots.Series(metric, [.. pts.Select(r => (double)r.T)], [.. pts.Select(r => r.Result.Metrics[metric])], se.All(double.IsFinite) ? se : null));
         }
-        var ticks = new ScottPlot.TickGenerators.NumericManual();
-        foreach (var t in ts) ticks.AddMajor(Math.Log2(t), t.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        plot.Axes.Bottom.TickGenerator = ticks;
-        // A single T still gets a readable axis around its point.
-        double lo = Math.Log2(ts.Min()), hi = Math.Log2(ts.Max());
-        plot.Axes.SetLimitsX(lo - 0.5, hi + 0.5);
+        double? yMax = null;
         if (info.Kind != EvalTaskKind.ValLoss)
         {
-            // Scores are fractions: start the axis at 0 so curves of different models read alike, and leave
-            // headroom above the best point (with its error bar) for the legend.
-            var tops = info.PlotMetrics.SelectMany(metric => runs.Select(r =>
-                r.Result.Metrics.GetValueOrDefault(metric, double.NaN) + Math.Max(0, r.Result.Metrics.GetValueOrDefault(EvalReport.StderrKey(metric), 0))))
-                .Where(double.IsFinite).DefaultIfEmpty(0).Max();
-            plot.Axes.SetLimitsY(0, Math.Min(1.0, Math.Max(0.1, tops * 1.25 + 0.02)));
+            // Scores are fractions: start the axis at 0 so curves of different models read alike, with headroom above the
+            // best point and its error bar.
+            double top = series.SelectMany(s => s.Y.Select((y, k) => y + (s.Error?[k] ?? 0))).DefaultIfEmpty(0).Max();
+            yMax = Math.Min(1.0, Math.Max(0.1, top * 1.15 + 0.02));
         }
-        plot.XLabel("test-time recurrence T");
-        plot.YLabel(info.Kind == EvalTaskKind.ValLoss ? "validation loss (nats/token)" : "score");
-        plot.Title($"{info.Name} — {modelName}");
-        plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
-        return plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
+        string yLabel = info.Kind == EvalTaskKind.ValLoss ? "validation loss (nats/token)" : "score (±1 standard error)";
+        return Plots.Png($"{info.Name}: score against test-time recurrence T — {modelName}", "test-time recurrence T (log₂ scale)", yLabel,
+            series, Plots.XAxis.Log2Measured, null, info.Kind != EvalTaskKind.ValLoss ? 0 : null, yMax, width, height);
+    }
+
+    /// <summary>
+    /// A model's name for titles: the folder's name, with its parent's when the folder is a run's generic "model"
+    /// (runs/smoke/model → smoke/model) or a checkpoint.
+    /// </summary>
+    public static string ModelLabel(string modelPath)
+    {
+        string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelPath));
+        string name = Path.GetFileName(full);
+        string? parent = Path.GetFileName(Path.GetDirectoryName(full));
+        if (parent is "checkpoints") parent = Path.GetFileName(Path.GetDirectoryName(Path.GetDirectoryName(full)));
+        return name is "model" || name.StartsWith("phase", StringComparison.Ordinal) ? $"{parent}/{name}" : name;
     }
 
     /// <summary>
@@ -96,7 +93,7 @@ static class EvalPlot
         plot.XLabel("mean recurrent iterations per generated token");
         plot.YLabel(metric);
         plot.Title($"{info.Name} — compute vs accuracy — {modelName}");
-        plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
+        plot.ShowLegend(ScottPlot.Edge.Right);
         return plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
     }
 

@@ -256,17 +256,35 @@ static class TrainCommand
     {
         var m = TrainRun.ReadMetrics(dir);
         if (m.Count == 0) return;
+        string run = RunLabel(dir);
         var step = m.Select(x => (double)x.GlobalStep).ToArray();
         var loss = m.Select(x => x.Loss).ToArray();
-        Plots.Line(Path.Combine(dir, "loss_vs_step.png"), "Training loss", "optimizer step", "loss", [new("train", step, loss)]);
-        Plots.Line(Path.Combine(dir, "loss_vs_flops.png"), "Training loss against training FLOPs", "FLOPs", "loss", [new("train", m.Select(x => x.Flops).ToArray(), loss)], logX: true);
+        Plots.Line(Path.Combine(dir, "loss_vs_step.png"), $"Training loss — {run}", "optimizer step", "training loss (nats/token)", [new("train", step, loss)]);
+        Plots.Line(Path.Combine(dir, "loss_vs_flops.png"), $"Training loss against training FLOPs — {run}", "training FLOPs (log scale)", "training loss (nats/token)",
+            [new("train", m.Select(x => x.Flops).ToArray(), loss)], xAxis: Plots.XAxis.Log10);
         var vals = m.Where(x => x.ValLoss is not null).ToList();
         if (vals.Count > 0)
         {
             var keys = vals.SelectMany(x => x.ValLoss!.Keys).Distinct().OrderBy(k => k.Length).ThenBy(k => k).ToList();
-            Plots.Line(Path.Combine(dir, "val_loss.png"), "Validation loss per test-time recurrence", "optimizer step", "loss",
+            Plots.Line(Path.Combine(dir, "val_loss.png"), $"Validation loss at each test-time recurrence T — {run}", "optimizer step", "validation loss (nats/token)",
                 keys.Select(k => new Plots.Series(k, vals.Where(v => v.ValLoss!.ContainsKey(k)).Select(v => (double)v.GlobalStep).ToArray(),
                     vals.Where(v => v.ValLoss!.ContainsKey(k)).Select(v => v.ValLoss![k]).ToArray())));
         }
+    }
+
+    /// <summary>"name (recurrent shape)" from the run's recipe, e.g. "smoke (recurrent 1,2,1)", else the folder's name.</summary>
+    static string RunLabel(string dir)
+    {
+        string folder = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
+        try
+        {
+            // Read loosely: a label is not worth failing the plots over.
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, TrainRun.RecipeFile)),
+                documentOptions: new System.Text.Json.JsonDocumentOptions { CommentHandling = System.Text.Json.JsonCommentHandling.Skip, AllowTrailingCommas = true });
+            string name = json?["name"]?.GetValue<string>() is { Length: > 0 } n ? n : folder;
+            string? shape = json?["retrofit"]?["shape"]?.GetValue<string>() ?? json?["retrofit"]?["layers"]?.GetValue<string>();
+            return shape is null ? name : $"{name} (recurrent {shape})";
+        }
+        catch (Exception e) when (e is IOException or System.Text.Json.JsonException or InvalidOperationException) { return folder; }
     }
 }

@@ -1,0 +1,64 @@
+using Recur.Cli;
+using Recur.Evaluation;
+using Recur.Tasks;
+using Recur.Tests.Support;
+using Recur.Training;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Recur.Tests.Cli;
+
+/// <summary>The figures train and eval write: labels in engineering notation, measured T as ticks, files that decode.</summary>
+public sealed class PlotTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData(1.2e13, "1.2e13")]
+    [InlineData(2e10, "2e10")]
+    [InlineData(9.996e9, "1e10")]
+    [InlineData(512, "512")]
+    [InlineData(0.5, "0.5")]
+    [InlineData(0, "0")]
+    [InlineData(3.25e-4, "3.25e-4")]
+    public void Flops_are_labelled_in_engineering_notation(double value, string label) => Assert.Equal(label, Plots.Engineering(value));
+
+    static bool IsPng(string path) => File.ReadAllBytes(path) is [0x89, (byte)'P', (byte)'N', (byte)'G', ..];
+
+    [Fact]
+    public void A_run_folder_gets_its_three_figures_titled_with_the_run()
+    {
+        string dir = Path.Combine(TestModels.TempDir("recur-plots"), "run");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, TrainRun.RecipeFile), """{ "name": "smoke", "model": "preset:tiny", "retrofit": { "shape": "1,2,1" } }""");
+        var rng = new Random(3);
+        double flops = 0;
+        for (int s = 1; s <= 120; s++)
+        {
+            flops += 4.1e8 * (1 + s / 60.0);
+            double loss = 2 + 2.5 * Math.Exp(-s / 30.0) + 0.05 * rng.NextDouble();
+            var val = s % 20 == 0 ? new Dictionary<string, double> { ["T=1"] = loss + 0.1, ["T=2"] = loss + 0.02, ["T=4"] = loss + 0.02 } : null;
+            TrainRun.AppendMetrics(dir, new StepMetrics { Step = s, GlobalStep = s, TotalSteps = 120, Loss = loss, Flops = flops, ValLoss = val });
+        }
+        TrainCommand.WritePlots(dir);
+        foreach (var f in new[] { "loss_vs_step.png", "loss_vs_flops.png", "val_loss.png" })
+            Assert.True(IsPng(Path.Combine(dir, f)), f);
+        output.WriteLine($"figures in {dir}");
+    }
+
+    [Fact]
+    public void Eval_figure_names_the_run_behind_a_generic_model_folder_and_renders()
+    {
+        Assert.Equal("smoke/model", EvalPlot.ModelLabel("/x/runs/smoke/model"));
+        Assert.Equal("smoke/phase1-step0000060", EvalPlot.ModelLabel("/x/runs/smoke/checkpoints/phase1-step0000060"));
+        Assert.Equal("TinyLlama", EvalPlot.ModelLabel("/x/models/TinyLlama/"));
+        var info = EvalTasks.Get("gsm8k");
+        var runs = new[] { 1, 2, 4, 8 }.Select(t => (t, new EvalResult("gsm8k", 100, new Dictionary<string, double>
+        {
+            [info.PlotMetrics[0]] = 0.1 + 0.02 * Math.Log2(t), [EvalReport.StderrKey(info.PlotMetrics[0])] = 0.03,
+            [info.PlotMetrics[^1]] = 0.1 + 0.02 * Math.Log2(t), [EvalReport.StderrKey(info.PlotMetrics[^1])] = 0.03,
+        }, new Dictionary<string, string>(), []))).ToList();
+        string path = Path.Combine(TestModels.TempDir("recur-plots"), "plot_gsm8k.png");
+        File.WriteAllBytes(path, EvalPlot.Png(info, runs, "smoke/model"));
+        Assert.True(IsPng(path));
+        output.WriteLine($"figure {path}");
+    }
+}
