@@ -96,7 +96,8 @@ static class ChatCommand
                             if (!runner.IsRecurrent) error.WriteLine("this model is not recurrent: it has no test-time recurrence to set");
                             else
                             {
-                                if (t is int n) runner.DefaultRecurrences = n;
+                                if (t is > Checkpoints.WeightCheck.MaxRecurrence) error.WriteLine($"error: /recurrences must be at most {Checkpoints.WeightCheck.MaxRecurrence}");
+                                else if (t is int n) runner.DefaultRecurrences = n;
                                 error.WriteLine($"T = {runner.DefaultRecurrences}");
                             }
                             break;

@@ -27,6 +27,7 @@ static class ChatSetup
     public static Loaded Load(string modelPath, string? tokenizerPath, string template, int? recurrences,
         TorchSharp.torch.Device device, TorchSharp.torch.ScalarType dtype, TextWriter log, string verb)
     {
+        modelPath = Recur.Hub.HubCache.Resolve(modelPath); // a folder, or a repo id in the HF cache
         ModelLoader.Detect(modelPath);
         string tokPath = tokenizerPath
             ?? (Directory.Exists(modelPath) && TokenizerLoader.TryResolve(modelPath) is not null ? modelPath
@@ -39,7 +40,7 @@ static class ChatSetup
             TokenizerLoader.CheckFitsModel(tok, model.VocabSize, tokPath);
             if (model is RecurrentModel rm)
             {
-                if (recurrences is { } t) rm.Recurrences = t;
+                if (recurrences is { } t) rm.Recurrences = Common.CheckRecurrences(t);
             }
             else if (recurrences is not null)
                 log.WriteLine("note: --recurrences ignored: this is not a recurrent model");

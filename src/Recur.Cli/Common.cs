@@ -104,12 +104,16 @@ static class Common
     {
         if (m is Recur.Model.RecurrentModel rm)
         {
-            if (recurrences is { } t) rm.Recurrences = t;
+            if (recurrences is { } t) rm.Recurrences = CheckRecurrences(t);
             rm.StateGenerator = new Generator((ulong)seed);
         }
         else if (recurrences is not null)
             Console.Error.WriteLine("note: --recurrences ignored: this is not a recurrent model");
     }
+
+    /// <summary>A --recurrences value: 1 to <see cref="WeightCheck.MaxRecurrence"/> (the KV cache holds p + r·T + c slots).</summary>
+    public static int CheckRecurrences(int t) => t is >= 1 and <= WeightCheck.MaxRecurrence ? t
+        : throw new RecurUserException($"--recurrences must be between 1 and {WeightCheck.MaxRecurrence} (got {t})");
 
     /// <summary>The first Ctrl-C cancels the running work (the caller stops cleanly); a second one ends the process.</summary>
     public static CancellationTokenSource CancelOnCtrlC()

@@ -43,7 +43,7 @@ static class GenerateCommand
             if (max < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {max})");
             long seedValue = parse.GetValue(seed) ?? Random.Shared.NextInt64(1, long.MaxValue);
             var sampling = new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP), seedValue).Validate();
-            string path = parse.GetValue(model)!;
+            string path = Recur.Hub.HubCache.Resolve(parse.GetValue(model)!); // a folder, or a repo id in the HF cache
             var texts = parse.GetValue(prompt) ?? [];
             var idTexts = parse.GetValue(promptIds) ?? [];
             if (texts.Length == 0 && idTexts.Length == 0) throw new RecurUserException("give --prompt TEXT or --prompt-ids \"1 2 3\"");

@@ -14,7 +14,7 @@ static class InfoCommand
         var cmd = new Command("info", "Print a model's architecture, parameter counts per part, dtype and memory") { model, recurrences };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
-            string path = parse.GetValue(model)!;
+            string path = Recur.Hub.HubCache.Resolve(parse.GetValue(model)!); // a folder, or a repo id in the HF cache
             var format = ModelLoader.Detect(path);
             using var m = ModelLoader.Load(path, ScalarType.Float32, CPU);
             if (m is RecurrentModel rm) PrintRecurrent(rm, path, parse.GetValue(recurrences) ?? rm.Config.MeanRecurrence);

@@ -81,7 +81,11 @@ static class TrainCommand
             if (recipePath is not null || sets.Length > 0 || outDir is not null) throw new RecurUserException("--resume takes no --recipe, --set, --out, --device, --dtype or --threads: the run folder has its recipe");
             dir = resumeDir;
             r = TrainRecipe.Load(Path.Combine(dir, TrainRun.RecipeFile));
-            checkpoint = Trainer.LatestCheckpoint(dir) ?? throw new RecurUserException($"{dir}: no checkpoint to resume from");
+            // Killed saves leave a model and optimizer state each; they are never resumed from, so they go.
+            if (lead)
+                foreach (var left in TrainRun.CleanLeftovers(dir)) Console.Error.WriteLine($"note: removed {left}, left by an interrupted save");
+            checkpoint = Trainer.LatestCheckpoint(dir) ?? throw new RecurUserException(
+                $"{dir}: no checkpoint to resume from (the run stopped before its first save); start it again with --recipe {Path.Combine(dir, TrainRun.RecipeFile)} --out {dir}");
             state = Trainer.ReadState(checkpoint);
             long lastPhaseSteps = r.Phase(r.PhaseCount - 1, Path.Combine(dir, TrainRun.RecipeFile)).Steps;
             if (state.Phase == r.PhaseCount - 1 && state.Step >= lastPhaseSteps)
@@ -100,7 +104,12 @@ static class TrainCommand
             r = TrainRecipe.Load(recipePath, sets);
             dir = outDir;
             if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !force)
-                throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --resume {dir} to continue it, or --force to replace it)");
+            {
+                if (!TrainRun.NothingToResume(dir))
+                    throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --resume {dir} to continue it, or --force to replace it)");
+                if (lead) Console.Error.WriteLine($"note: {dir} holds no checkpoint (a run that stopped before its first save); starting it again");
+            }
+            TrainRun.CheckData(r);
         }
         bool plain = Console.IsOutputRedirected;
         // Rank 0 alone speaks (log lines above one live progress line on a terminal); the other ranks print only their errors.

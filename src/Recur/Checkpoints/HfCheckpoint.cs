@@ -24,8 +24,10 @@ public static class HfCheckpoint
     public static DecoderModel Load(string folder, ScalarType paramDType, Device device, Action<string>? notice = null, bool map = true)
     {
         if (!Directory.Exists(folder)) throw new RecurUserException($"{folder}: model folder not found");
-        var config = ModelConfig.Load(Path.Combine(folder, "config.json"));
+        string configPath = Path.Combine(folder, "config.json");
+        var config = ModelConfig.Load(configPath);
         using var weights = WeightFiles.Open(folder);
+        WeightCheck.Decoder(config, weights, configPath); // before anything is allocated
         Diagnostics.StartupTrace.Mark("config and headers read");
         DecoderModel model;
         using (ParameterPlacement.Skeleton()) model = new DecoderModel(config);

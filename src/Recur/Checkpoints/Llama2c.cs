@@ -27,8 +27,11 @@ public static class Llama2c
         int dim = br.ReadInt32(), hidden = br.ReadInt32(), layers = br.ReadInt32(), heads = br.ReadInt32(),
             kvHeads = br.ReadInt32(), vocab = br.ReadInt32(), seqLen = br.ReadInt32();
         bool shared = vocab > 0;
+        // −2^31 has no positive counterpart (Math.Abs would throw); it is no vocabulary size either.
+        if (vocab == int.MinValue) throw new RecurUserException($"{path}: implausible llama2.c header (vocab_size {vocab})");
         vocab = Math.Abs(vocab);
-        if (dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kvHeads <= 0 || vocab <= 0 || seqLen <= 0 || dim % heads != 0 || heads % kvHeads != 0)
+        if (dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kvHeads <= 0 || vocab <= 0 || seqLen <= 0 || seqLen > WeightCheck.MaxContext
+            || dim % heads != 0 || heads % kvHeads != 0 || (dim / heads) % 2 != 0)
             throw new RecurUserException($"{path}: implausible llama2.c header (dim {dim}, hidden {hidden}, layers {layers}, heads {heads}, kv heads {kvHeads}, vocab {vocab}, seq {seqLen})");
         int hd = dim / heads;
         long kvDim = (long)kvHeads * hd;

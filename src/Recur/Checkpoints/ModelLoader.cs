@@ -11,6 +11,7 @@ public static class ModelLoader
 {
     public static ModelFormat Detect(string path)
     {
+        path = Hub.HubCache.Resolve(path);
         if (File.Exists(path))
         {
             if (Llama2c.LooksLike(path)) return ModelFormat.Llama2c;
@@ -21,12 +22,20 @@ public static class ModelLoader
         return RecurConfig.IsRecurrentFolder(path) ? ModelFormat.Recurrent : ModelFormat.HuggingFace;
     }
 
-    public static ICausalLM Load(string path, ScalarType paramDType, Device device, Action<string>? notice = null) => Detect(path) switch
+    /// <summary>
+    /// Loads a model folder, llama2.c file, or a model in the local Hugging Face cache (a repository id such as
+    /// <c>org/name</c>, or the cache's <c>models--org--name</c> folder; see <see cref="Hub.HubCache"/>).
+    /// </summary>
+    public static ICausalLM Load(string path, ScalarType paramDType, Device device, Action<string>? notice = null)
     {
-        ModelFormat.Llama2c => Llama2c.Load(path, paramDType, device),
-        ModelFormat.Recurrent => RecurrentCheckpoint.Load(path, paramDType, device, notice),
-        _ => HfCheckpoint.Load(path, paramDType, device, notice),
-    };
+        path = Hub.HubCache.Resolve(path);
+        return Detect(path) switch
+        {
+            ModelFormat.Llama2c => Llama2c.Load(path, paramDType, device),
+            ModelFormat.Recurrent => RecurrentCheckpoint.Load(path, paramDType, device, notice),
+            _ => HfCheckpoint.Load(path, paramDType, device, notice),
+        };
+    }
 
     /// <summary>Loads a plain (non-recurrent) decoder, with a clear error for a recurrent folder.</summary>
     public static DecoderModel LoadDecoder(string path, ScalarType paramDType, Device device, Action<string>? notice = null) =>

@@ -15,7 +15,9 @@ public static class RecurrentCheckpoint
     {
         if (!Directory.Exists(folder)) throw new RecurUserException($"{folder}: model folder not found");
         using var weights = WeightFiles.Open(folder);
-        var config = RecurConfig.Load(Path.Combine(folder, "config.json"), weights.Names, notice);
+        string configPath = Path.Combine(folder, "config.json");
+        var config = RecurConfig.Load(configPath, weights.Names, notice);
+        WeightCheck.Recurrent(config, weights, configPath); // before anything is allocated
         RecurrentModel model;
         using (ParameterPlacement.Skeleton()) model = new RecurrentModel(config);
         // Released files may carry Huginn leftovers (norm_3, norm_4, freqs_cis): unknown keys are ignored with a

@@ -9,7 +9,7 @@ namespace Recur.Checkpoints;
 /// <summary>One tensor's header entry: dtype name as in the file, shape, byte range within the data section.</summary>
 public sealed record SafeTensorEntry(string Name, string DType, long[] Shape, long Begin, long End)
 {
-    public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
+    public long Elements => Shape.Aggregate(1L, (a, b) => checked(a * b));
 }
 
 /// <summary>
@@ -44,8 +44,7 @@ public sealed class SafeTensorsFile : IDisposable
 
     public static SafeTensorsFile Open(string path)
     {
-        if (!File.Exists(path)) throw new RecurUserException($"{path}: file not found");
-        long length = new FileInfo(path).Length;
+        long length = RegularFileLength(path);
         if (length < 8) throw new RecurUserException($"{path}: truncated safetensors file ({length} bytes; expected an 8-byte header length)");
         byte[] header;
         using (var fs = File.OpenRead(path))
@@ -59,13 +58,18 @@ public sealed class SafeTensorsFile : IDisposable
             fs.ReadExactly(header);
         }
         long dataStart = 8 + header.Length, dataLength = length - dataStart;
-        JsonObject obj;
-        try { obj = JsonNode.Parse(Encoding.UTF8.GetString(header).TrimEnd(' ', '\0')) as JsonObject ?? throw new JsonException("not an object"); }
+        List<KeyValuePair<string, JsonNode?>> properties;
+        try
+        {
+            var obj = JsonNode.Parse(Encoding.UTF8.GetString(header).TrimEnd(' ', '\0')) as JsonObject ?? throw new JsonException("not an object");
+            properties = [.. obj]; // JsonObject builds its dictionary here: a repeated tensor name throws now
+        }
         catch (JsonException e) { throw new RecurUserException($"{path}: safetensors header is not valid JSON ({e.Message.Split('\n')[0]})"); }
+        catch (ArgumentException e) { throw new RecurUserException($"{path}: safetensors header names a tensor twice ({e.Message.Split('\n')[0]})"); }
 
         var entries = new Dictionary<string, SafeTensorEntry>();
         var metadata = new Dictionary<string, string>();
-        foreach (var (name, node) in obj)
+        foreach (var (name, node) in properties)
         {
             if (name == "__metadata__")
             {
@@ -75,26 +79,63 @@ public sealed class SafeTensorsFile : IDisposable
             try
             {
                 if (node is not JsonObject t) throw new FormatException("entry is not an object");
-                string dtype = t["dtype"]?.GetValue<string>() ?? throw new FormatException("missing 'dtype'");
+                if (name.Length == 0 || name.Any(char.IsControl)) throw new FormatException("the tensor name is empty or holds control characters");
+                string dtype = t["dtype"] is JsonValue dv && dv.TryGetValue<string>(out var ds) ? ds : throw new FormatException("'dtype' must be a string");
                 if (!DTypes.TryGetValue(dtype, out var info)) throw new FormatException($"unsupported dtype '{dtype}'");
-                var shape = (t["shape"] as JsonArray ?? throw new FormatException("missing 'shape'")).Select(x => x!.GetValue<long>()).ToArray();
-                var offs = t["data_offsets"] as JsonArray ?? throw new FormatException("missing 'data_offsets'");
+                var shape = (t["shape"] as JsonArray ?? throw new FormatException("'shape' must be a list of integers"))
+                    .Select(x => x is JsonValue v && v.TryGetValue<long>(out long d) ? d : throw new FormatException("'shape' must be a list of integers")).ToArray();
+                if (shape.Length > 8) throw new FormatException($"'shape' has {shape.Length} dimensions; at most 8 are supported");
+                var offs = t["data_offsets"] as JsonArray ?? throw new FormatException("'data_offsets' must be a list of two integers");
                 if (offs.Count != 2) throw new FormatException("'data_offsets' must have two numbers");
-                long b = offs[0]!.GetValue<long>(), e = offs[1]!.GetValue<long>();
+                long b = Offset(offs[0]), e = Offset(offs[1]);
                 if (shape.Any(d => d < 0)) throw new FormatException("negative dimension in 'shape'");
                 var entry = new SafeTensorEntry(name, dtype, shape, b, e);
                 if (b < 0 || e < b || e > dataLength)
                     throw new FormatException($"data_offsets [{b}, {e}] run past the end of the data ({dataLength} bytes)");
-                if (e - b != entry.Elements * info.Size)
+                if (e - b != checked(entry.Elements * info.Size))
                     throw new FormatException($"data_offsets span {e - b} bytes but shape [{string.Join(", ", shape)}] of {dtype} needs {entry.Elements * info.Size}");
                 entries[name] = entry;
             }
-            catch (Exception ex) when (ex is FormatException or InvalidOperationException or JsonException)
+            catch (Exception ex) when (ex is FormatException or InvalidOperationException or JsonException or OverflowException)
             {
-                throw new RecurUserException($"{path}: tensor '{name}': {ex.Message}");
+                throw new RecurUserException($"{path}: tensor '{Printable(name)}': {(ex is OverflowException ? "'shape' is too large" : ex.Message)}");
             }
         }
+        // Each tensor owns its bytes: two entries sharing a range would alias one another's data.
+        SafeTensorEntry? previous = null;
+        foreach (var entry in entries.Values.Where(x => x.End > x.Begin).OrderBy(x => x.Begin))
+        {
+            if (previous is not null && entry.Begin < previous.End)
+                throw new RecurUserException($"{path}: tensors '{Printable(previous.Name)}' and '{Printable(entry.Name)}' overlap in the data section (data_offsets [{previous.Begin}, {previous.End}] and [{entry.Begin}, {entry.End}])");
+            previous = entry;
+        }
         return new SafeTensorsFile(path, entries, metadata, dataStart, length);
+    }
+
+    static long Offset(JsonNode? n) =>
+        n is JsonValue v && v.TryGetValue<long>(out long x) ? x : throw new FormatException("'data_offsets' must be a list of two integers");
+
+    // Names are shown in one-line errors: control characters (a NUL, a newline) are escaped.
+    static string Printable(string s) => string.Concat(s.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()));
+
+    /// <summary>
+    /// The size of the file a path names, following symbolic links to their final target (the Hugging Face hub
+    /// cache keeps every snapshot file as a link into blobs/); a link that leads nowhere, in a loop or to a folder
+    /// is an error naming the path.
+    /// </summary>
+    internal static long RegularFileLength(string path)
+    {
+        FileSystemInfo info = new FileInfo(path);
+        if (info.LinkTarget is not null)
+        {
+            try { info = info.ResolveLinkTarget(returnFinalTarget: true) ?? info; }
+            catch (IOException e) { throw new RecurUserException($"{path}: cannot follow the symbolic link ({e.Message})"); }
+            if (info is not FileInfo || Directory.Exists(info.FullName))
+                throw new RecurUserException($"{path}: symbolic link to '{info.FullName}', which is not a file");
+            if (!info.Exists) throw new RecurUserException($"{path}: symbolic link to '{info.FullName}', which does not exist");
+        }
+        else if (!info.Exists) throw new RecurUserException($"{path}: file not found");
+        return ((FileInfo)info).Length;
     }
 
     public static ScalarType ToScalarType(string dtype) => DTypes[dtype].Type;

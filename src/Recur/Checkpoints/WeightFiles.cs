@@ -44,12 +44,16 @@ public sealed class WeightFiles : IDisposable
             map = root["weight_map"] as JsonObject ?? throw new RecurUserException($"{index}: missing key 'weight_map'");
         }
         catch (JsonException e) { throw new RecurUserException($"{index}: not valid JSON ({e.Message.Split('\n')[0]})"); }
+        List<KeyValuePair<string, JsonNode?>> entries;
+        try { entries = [.. map]; }
+        catch (ArgumentException e) { throw new RecurUserException($"{index}: weight_map names a tensor twice ({e.Message.Split('\n')[0]})"); }
         var opened = new Dictionary<string, SafeTensorsFile>();
-        foreach (var (name, fileNode) in map)
+        foreach (var (name, fileNode) in entries)
         {
-            string file = fileNode?.GetValue<string>() ?? throw new RecurUserException($"{index}: weight_map entry '{name}' has no file name");
-            if (file.Contains('/') || file.Contains('\\') || file.StartsWith('.'))
-                throw new RecurUserException($"{index}: weight_map entry '{name}' names an unsafe file path '{file}'");
+            string file = fileNode is JsonValue v && v.TryGetValue<string>(out var f) ? f
+                : throw new RecurUserException($"{index}: weight_map entry '{name}' must be a file name string (got {fileNode?.ToJsonString() ?? "null"})");
+            if (file.Length == 0 || file.Contains('/') || file.Contains('\\') || file.StartsWith('.') || file.Any(char.IsControl))
+                throw new RecurUserException($"{index}: weight_map entry '{name}' names an unsafe file path '{string.Concat(file.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()))}'");
             if (!opened.TryGetValue(file, out var st))
             {
                 string p = Path.Combine(Folder, file);

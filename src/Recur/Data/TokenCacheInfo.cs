@@ -22,6 +22,22 @@ public sealed record TokenizerIdentity
     /// <summary>Hashes the files behind <paramref name="tokenizer"/>.</summary>
     public static TokenizerIdentity Of(ITokenizer tokenizer)
     {
+        if (tokenizer is Recur.Tokenization.CharTokenizerAdapter ch && !File.Exists(tokenizer.SourcePath))
+        {
+            // The built-in character tokenizer (recipe "tokenizer": "char") has no file: it is identified by the
+            // hash of the file it would save.
+            string tmp = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"recur-char-{Guid.NewGuid():N}.json");
+            try
+            {
+                ch.Inner.Save(tmp);
+                return new TokenizerIdentity
+                {
+                    Path = tokenizer.SourcePath, Sha256 = Sha256Of(tmp), SideFiles = new SortedDictionary<string, string>(StringComparer.Ordinal),
+                    VocabSize = tokenizer.VocabSize, BosId = tokenizer.BosId, EosId = tokenizer.EosId, AddBos = tokenizer.AddBosByDefault,
+                };
+            }
+            finally { File.Delete(tmp); }
+        }
         string path = System.IO.Path.GetFullPath(tokenizer.SourcePath);
         var side = new SortedDictionary<string, string>(StringComparer.Ordinal);
         string dir = System.IO.Path.GetDirectoryName(path)!;

@@ -57,6 +57,9 @@ public sealed record AdaptiveOptions(ExitCriterion Criterion = ExitCriterion.Kl,
     public AdaptiveOptions Validate(string where = "adaptive recurrence")
     {
         if (MaxIterations < 1) throw new RecurUserException($"{where}: max must be ≥ 1 (got {MaxIterations})");
+        // The KV cache holds one slot per iteration: an absurd max would try to allocate hundreds of GB.
+        if (MaxIterations > Checkpoints.WeightCheck.MaxRecurrence)
+            throw new RecurUserException($"{where}: max must be ≤ {Checkpoints.WeightCheck.MaxRecurrence} (got {MaxIterations})");
         double t = EffectiveThreshold;
         if (double.IsNaN(t) || t < 0) throw new RecurUserException($"{where}: the {Name(Criterion)} threshold must be ≥ 0 (got {t})");
         if (Criterion == ExitCriterion.Argmax && (t < 1 || t != Math.Floor(t)))
@@ -176,7 +179,8 @@ public sealed record RecurrenceSetting(int? Fixed, AdaptiveOptions? Adaptive)
             {
                 if (!int.TryParse(e, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int t))
                     throw new RecurUserException($"{flag}: '{e}' is not an integer or an adaptive spec (expected e.g. 1,2,4,8 or adaptive:kl=5e-4,max=32)");
-                if (t < 1) throw new RecurUserException($"{flag}: T must be ≥ 1 (got {t})");
+                if (t < 1 || t > Checkpoints.WeightCheck.MaxRecurrence)
+                    throw new RecurUserException($"{flag}: T must be between 1 and {Checkpoints.WeightCheck.MaxRecurrence} (got {t})");
                 r = new RecurrenceSetting(t, null);
             }
             if (!list.Any(x => x.Key == r.Key)) list.Add(r);

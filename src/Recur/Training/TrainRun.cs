@@ -23,11 +23,73 @@ public static class TrainRun
 
     public static ITokenizer LoadTokenizer(TrainRecipe r)
     {
-        if (!r.Model.StartsWith("preset:", StringComparison.Ordinal)) ModelLoader.Detect(r.Model); // "model path not found" before anything else
+        string model = r.Model.StartsWith("preset:", StringComparison.Ordinal) ? r.Model : Recur.Hub.HubCache.Resolve(r.Model);
+        if (!r.Model.StartsWith("preset:", StringComparison.Ordinal)) ModelLoader.Detect(model); // "model path not found" before anything else
         if (r.Tokenizer == "char") return new CharTokenizerAdapter(new CharTokenizer(), "char");
         if (r.Tokenizer is { } path) return TokenizerLoader.Load(path);
-        if (Directory.Exists(r.Model) && TokenizerLoader.TryResolve(r.Model) is not null) return TokenizerLoader.Load(r.Model);
+        if (Directory.Exists(model) && TokenizerLoader.TryResolve(model) is not null) return TokenizerLoader.Load(model);
         throw new RecurUserException($"recipe: no tokenizer: set \"tokenizer\" (a path, or \"char\") — the model '{r.Model}' has none");
+    }
+
+    /// <summary>
+    /// Checks what a run will read before its folder is created: every phase's data sources must be valid and
+    /// exist, so that a typo fails now instead of leaving a folder with only recipe.json behind.
+    /// </summary>
+    public static void CheckData(TrainRecipe r, string source = "recipe")
+    {
+        for (int i = 0; i < r.PhaseCount; i++)
+        {
+            var p = r.Phase(i, source);
+            if (p.SynthData is not null) continue;
+            string where = r.PhaseCount > 1 ? $"{source} data (phase {i + 1})" : $"{source} data";
+            new DataSpec { Sources = p.Data, SeqLen = p.SeqLen, ValFraction = p.ValFraction > 0 ? p.ValFraction : null, Seed = p.Seed }.Validate(where);
+            foreach (var s in p.Data)
+                if (!File.Exists(s.Path) && !Directory.Exists(s.Path))
+                    throw new RecurUserException($"{where}: data source '{s.Path}' does not exist; expected a file or a folder of data files");
+        }
+    }
+
+    /// <summary>
+    /// Removes what interrupted saves leave in a run folder: <c>.scratch-*</c> folders of optimizer state,
+    /// temporary checkpoint folders (<c>checkpoints/.…tmp-*</c>, <c>.…old-*</c>), atomic-write temporaries
+    /// (<c>.metrics.jsonl.tmp-*</c>, <c>.recipe.json.tmp-*</c>) and half-exported model folders. Only names Recur
+    /// itself writes are touched. Returns the names removed.
+    /// </summary>
+    public static List<string> CleanLeftovers(string outDir)
+    {
+        var removed = new List<string>();
+        if (!Directory.Exists(outDir)) return removed;
+        static bool Temporary(string name) => name.StartsWith('.') && (name.Contains(".tmp-", StringComparison.Ordinal) || name.Contains(".old-", StringComparison.Ordinal));
+        void Remove(string path)
+        {
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true); else File.Delete(path);
+            removed.Add(Path.GetRelativePath(outDir, path));
+        }
+        foreach (var d in Directory.GetDirectories(outDir, ".scratch-*")) Remove(d);
+        foreach (var d in Directory.GetDirectories(outDir, FinalModelDir + ".tmp-*")) Remove(d);
+        foreach (var f in Directory.GetFileSystemEntries(outDir, ".*").Where(e => Temporary(Path.GetFileName(e)))) Remove(f);
+        var checkpoints = Path.Combine(outDir, "checkpoints");
+        if (Directory.Exists(checkpoints))
+            foreach (var e in Directory.GetFileSystemEntries(checkpoints, ".*").Where(e => Temporary(Path.GetFileName(e)))) Remove(e);
+        return removed;
+    }
+
+    /// <summary>
+    /// True when a run folder holds nothing a restart would lose: no complete checkpoint and no exported model,
+    /// only recipe.json, metrics.jsonl and leftovers of interrupted saves (a run stopped before its first save).
+    /// </summary>
+    public static bool NothingToResume(string outDir)
+    {
+        if (!Directory.Exists(outDir)) return true;
+        if (Trainer.LatestCheckpoint(outDir) is not null) return false;
+        foreach (var e in Directory.EnumerateFileSystemEntries(outDir))
+        {
+            string n = Path.GetFileName(e);
+            if (n is RecipeFile or MetricsFile || n.StartsWith('.')) continue;
+            if (n == "checkpoints" && Directory.Exists(e) && Directory.EnumerateFileSystemEntries(e).All(x => Path.GetFileName(x).StartsWith('.'))) continue;
+            return false;
+        }
+        return true;
     }
 
     /// <summary>Builds the model a fresh run starts from, with fp32 parameters on <paramref name="device"/>.</summary>
@@ -75,6 +137,13 @@ public static class TrainRun
             b = null;
         }
         ICausalLM model = (ICausalLM?)rec ?? b!;
+        // Rows longer than the context would be trained at positions the model never has at inference, and a
+        // huge seq_len (1e8 on a 256-position model) would only grow the batch until memory runs out.
+        if (r.SeqLen > model.MaxPositions)
+        {
+            model.Dispose();
+            throw new RecurUserException($"recipe: seq_len {r.SeqLen} exceeds the model's context of {model.MaxPositions} positions (max_position_embeddings)");
+        }
         ((nn.Module)model).to(device);
         return model;
     }
