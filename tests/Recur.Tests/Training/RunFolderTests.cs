@@ -61,8 +61,8 @@ public sealed class RunFolderTests
         string path = Path.Combine(dir, "r.json");
         File.WriteAllText(path, $$"""
             {"name": "t", "model": "preset:tiny", "tokenizer": "char", "retrofit": {"shape": "1,2,1"},
-             "data": [{"path": "{{data}}", "format": "text"}], "steps": 2, "micro_batch": 2, "seq_len": 32,
-             "train_recurrence": 2, "backprop_depth": 1, "checkpoint_every": 1, "keep_checkpoints": 1}
+             "data": [{"path": "{{data}}", "format": "text"}], "steps": 8, "micro_batch": 2, "seq_len": 32, "warmup": 0.1, "cooldown": 0.3,
+             "train_recurrence": 2, "backprop_depth": 1, "checkpoint_every": 4, "keep_checkpoints": 1}
             """);
         return path;
     }
