@@ -67,7 +67,10 @@ static class Common
 
     public static void SetThreads(int threads)
     {
-        if (threads < 0) throw new RecurUserException($"--threads must be ≥ 0 (got {threads})");
+        // More threads than a few per core only add start-up and hand-off cost (100000 took minutes to start).
+        int most = Math.Max(64, 4 * Environment.ProcessorCount);
+        if (threads < 0 || threads > most)
+            throw new RecurUserException($"--threads must be between 0 (all cores) and {most} (got {threads}; this machine has {Environment.ProcessorCount} cores)");
         torch.set_num_threads(threads > 0 ? threads : Environment.ProcessorCount);
     }
 

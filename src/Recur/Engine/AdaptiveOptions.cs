@@ -179,8 +179,9 @@ public sealed record RecurrenceSetting(int? Fixed, AdaptiveOptions? Adaptive)
             {
                 if (!int.TryParse(e, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int t))
                     throw new RecurUserException($"{flag}: '{e}' is not an integer or an adaptive spec (expected e.g. 1,2,4,8 or adaptive:kl=5e-4,max=32)");
-                if (t < 1 || t > Checkpoints.WeightCheck.MaxRecurrence)
-                    throw new RecurUserException($"{flag}: T must be between 1 and {Checkpoints.WeightCheck.MaxRecurrence} (got {t})");
+                if (t < 1) throw new RecurUserException($"{flag}: T must be ≥ 1 (got {t})");
+                if (t > Checkpoints.WeightCheck.MaxRecurrence)
+                    throw new RecurUserException($"{flag}: T must be at most {Checkpoints.WeightCheck.MaxRecurrence} (got {t})");
                 r = new RecurrenceSetting(t, null);
             }
             if (!list.Any(x => x.Key == r.Key)) list.Add(r);

@@ -9,7 +9,7 @@ public sealed record SamplingOptions(double Temperature = 0.0, int TopK = 0, dou
 
     public SamplingOptions Validate()
     {
-        if (double.IsNaN(Temperature) || Temperature < 0) throw new RecurUserException($"--temperature must be ≥ 0 (got {Temperature})");
+        if (!double.IsFinite(Temperature) || Temperature < 0) throw new RecurUserException($"--temperature must be a finite number ≥ 0 (got {Temperature})");
         if (TopK < 0) throw new RecurUserException($"--top-k must be ≥ 0 (got {TopK})");
         if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1) throw new RecurUserException($"--top-p must be in (0, 1] (got {TopP})");
         return this;

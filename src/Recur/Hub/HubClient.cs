@@ -17,22 +17,31 @@ public sealed record HubOptions
     public string Endpoint { get; init; } = DefaultEndpoint;
     /// <summary>Access token sent as <c>Authorization: Bearer</c> (HF_TOKEN); null for public repositories.</summary>
     public string? Token { get; init; }
-    /// <summary>Retries after a network error, a 5xx or a 429, per request; the wait doubles from <see cref="RetryDelay"/> up to 30 s.</summary>
-    public int MaxRetries { get; init; } = 5;
+    /// <summary>Retries after a network error, a 5xx or a 429, per request; the wait doubles from <see cref="RetryDelay"/> up to 30 s (RECUR_HUB_RETRIES).</summary>
+    public int MaxRetries { get; init; } = 3;
     public TimeSpan RetryDelay { get; init; } = TimeSpan.FromSeconds(1);
-    /// <summary>Longest wait for response headers or for the next bytes of a body.</summary>
-    public TimeSpan ReadTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>
+    /// Longest wait for response headers or for the next bytes of a body (RECUR_HUB_READ_TIMEOUT, seconds). A
+    /// stalled download gives up after (retries + 1) × this plus the waits between: about 1.5 min by default.
+    /// </summary>
+    public TimeSpan ReadTimeout { get; init; } = TimeSpan.FromSeconds(20);
 
     /// <summary>Reads HF_ENDPOINT and HF_TOKEN (or the older HUGGING_FACE_HUB_TOKEN), as huggingface_hub does.</summary>
     public static HubOptions FromEnvironment(Func<string, string?>? getenv = null)
     {
         getenv ??= Environment.GetEnvironmentVariable;
         string? token = getenv("HF_TOKEN") ?? getenv("HUGGING_FACE_HUB_TOKEN");
-        return new HubOptions
+        var o = new HubOptions
         {
             Endpoint = getenv("HF_ENDPOINT") is { Length: > 0 } e ? e : DefaultEndpoint,
             Token = string.IsNullOrWhiteSpace(token) ? null : token.Trim(),
         };
+        if (getenv("RECUR_HUB_RETRIES") is { Length: > 0 } retries)
+            o = o with { MaxRetries = int.TryParse(retries, out int n) && n is >= 0 and <= 100 ? n : throw new RecurUserException($"RECUR_HUB_RETRIES must be an integer from 0 to 100 (got '{retries}')") };
+        if (getenv("RECUR_HUB_READ_TIMEOUT") is { Length: > 0 } seconds)
+            o = o with { ReadTimeout = double.TryParse(seconds, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double s) && s is >= 1 and <= 3600
+                ? TimeSpan.FromSeconds(s) : throw new RecurUserException($"RECUR_HUB_READ_TIMEOUT must be a number of seconds from 1 to 3600 (got '{seconds}')") };
+        return o;
     }
 }
 
@@ -179,6 +188,9 @@ public sealed partial class HubClient : IDisposable
             {
                 url = location.IsAbsoluteUri ? location : new Uri(url, location);
                 res.Dispose();
+                // HttpClient would throw NotSupportedException; a redirect off the web (file://, ftp://) is refused.
+                if (url.Scheme is not ("http" or "https"))
+                    throw new RecurUserException($"the server redirected to '{url}', which is not an http(s) URL; refusing to follow it");
                 continue;
             }
             if (code >= 500 || code == 429)
@@ -426,7 +438,13 @@ public sealed partial class HubClient : IDisposable
                 : $"no file of {repo}@{revision} matches --include {string.Join(' ', patterns)} (it has {info.Files.Count}: {listing})");
         }
         foreach (var f in files)
-            if (!IsSafeRelativePath(f.Path)) throw new RecurUserException($"{repo}: refusing the file name '{f.Path}' (absolute or with '..')");
+        {
+            if (!IsSafeRelativePath(f.Path) || f.Path.Any(char.IsControl))
+                throw new RecurUserException($"{repo}: refusing the file name '{string.Concat(f.Path.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()))}' (absolute, with '..' or control characters)");
+            // The download record must stay Recur's own; a repository file of that name would replace it.
+            if (f.Path == ManifestName || f.Path.EndsWith(".incomplete", StringComparison.Ordinal))
+                throw new RecurUserException($"{repo}: the repository has a file named '{f.Path}', which Recur uses for its own download bookkeeping; leave it out with --include");
+        }
 
         string commit = info.Sha ?? revision;
         string dir = Path.GetFullPath(folder);

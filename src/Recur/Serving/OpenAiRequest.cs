@@ -33,6 +33,8 @@ public sealed record OpenAiRequest
     /// </summary>
     public static OpenAiRequest Parse(ReadOnlySpan<byte> body, bool chat, int maxRecurrences)
     {
+        // JSON is UTF-8 (RFC 8259 §8.1); invalid bytes would otherwise surface later as an internal error.
+        if (!System.Text.Unicode.Utf8.IsValid(body)) throw new ApiException(400, "the request body is not valid UTF-8", code: "invalid_encoding");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(body.ToArray(), new JsonDocumentOptions { MaxDepth = 64 }); }
         catch (JsonException e)

@@ -38,8 +38,24 @@ public sealed record ServerOptions
     /// generation is cancelled and the client gets 504 (or an error event when streaming). Zero: no limit.
     /// </summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>
+    /// When set, every <c>/v1</c> request must carry <c>Authorization: Bearer</c> with this key (401 otherwise), as
+    /// vLLM's and llama.cpp's servers do; <c>/health</c> stays open. Null: no authentication.
+    /// </summary>
+    public string? ApiKey { get; init; }
+    /// <summary>Longest wait for a request's headers once a connection is open (slow or idle clients are dropped).</summary>
+    public TimeSpan HeaderTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Longest an idle keep-alive connection stays open between requests.</summary>
+    public TimeSpan KeepAliveTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Longest a request body may take to arrive; a body trickling in slower is cut off with 408.</summary>
+    public TimeSpan BodyTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Most connections open at once; more are refused until some close.</summary>
+    public int MaxConnections { get; init; } = 128;
     /// <summary>One line per request and per server event; null is silent.</summary>
     public Action<string>? Log { get; init; }
+
+    /// <summary>True when <see cref="Host"/> is reachable only from this machine.</summary>
+    public bool LoopbackOnly => Host is "localhost" || (IPAddress.TryParse(Host.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip));
 }
 
 /// <summary>
@@ -97,6 +113,12 @@ public sealed class OpenAiServer : IDisposable
         {
             k.AddServerHeader = false;
             k.Limits.MaxRequestBodySize = _o.MaxBodyBytes;
+            // Slow and idle connections are closed instead of held until the file limit (slowloris).
+            k.Limits.RequestHeadersTimeout = _o.HeaderTimeout;
+            k.Limits.KeepAliveTimeout = _o.KeepAliveTimeout;
+            k.Limits.MaxConcurrentConnections = _o.MaxConnections;
+            k.Limits.MaxConcurrentUpgradedConnections = 0;
+            k.Limits.MinRequestBodyDataRate = new MinDataRate(bytesPerSecond: 100, gracePeriod: TimeSpan.FromSeconds(5));
             if (ip is null) k.ListenAnyIP(_o.Port);
             else k.Listen(ip, _o.Port);
         });
@@ -163,6 +185,11 @@ public sealed class OpenAiServer : IDisposable
         try
         {
             if (_stopping.IsCancellationRequested) throw new ApiException(503, "the server is shutting down", "server_error");
+            if (_o.ApiKey is not null && path != "/health" && !Authorized(req.Headers.Authorization.ToString()))
+            {
+                res.Headers.WWWAuthenticate = "Bearer";
+                throw new ApiException(401, "missing or incorrect API key: send it as 'Authorization: Bearer KEY'", code: "invalid_api_key");
+            }
             switch (req.Method, path)
             {
                 case ("GET", "/health"):
@@ -191,6 +218,12 @@ public sealed class OpenAiServer : IDisposable
         }
         catch (Exception e)
         {
+            // A client that hung up (an aborted body, a reset) is one line, whatever was thrown.
+            if (ctx.RequestAborted.IsCancellationRequested && e is not ApiException)
+            {
+                _o.Log?.Invoke($"{what} client disconnected ({e.GetType().Name}), {sw.Elapsed.TotalSeconds:0.00} s");
+                return;
+            }
             var api = e as ApiException
                 // Kestrel's own verdicts on the request (body too large, body read too slowly, malformed framing).
                 ?? (e is Microsoft.AspNetCore.Http.BadHttpRequestException b ? new ApiException(b.StatusCode, $"bad request: {b.Message}", code: "bad_request") : null)
@@ -201,6 +234,16 @@ public sealed class OpenAiServer : IDisposable
             else _o.Log?.Invoke($"{what} {api.Status} {api.Message}");
             await TryWriteError(res, api, state);
         }
+    }
+
+    // Constant time, so the key cannot be found a byte at a time from response timings.
+    bool Authorized(string header)
+    {
+        const string scheme = "Bearer ";
+        if (!header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase)) return false;
+        var given = Encoding.UTF8.GetBytes(header[scheme.Length..].Trim());
+        var key = Encoding.UTF8.GetBytes(_o.ApiKey!);
+        return System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(given, key);
     }
 
     JsonObject ModelCard() => new()
@@ -362,12 +405,23 @@ public sealed class OpenAiServer : IDisposable
         using var ms = new MemoryStream();
         var buf = new byte[16384];
         int n;
-        while ((n = await req.Body.ReadAsync(buf, req.HttpContext.RequestAborted)) > 0)
+        using var slow = CancellationTokenSource.CreateLinkedTokenSource(req.HttpContext.RequestAborted);
+        slow.CancelAfter(_o.BodyTimeout);
+        while ((n = await ReadSome(buf)) > 0)
         {
             ms.Write(buf, 0, n);
             if (ms.Length > _o.MaxBodyBytes) throw new ApiException(413, $"the request body exceeds the limit of {_o.MaxBodyBytes} bytes", code: "request_too_large");
         }
         return ms.ToArray();
+
+        async Task<int> ReadSome(byte[] b)
+        {
+            try { return await req.Body.ReadAsync(b, slow.Token); }
+            catch (OperationCanceledException) when (!req.HttpContext.RequestAborted.IsCancellationRequested)
+            {
+                throw new ApiException(408, $"the request body did not arrive within {_o.BodyTimeout.TotalSeconds:0} s", code: "request_timeout");
+            }
+        }
     }
 
     static Task WriteJson(HttpResponse res, int status, JsonNode body)
