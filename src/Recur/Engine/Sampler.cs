@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Recur.Engine;
@@ -21,11 +22,19 @@ public sealed class Sampler : IDisposable
 {
     readonly SamplingOptions _o;
     readonly Generator? _gen;
+    // Scalars held while the sampler lives: temporaries could be freed during the libtorch call (Model.Ops.One).
+    readonly Scalar? _temperature, _topP;
+    static readonly Scalar NegativeInfinity = double.NegativeInfinity;
 
     public Sampler(SamplingOptions options)
     {
         _o = options.Validate();
-        if (!_o.Greedy) _gen = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));
+        if (!_o.Greedy)
+        {
+            _gen = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));
+            _temperature = _o.Temperature;
+            _topP = _o.TopP;
+        }
     }
 
     /// <summary>Next token ids [B] (int64, CPU) for logits [B, V].</summary>
@@ -34,25 +43,30 @@ public sealed class Sampler : IDisposable
         using var scope = NewDisposeScope();
         var l = logits.to(ScalarType.Float32).cpu();
         if (_o.Greedy) return l.argmax(-1).MoveToOuterDisposeScope();
-        l = l / _o.Temperature;
+        l = l.div(_temperature!);
         if (_o.TopK > 0 && _o.TopK < l.shape[^1])
         {
             var kth = l.topk(_o.TopK, -1).values.narrow(-1, _o.TopK - 1, 1);
-            l = l.masked_fill(l.lt(kth), double.NegativeInfinity);
+            l = l.masked_fill(l.lt(kth), NegativeInfinity);
         }
         if (_o.TopP < 1.0)
         {
             var (sorted, idx) = l.sort(-1, descending: true);
             var probs = sorted.softmax(-1);
             // Drop a token when the mass before it already reaches top_p; the first token always stays.
-            var before = probs.cumsum(-1) - probs;
-            var drop = before.gt(_o.TopP);
+            var before = Model.Ops.Add(probs.cumsum(-1), probs.neg());
+            var drop = before.gt(_topP!);
             var dropOriginal = zeros_like(drop).scatter(-1, idx, drop);
-            l = l.masked_fill(dropOriginal, double.NegativeInfinity);
+            l = l.masked_fill(dropOriginal, NegativeInfinity);
         }
         var p = l.softmax(-1);
         return multinomial(p, 1, generator: _gen).squeeze(-1).MoveToOuterDisposeScope();
     }
 
-    public void Dispose() => _gen?.Dispose();
+    public void Dispose()
+    {
+        _gen?.Dispose();
+        _temperature?.Dispose();
+        _topP?.Dispose();
+    }
 }

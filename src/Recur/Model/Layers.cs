@@ -74,6 +74,8 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     public Parameter weight; // not readonly: a loader binds it (BindWeight)
 #pragma warning restore IDE1006
     readonly double _eps;
+    // Held for the module's lifetime (see Ops.One): a temporary Scalar could be freed while libtorch reads it.
+    readonly Scalar _epsScalar, _dimScalar;
     readonly bool _castBeforeWeight;
 
     /// <param name="castBeforeWeight">
@@ -84,6 +86,8 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     {
         weight = new Parameter(ones(dim, device: ParameterPlacement.Device));
         _eps = eps;
+        _epsScalar = eps;
+        _dimScalar = dim;
         _castBeforeWeight = castBeforeWeight;
         RegisterComponents();
     }
@@ -103,7 +107,7 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
         var dt = x.dtype;
         var xf = x.to(ScalarType.Float32);
         // mean(x²) as ‖x‖²/h: one full-size pass (a norm) instead of two (square, mean), forward and backward.
-        var y = xf * rsqrt(linalg.vector_norm(xf, 2, [-1L], keepdim: true).square() / xf.shape[^1] + _eps);
+        var y = xf * rsqrt(linalg.vector_norm(xf, 2, [-1L], keepdim: true).square().div(_dimScalar).add(_epsScalar, Ops.One));
         var r = _castBeforeWeight ? y.to(dt) * weight.to(dt) : (y * weight.to(ScalarType.Float32)).to(dt);
         return r.MoveToOuterDisposeScope();
     }
@@ -193,13 +197,25 @@ public sealed class Rope
     public static Tensor Apply(Tensor x, Tensor cos, Tensor signedSin)
     {
         using var scope = NewDisposeScope();
-        return (x * cos + x.roll(x.shape[^1] / 2, -1) * signedSin).MoveToOuterDisposeScope();
+        return Ops.Add(x * cos, x.roll(x.shape[^1] / 2, -1) * signedSin).MoveToOuterDisposeScope();
     }
 }
 
 /// <summary>Attention and linear helpers shared by the plain and the recurrent decoder.</summary>
 public static class Ops
 {
+    /// <summary>
+    /// The alpha of a + b, alive for the whole process. TorchSharp's a + b passes a temporary Scalar 1 to
+    /// libtorch and keeps no reference to it during the call; a garbage collection on another thread can then
+    /// finalize it while libtorch reads it, and add_Tensor fails with "Expected false to be true … toFloat at
+    /// c10/core/Scalar.h" (a server batch failed once in 5,133 requests; reproduced in about 1 of 10^5 additions
+    /// under constant collections). Hot paths therefore add with this Scalar and keep their constants as fields.
+    /// </summary>
+    public static readonly Scalar One = 1;
+
+    /// <summary>a + b with a long-lived alpha (see <see cref="One"/>).</summary>
+    public static Tensor Add(Tensor a, Tensor b) => a.add(b, One);
+
     /// <summary>
     /// y = x·Wᵀ in x's dtype: fp32 master weights are cast at use, the explicit replacement for autocast (METHOD §4.2).
     /// A single row without autograd (batch-1 decoding) goes to the bandwidth-bound <see cref="Gemv"/> kernel.
@@ -272,13 +288,13 @@ public static class Ops
         Tensor y;
         if (type == BlockType.Llama)
         {
-            var h = x + attn(norm1.call(x));
-            y = h + mlp(norm2.call(h));
+            var h = Ops.Add(x, attn(norm1.call(x)));
+            y = Ops.Add(h, mlp(norm2.call(h)));
         }
         else
         {
-            var h = x + norm1.call(attn(x));
-            y = h + norm2.call(mlp(h));
+            var h = Ops.Add(x, norm1.call(attn(x)));
+            y = Ops.Add(h, norm2.call(mlp(h)));
         }
         return y.MoveToOuterDisposeScope();
     }

@@ -50,7 +50,7 @@ public sealed record ServerOptions
     /// <summary>Longest a request body may take to arrive; a body trickling in slower is cut off with 408.</summary>
     public TimeSpan BodyTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Most connections open at once; more are refused until some close.</summary>
-    public int MaxConnections { get; init; } = 128;
+    public int MaxConnections { get; init; } = 512;
     /// <summary>One line per request and per server event; null is silent.</summary>
     public Action<string>? Log { get; init; }
 
