@@ -429,7 +429,8 @@ void Serve()
 /// One generated token from a fresh process, warm page cache: wall time and peak RSS (GNU time's %M) of `recur
 /// generate` on random stories-shaped models saved as fp32 and bf16 folders and loaded in their stored dtype, against
 /// llama2.c's run.c (built by the user, --peer) on the same fp32 weights in its own format, interleaved round by
-/// round; medians. The llama2.c file holds the HF weights unpermuted, which is fine for timing and nothing else.
+/// round; medians. CPU time (user + system) is reported next to wall time: on a loaded host it moves far less. The
+/// llama2.c file holds the HF weights unpermuted, which is fine for timing and nothing else.
 /// </summary>
 void Ttft()
 {
@@ -449,8 +450,8 @@ void Ttft()
     Console.WriteLine($"recur {recurs[^1].Bin}{(baseline.Length > 0 ? $"; baseline {recurs[0].Bin}" : "")}; peer {Path.GetFullPath(peer)}; tokenizer {tokPath}; {rounds} rounds; models in {dir}");
     string ompThreads = threads.ToString(System.Globalization.CultureInfo.InvariantCulture);
     Console.WriteLine();
-    Console.WriteLine("| shape | program | file MB | median s | ÷ llama2.c s | median peak RSS MB | RSS ÷ file | each round s |");
-    Console.WriteLine("|---|---|---|---|---|---|---|---|");
+    Console.WriteLine("| shape | program | file MB | median wall s | ÷ llama2.c | median CPU s | ÷ llama2.c | median peak RSS MB | RSS ÷ file | each round wall s |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
     foreach (var name in shapes)
     {
         var cfg = Presets.Get(name);
@@ -475,7 +476,7 @@ void Ttft()
                     ["generate", "--model", folder, "--tokenizer", tokPath, "--prompt", "O", "--max-new-tokens", "1", "--output-ids",
                      "--threads", ompThreads, "--dtype", dt == "float32" ? "fp32" : "bf16"]));
             }
-        var results = runs.Select(_ => new List<(double S, double Mb)>()).ToArray();
+        var results = runs.Select(_ => new List<(double S, double Mb, double Cpu)>()).ToArray();
         for (int round = 0; round < rounds; round++)
             for (int i = 0; i < runs.Count; i++)
             {
@@ -483,21 +484,22 @@ void Ttft()
                 results[i].Add(TimeProcess(runs[i].Exe, runs[i].Args, ompThreads));
             }
         double Median(IEnumerable<double> xs) { var a = xs.OrderBy(x => x).ToArray(); return a[a.Length / 2]; }
-        double peerS = Median(results[0].Select(r => r.S));
+        double peerS = Median(results[0].Select(r => r.S)), peerCpu = Median(results[0].Select(r => r.Cpu));
         for (int i = 0; i < runs.Count; i++)
         {
             double mb = new FileInfo(runs[i].File).Length / 1e6, s = Median(results[i].Select(r => r.S)), rss = Median(results[i].Select(r => r.Mb));
-            Console.WriteLine($"| {name} | {runs[i].Label} | {mb:0} | {s:0.00} | {s / peerS:0.0} | {rss:0} | {rss / mb:0.00} | {string.Join(" ", results[i].Select(r => r.S.ToString("0.00")))} |");
+            double cpu = Median(results[i].Select(r => r.Cpu));
+            Console.WriteLine($"| {name} | {runs[i].Label} | {mb:0} | {s:0.00} | {s / peerS:0.0} | {cpu:0.00} | {cpu / peerCpu:0.0} | {rss:0} | {rss / mb:0.00} | {string.Join(" ", results[i].Select(r => r.S.ToString("0.00")))} |");
         }
     }
     Directory.Delete(dir, recursive: true);
 }
 
-static (double Seconds, double PeakMb) TimeProcess(string exe, string[] args, string ompThreads)
+static (double Seconds, double PeakMb, double CpuSeconds) TimeProcess(string exe, string[] args, string ompThreads)
 {
     var psi = new ProcessStartInfo("/usr/bin/time") { RedirectStandardError = true, RedirectStandardOutput = true };
     psi.ArgumentList.Add("-f");
-    psi.ArgumentList.Add("ttft %e %M");
+    psi.ArgumentList.Add("ttft %e %M %U %S");
     psi.ArgumentList.Add(exe);
     foreach (var a in args) psi.ArgumentList.Add(a);
     psi.Environment["OMP_NUM_THREADS"] = ompThreads;
@@ -509,7 +511,8 @@ static (double Seconds, double PeakMb) TimeProcess(string exe, string[] args, st
     var line = err.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("ttft ", StringComparison.Ordinal))
         ?? throw new InvalidOperationException($"{exe} failed (exit {p.ExitCode}): {err}");
     var parts = line.Split(' ');
-    return (double.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture), double.Parse(parts[2], System.Globalization.CultureInfo.InvariantCulture) * 1024 / 1e6);
+    double D(int i) => double.Parse(parts[i], System.Globalization.CultureInfo.InvariantCulture);
+    return (D(1), D(2) * 1024 / 1e6, D(3) + D(4));
 }
 
 /// <summary>llama2.c's legacy (version 0) layout, the order Checkpoints/Llama2c.cs reads; weights as the model holds them.</summary>
