@@ -27,10 +27,10 @@ static class EvalCommand
         var tasks = new Option<string>("--tasks") { Description = $"Comma-separated tasks: {string.Join(", ", EvalTasks.Names)}", Required = true };
         var data = new Option<string[]>("--data") { Description = "Data file per task: PATH[,PATH...] in --tasks order, or task=PATH pairs (repeatable)" };
         var recurrences = new Option<string?>("--recurrences") { Description = "Test-time recurrences T, e.g. 1,2,4,8,16,32; "
-    + "adaptive per-token depth (experimental, gsm8k/math only): adaptive:kl=5e-4,max=32, adaptive:latent=0.03,max=16, adaptive:entropy=1e-3,max=32, "
+    + "adaptive per-token depth (experimental, generation tasks only): adaptive:kl=5e-4,max=32, adaptive:latent=0.03,max=16, adaptive:entropy=1e-3,max=32, "
     + "adaptive:argmax=5,max=32, plus warm=1 (start from the previous token's state) and cache=latest (K/V of the newest iteration only); see docs/adaptive.md [default: the model's mean_recurrence]" };
         var shots = new Option<int>("--shots") { Description = "Exemplars before each GSM8K/MATH question (the paper uses 1; multiple choice is zero-shot)", DefaultValueFactory = _ => 1 };
-        var fewshot = new Option<string[]>("--fewshot-data") { Description = "Training jsonl to draw exemplars from (first K): PATH, or gsm8k=PATH,math=PATH [default: train.jsonl beside the data file]" };
+        var fewshot = new Option<string[]>("--fewshot-data") { Description = "Training jsonl to draw exemplars from (first K): PATH, or task=PATH pairs such as gsm8k_cot_sean=PATH,minerva_math=PATH [default: train.jsonl beside the data file]" };
         var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N examples of each task (rows for val_loss) [default: all]" };
         var batch = new Option<int>("--batch-size") { Description = "Prompts / log-likelihood rows per forward pass", DefaultValueFactory = _ => 32 };
         var maxNew = new Option<int?>("--max-new-tokens") { Description = "Generation budget for GSM8K/MATH (lm-eval's max_gen_toks) " + Common.MaxNewTokensDefault(256) };
@@ -38,7 +38,7 @@ static class EvalCommand
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder [default: the model folder]" };
         var seed = new Option<long>("--seed") { Description = "Seed of the recurrent initial state s_0, reset at the start of every (task, T)", DefaultValueFactory = _ => 0 };
         var skipBad = new Option<bool>("--skip-bad-lines") { Description = "Skip (and count) malformed data lines instead of failing" };
-        var predictions = new Option<string[]>("--predictions") { Description = "Score existing generations (jsonl) for gsm8k/math instead of running a model: one file per task" };
+        var predictions = new Option<string[]>("--predictions") { Description = "Score existing outputs instead of running a model: plain jsonl or lm-eval --log_samples files (generation and multiple-choice tasks), one file per task" };
         var output = new Option<string>("--out") { Description = "Output folder (results.json, samples_*.jsonl, plot_*.png)", Required = true };
         var force = new Option<bool>("--force") { Description = "Replace an earlier evaluation's files in a non-empty --out" };
         var device = Common.DeviceOption();
