@@ -30,6 +30,7 @@ public sealed class HubClientTests : IDisposable
         public readonly HashSet<string> DropFirstTransfer = [];
         public readonly HashSet<string> WrongSha = [];
         public int ServiceUnavailable; // answer the next N listing requests with 503
+        public string? RedirectTo; // send LFS files here instead of the CDN route
         public readonly LoopbackHttpServer Server;
 
         public FakeHub() => Server = new LoopbackHttpServer(Handle);
@@ -68,7 +69,7 @@ public sealed class HubClientTests : IDisposable
                     string sha = WrongSha.Contains(file) ? new string('0', 64) : Sha(bytes);
                     return new CannedReply(302, [], new Dictionary<string, string>
                     {
-                        ["Location"] = "/cdn/" + Uri.EscapeDataString(file), ["X-Linked-Size"] = bytes.Length.ToString(), ["X-Linked-Etag"] = $"\"{sha}\"",
+                        ["Location"] = RedirectTo ?? "/cdn/" + Uri.EscapeDataString(file), ["X-Linked-Size"] = bytes.Length.ToString(), ["X-Linked-Etag"] = $"\"{sha}\"",
                     });
                 }
                 return Body(r, file, bytes, new Dictionary<string, string> { ["ETag"] = "\"4f0a9c2e1b3d5f7a9c2e4f6a8b0d2f4a6c8e0a2b\"" });
@@ -262,5 +263,38 @@ public sealed class HubClientTests : IDisposable
         Assert.Contains("HF_ENDPOINT", Assert.Throws<RecurUserException>(() => new HubClient(new HubOptions { Endpoint = "ftp://x" })).Message);
         Assert.Equal("ab" + new string('c', 62), HubClient.Sha256FromEtag("W/\"AB" + new string('C', 62) + "\""));
         Assert.Null(HubClient.Sha256FromEtag("\"4f0a9c2e1b3d5f7a9c2e4f6a8b0d2f4a6c8e0a2b\"")); // a git blob id, not a sha256
+    }
+
+    [Fact]
+    public async Task A_redirect_off_the_web_is_refused_with_one_line()
+    {
+        _hub.RedirectTo = "file:///etc/passwd";
+        using var client = Client();
+        var e = await Assert.ThrowsAsync<RecurUserException>(() => client.DownloadAsync(Repo, _out));
+        Assert.Contains("file:///etc/passwd", e.Message);
+        Assert.Contains("not an http(s) URL", e.Message);
+    }
+
+    [Fact]
+    public async Task A_repository_file_named_like_the_download_record_is_refused()
+    {
+        _hub.Files[HubClient.ManifestName] = Encoding.UTF8.GetBytes("{}");
+        using var client = Client();
+        var e = await Assert.ThrowsAsync<RecurUserException>(() => client.DownloadAsync(Repo, _out));
+        Assert.Contains(HubClient.ManifestName, e.Message);
+        Assert.Contains("--include", e.Message);
+    }
+
+    [Fact]
+    public void The_stall_limit_and_retry_budget_are_short_by_default_and_configurable()
+    {
+        var d = HubOptions.FromEnvironment(_ => null);
+        // A stalled transfer gives up after (retries + 1) × read timeout plus the waits: ~1.5 min, not 6.5.
+        Assert.True((d.MaxRetries + 1) * d.ReadTimeout.TotalSeconds + 7 <= 120, $"{d.MaxRetries} retries × {d.ReadTimeout}");
+        var env = new Dictionary<string, string> { ["RECUR_HUB_RETRIES"] = "1", ["RECUR_HUB_READ_TIMEOUT"] = "5" };
+        var o = HubOptions.FromEnvironment(k => env.GetValueOrDefault(k));
+        Assert.Equal((1, TimeSpan.FromSeconds(5)), (o.MaxRetries, o.ReadTimeout));
+        Assert.Contains("RECUR_HUB_RETRIES", Assert.Throws<RecurUserException>(() => HubOptions.FromEnvironment(k => k == "RECUR_HUB_RETRIES" ? "lots" : null)).Message);
+        Assert.Contains("RECUR_HUB_READ_TIMEOUT", Assert.Throws<RecurUserException>(() => HubOptions.FromEnvironment(k => k == "RECUR_HUB_READ_TIMEOUT" ? "0" : null)).Message);
     }
 }
