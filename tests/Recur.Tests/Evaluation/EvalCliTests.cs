@@ -128,8 +128,8 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
             var png = File.ReadAllBytes(Path.Combine(dir, $"plot_{task}.png"));
             Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A }, png[..8]);
             Assert.Equal("IHDR", System.Text.Encoding.ASCII.GetString(png, 12, 4));
-            Assert.Equal(800, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(16)));
-            Assert.Equal(500, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(20)));
+            Assert.Equal(960, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(16)));
+            Assert.Equal(520, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(20)));
         }
         Assert.Contains("T=1", stdout);
         Assert.Contains("T=2", stdout);
