@@ -118,6 +118,19 @@ static class Common
     public static int CheckRecurrences(int t) => t is >= 1 and <= WeightCheck.MaxRecurrence ? t
         : throw new RecurUserException($"--recurrences must be between 1 and {WeightCheck.MaxRecurrence} (got {t})");
 
+    /// <summary>
+    /// The command as the user typed it, for hints such as "continue with: ./recur train --resume DIR": the ./recur
+    /// script passes its own name in RECUR_COMMAND; the dotnet tool is "recur"; a direct run is "dotnet …/Recur.Cli.dll".
+    /// </summary>
+    public static string CommandName()
+    {
+        if (Environment.GetEnvironmentVariable("RECUR_COMMAND") is { Length: > 0 } c) return c;
+        string? process = Environment.ProcessPath;
+        if (process is not null && Path.GetFileNameWithoutExtension(process) == "dotnet" && Environment.GetCommandLineArgs() is [var dll, ..] && dll.EndsWith(".dll", StringComparison.Ordinal))
+            return $"dotnet {dll}";
+        return "recur";
+    }
+
     /// <summary>The first Ctrl-C cancels the running work (the caller stops cleanly); a second one ends the process.</summary>
     public static CancellationTokenSource CancelOnCtrlC()
     {

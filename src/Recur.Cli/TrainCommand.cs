@@ -200,7 +200,7 @@ static class TrainCommand
         WritePlots(dir);
         if (!finished)
         {
-            Console.Error.WriteLine($"interrupted: checkpoint written; continue with: recur train --resume {dir}");
+            Console.Error.WriteLine($"interrupted: checkpoint written; continue with: {Common.CommandName()} train --resume {dir}");
             return 130;
         }
         var last = Trainer.LatestCheckpoint(dir)!;

@@ -159,6 +159,13 @@ public sealed partial class HubClient : IDisposable
             TimeSpan? retryAfter = null;
             try { return await attempt().ConfigureAwait(false); }
             catch (TransientException e) { reason = e.Message; retryAfter = e.RetryAfter; }
+            catch (HttpRequestException e) when (IsNameResolution(e))
+            {
+                // No amount of retrying resolves a name the resolver does not know (offline, a typo in HF_ENDPOINT, a
+                // blocked hub): fail now rather than after the whole back-off.
+                throw new RecurUserException($"cannot resolve the hub's host name '{_o.Endpoint}' while downloading {what}: {e.Message}. " +
+                    "Check the network, or point HF_ENDPOINT at a reachable hub or mirror (e.g. HF_ENDPOINT=https://hf-mirror.com)", e);
+            }
             catch (HttpRequestException e) { reason = e.Message; }
             catch (IOException e) { reason = e.Message; }
             catch (OperationCanceledException) when (!ct.IsCancellationRequested) { reason = $"no data for {_o.ReadTimeout.TotalSeconds:0} s"; }
@@ -169,6 +176,10 @@ public sealed partial class HubClient : IDisposable
             await Task.Delay(delay, ct).ConfigureAwait(false);
         }
     }
+
+    static bool IsNameResolution(HttpRequestException e) =>
+        e.HttpRequestError == HttpRequestError.NameResolutionError
+        || e.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.HostNotFound or System.Net.Sockets.SocketError.TryAgain or System.Net.Sockets.SocketError.NoData };
 
     /// <summary>Sends a GET, following up to 10 redirects; the token goes only to the hub's own host.</summary>
     async Task<(HttpResponseMessage Response, HttpResponseHeaders FirstHeaders)> Get(Uri url, long? rangeFrom, CancellationToken ct)

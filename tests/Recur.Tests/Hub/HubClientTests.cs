@@ -297,4 +297,16 @@ public sealed class HubClientTests : IDisposable
         Assert.Contains("RECUR_HUB_RETRIES", Assert.Throws<RecurUserException>(() => HubOptions.FromEnvironment(k => k == "RECUR_HUB_RETRIES" ? "lots" : null)).Message);
         Assert.Contains("RECUR_HUB_READ_TIMEOUT", Assert.Throws<RecurUserException>(() => HubOptions.FromEnvironment(k => k == "RECUR_HUB_READ_TIMEOUT" ? "0" : null)).Message);
     }
+
+    [Fact]
+    public async Task An_unresolvable_hub_fails_at_once_and_names_HF_ENDPOINT()
+    {
+        // .invalid never resolves (RFC 6761); five retries with a 1 s base would wait 31 s before giving up.
+        var client = new HubClient(new HubOptions { Endpoint = "http://recur-test-hub.invalid", MaxRetries = 5, RetryDelay = TimeSpan.FromSeconds(1) });
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var e = await Assert.ThrowsAsync<RecurUserException>(() => client.DownloadAsync("org/model", _out));
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(10), $"took {sw.Elapsed.TotalSeconds:0.0} s");
+        Assert.Contains("cannot resolve", e.Message);
+        Assert.Contains("HF_ENDPOINT", e.Message);
+    }
 }
