@@ -43,7 +43,7 @@ static class ChatCommand
             string path = parse.GetValue(model)!;
             using var loaded = ChatSetup.Load(path, parse.GetValue(tokenizer), parse.GetValue(template)!, parse.GetValue(recurrences),
                 Common.ParseDevice(parse.GetValue(device)!), Common.ParseDType(parse.GetValue(dtype)), errw, "chat");
-            using var runner = new ModelRunner(loaded.Model, loaded.Tokenizer);
+            using var runner = new ModelRunner(loaded.Model, loaded.Tokenizer, loaded.Recurrences);
             int max = Common.MaxNewTokens(parse.GetValue(maxNew), 512, runner.ContextLength, errw);
             int budget = runner.ContextLength - max;
             if (budget < 1)

@@ -15,7 +15,8 @@ static class ChatSetup
         DefaultValueFactory = _ => "auto",
     };
 
-    public sealed record Loaded(ICausalLM Model, ITokenizer Tokenizer, ChatTemplate Template) : IDisposable
+    /// <param name="Recurrences">--recurrences: the default T of the replies (null: the model's own default).</param>
+    public sealed record Loaded(ICausalLM Model, ITokenizer Tokenizer, ChatTemplate Template, int? Recurrences = null) : IDisposable
     {
         public void Dispose()
         {
@@ -38,9 +39,9 @@ static class ChatSetup
         {
             model = ModelLoader.Load(modelPath, dtype, device, notice: s => log.WriteLine($"note: {s}"));
             TokenizerLoader.CheckFitsModel(tok, model.VocabSize, tokPath);
-            if (model is RecurrentModel rm)
+            if (model is RecurrentModel)
             {
-                if (recurrences is { } t) rm.Recurrences = Common.CheckRecurrences(t);
+                if (recurrences is { } t) Common.CheckRecurrences(t);
             }
             else if (recurrences is not null)
                 log.WriteLine("note: --recurrences ignored: this is not a recurrent model");
@@ -49,7 +50,7 @@ static class ChatSetup
             var chat = template.Equals("auto", StringComparison.OrdinalIgnoreCase)
                 ? ChatTemplate.Detect(ChatTemplateFile.Read(tok.SourcePath), bos, eos, notice: s => log.WriteLine($"note: {s}"))
                 : ChatTemplate.Named(template, bos, eos);
-            return new Loaded(model, tok, chat);
+            return new Loaded(model, tok, chat, model is RecurrentModel ? recurrences : null);
         }
         catch
         {

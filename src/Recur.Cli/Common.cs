@@ -102,16 +102,17 @@ static class Common
         }
     }
 
-    /// <summary>Sets T and the s_0 generator on a recurrent model; notes that T does not apply to a plain one.</summary>
-    public static void ConfigureRecurrence(Recur.Model.ICausalLM m, int? recurrences, long seed)
+    /// <summary>
+    /// A recurrent model seen at T (null: its default) with s_0 drawn from <paramref name="seed"/> (the generator lives
+    /// as long as the process); a plain model as it is, with a note that T does not apply to it.
+    /// </summary>
+    public static Recur.Model.ICausalLM AtRecurrence(Recur.Model.ICausalLM m, int? recurrences, long seed)
     {
         if (m is Recur.Model.RecurrentModel rm)
-        {
-            if (recurrences is { } t) rm.Recurrences = CheckRecurrences(t);
-            rm.StateGenerator = new Generator((ulong)seed);
-        }
-        else if (recurrences is not null)
+            return rm.At(Recur.Model.Recurrence.Fixed(recurrences is { } t ? CheckRecurrences(t) : rm.DefaultRecurrences, new Generator((ulong)seed)));
+        if (recurrences is not null)
             Console.Error.WriteLine("note: --recurrences ignored: this is not a recurrent model");
+        return m;
     }
 
     /// <summary>A --recurrences value: 1 to <see cref="WeightCheck.MaxRecurrence"/> (the KV cache holds p + r·T + c slots).</summary>

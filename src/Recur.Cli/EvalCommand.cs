@@ -103,7 +103,7 @@ static class EvalCommand
                     : "note: the model is not recurrent: each task is evaluated once and --recurrences is ignored");
                 ts = [null];
             }
-            else ts = recurrenceList ?? [new RecurrenceSetting(rm.Recurrences, null)];
+            else ts = recurrenceList ?? [new RecurrenceSetting(rm.DefaultRecurrences, null)];
             if (ts.Any(t => t?.Adaptive is not null) && infos.Any(i => !EvalTasks.SupportsAdaptive(i)))
                 Console.Error.WriteLine($"note: adaptive recurrence runs only for generation tasks; skipped for {string.Join(", ", infos.Where(i => !EvalTasks.SupportsAdaptive(i)).Select(i => i.Name))}");
 
@@ -162,18 +162,13 @@ static class EvalCommand
                     foreach (var t in ts)
                     {
                         if (t?.Adaptive is not null && !EvalTasks.SupportsAdaptive(lt.Info)) continue;
-                        if (rm is not null)
-                        {
-                            rm.Recurrences = t!.Fixed ?? t.Adaptive!.MaxIterations;
-                            // Reseeded per (task, T) so that any one result is reproduced by re-running it alone.
-                            var old = rm.StateGenerator;
-                            rm.StateGenerator = new Generator((ulong)seedValue);
-                            old?.Dispose();
-                        }
+                        // Reseeded per (task, T) so that any one result is reproduced by re-running it alone.
+                        using var gen = rm is null ? null : new Generator((ulong)seedValue);
+                        var model = rm is null ? m : rm.At(Recurrence.Fixed(t!.Fixed ?? t.Adaptive!.MaxIterations, gen));
                         string tKey = t?.Key ?? EvalReport.NoRecurrence;
                         string label = t is null ? lt.Info.Name : t.Adaptive is null ? $"{lt.Info.Name} T={tKey}" : $"{lt.Info.Name} {tKey}";
                         var sw = Stopwatch.StartNew();
-                        var outcome = lt.Run(m, tok, progress.Start(label, lt.Count, lt.Info.ProgressUnit), cancel.Token, t?.Adaptive);
+                        var outcome = lt.Run(model, tok, progress.Start(label, lt.Count, lt.Info.ProgressUnit), cancel.Token, t?.Adaptive);
                         sw.Stop();
                         string samples = t is null ? $"samples_{lt.Info.Name}.jsonl"
                             : t.Adaptive is null ? $"samples_{lt.Info.Name}_T{tKey}.jsonl" : $"samples_{lt.Info.Name}_{FileSafe(tKey)}.jsonl";

@@ -70,7 +70,7 @@ static class GenerateCommand
             var recurrence = parse.GetValue(recurrences) is { } recText ? ParseRecurrence(recText) : null;
             var adaptive = recurrence?.Adaptive;
             if (adaptive is not null && m is not RecurrentModel) throw new RecurUserException("--recurrences adaptive:... needs a recurrent model");
-            Common.ConfigureRecurrence(m, recurrence?.Fixed ?? adaptive?.MaxIterations, seedValue);
+            var atT = Common.AtRecurrence(m, recurrence?.Fixed ?? adaptive?.MaxIterations, seedValue);
             var stats = new AdaptiveStats();
 
             var prompts = texts.Length > 0 ? texts.Select(t => tok!.Encode(t)).ToList() : idTexts.Select(ParseIds).ToList();
@@ -94,8 +94,8 @@ static class GenerateCommand
             {
                 Action<int, int>? onToken = stream ? (_, id) => Console.Write(decoder!.Push(id)) : null;
                 outputs = adaptive is null
-                    ? Generation.Generate(m, prompts, opts, onToken, cancel.Token)
-                    : AdaptiveGeneration.Generate((RecurrentModel)m, prompts, opts, adaptive, stats, onToken, cancel.Token);
+                    ? Generation.Generate(atT, prompts, opts, onToken, cancel.Token)
+                    : AdaptiveGeneration.Generate(atT, prompts, opts, adaptive, stats, onToken, cancel.Token);
             }
             catch (OperationCanceledException)
             {
@@ -118,7 +118,7 @@ static class GenerateCommand
                 int n = outputs.Sum(o => o.Count);
                 string depth = adaptive is not null
                     ? $", {adaptive} (experimental): {stats.MeanIterations:0.00} iterations per token, depths {Histogram(stats)}"
-                    : m is RecurrentModel rm ? $", T = {rm.Recurrences}" : "";
+                    : atT is RecurrentModelAt v ? $", T = {v.Recurrence.Iterations}" : "";
                 Console.Error.WriteLine($"[{n} tokens in {sw.Elapsed.TotalSeconds:0.00} s, {n / Math.Max(sw.Elapsed.TotalSeconds, 1e-9):0.0} tok/s{depth}]");
             }
             return 0;

@@ -39,7 +39,7 @@ static class ServeCommand
             var err = Console.Error;
             using var loaded = ChatSetup.Load(path, parse.GetValue(tokenizer), parse.GetValue(template)!, parse.GetValue(recurrences),
                 Common.ParseDevice(parse.GetValue(device)!), Common.ParseDType(parse.GetValue(dtype)), err, "serve");
-            using var runner = new ModelRunner(loaded.Model, loaded.Tokenizer);
+            using var runner = new ModelRunner(loaded.Model, loaded.Tokenizer, loaded.Recurrences);
             var options = new ServerOptions
             {
                 Host = parse.GetValue(host)!,

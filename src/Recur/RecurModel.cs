@@ -160,7 +160,11 @@ public sealed class RecurModel : IDisposable
         Path = path;
         _templateName = templateName;
         if (tokenizer is not null) _runner = new ModelRunner(model, tokenizer);
+        _recurrences = (model as RecurrentModel)?.DefaultRecurrences ?? 0;
     }
+
+    // The default T of this facade's calls; each call passes its T to the model, which keeps none.
+    int _recurrences;
 
     /// <summary>The network (a <see cref="DecoderModel"/> or a <see cref="RecurrentModel"/>), for lower-level use.</summary>
     public ICausalLM Model { get; }
@@ -180,7 +184,7 @@ public sealed class RecurModel : IDisposable
     /// <summary>Default test-time recurrence T of a recurrent model (null for plain decoders); ≥ 1.</summary>
     public int? Recurrences
     {
-        get => Model is RecurrentModel rm ? _runner?.DefaultRecurrences ?? rm.Recurrences : null;
+        get => Model is RecurrentModel ? _recurrences : null;
         set
         {
             if (Model is not RecurrentModel rm)
@@ -188,10 +192,10 @@ public sealed class RecurModel : IDisposable
                 if (value is null) return;
                 throw new RecurUserException("recurrences applies only to recurrent models; this model is a plain decoder");
             }
-            int t = value ?? rm.Config.MeanRecurrence;
+            int t = Recurrence.Fixed(value ?? rm.DefaultRecurrences).Iterations; // validates T ≥ 1
             lock (_gate)
             {
-                rm.Recurrences = t; // validates T ≥ 1
+                _recurrences = t;
                 if (_runner is not null) _runner.DefaultRecurrences = t;
             }
         }
@@ -356,32 +360,13 @@ public sealed class RecurModel : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
-            Generator? gen = null;
-            int? savedT = null;
-            try
-            {
-                if (Model is RecurrentModel rm)
-                {
-                    savedT = rm.Recurrences;
-                    if (o.Recurrences is { } t) rm.Recurrences = t;
-                    gen = new Generator((ulong)seed);
-                    rm.StateGenerator = gen;
-                }
-                else if (o.Recurrences is not null)
-                    throw new RecurUserException("recurrences applies only to recurrent models; this model is a plain decoder");
-                var stops = new HashSet<int>(Model.EosTokenIds);
-                if (Tokenizer is not null) stops.UnionWith(Tokenizer.StopIds);
-                return [.. Generation.Generate(Model, [[.. promptIds]], new GenerationOptions(o.MaxNewTokens, sampling, stops), cancel: cancel)[0]];
-            }
-            finally
-            {
-                if (Model is RecurrentModel rm)
-                {
-                    rm.StateGenerator = null;
-                    rm.Recurrences = savedT!.Value;
-                }
-                gen?.Dispose();
-            }
+            if (Model is not RecurrentModel && o.Recurrences is not null)
+                throw new RecurUserException("recurrences applies only to recurrent models; this model is a plain decoder");
+            using var gen = Model is RecurrentModel ? new Generator((ulong)seed) : null;
+            var model = Model is RecurrentModel rm ? rm.At(Recurrence.Fixed(o.Recurrences ?? _recurrences, gen)) : Model;
+            var stops = new HashSet<int>(Model.EosTokenIds);
+            if (Tokenizer is not null) stops.UnionWith(Tokenizer.StopIds);
+            return [.. Generation.Generate(model, [[.. promptIds]], new GenerationOptions(o.MaxNewTokens, sampling, stops), cancel: cancel)[0]];
         }
     }
 
@@ -440,8 +425,6 @@ public sealed class RecurModel : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
-            var rm = Model as RecurrentModel;
-            int? savedT = rm?.Recurrences;
             var savedCompute = Model.ComputeDType;
             string scratch = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"recur-tok-{Guid.NewGuid():N}");
             Directory.CreateDirectory(outDir);
@@ -469,11 +452,6 @@ public sealed class RecurModel : IDisposable
                 // The trainer leaves the model in training mode with its own T and compute dtype; generation expects eval mode.
                 module.eval();
                 Model.ComputeDType = savedCompute;
-                if (rm is not null)
-                {
-                    rm.Recurrences = savedT!.Value;
-                    rm.StateGenerator = null;
-                }
                 try { if (Directory.Exists(scratch)) Directory.Delete(scratch, true); } catch (IOException) { }
             }
             var checkpoint = Trainer.LatestCheckpoint(outDir);
@@ -521,37 +499,16 @@ public sealed class RecurModel : IDisposable
                 o.SeqLen ?? Math.Min(1024, Model.MaxPositions));
             var lt = EvalTasks.Load(info, dataPath, settings, tok);
             var rm = Model as RecurrentModel;
-            IReadOnlyList<int?> ts = rm is null ? [null] : (recurrences ?? [rm.Recurrences]).Select(t => (int?)t).ToList();
-            int? savedT = rm?.Recurrences;
+            IReadOnlyList<int?> ts = rm is null ? [null] : (recurrences ?? [_recurrences]).Select(t => (int?)t).ToList();
             var runs = new List<EvaluationRun>();
-            try
+            foreach (var t in ts)
             {
-                foreach (var t in ts)
-                {
-                    Generator? gen = null;
-                    if (rm is not null)
-                    {
-                        rm.Recurrences = t!.Value;
-                        // Reseeded per T, as recur eval does, so that any one result is reproduced by running it alone.
-                        gen = new Generator((ulong)o.Seed);
-                        rm.StateGenerator = gen;
-                    }
-                    try
-                    {
-                        var sw = Stopwatch.StartNew();
-                        var outcome = lt.Run(Model, tok, o.Progress is { } p ? (done, total) => p.Report((done, total)) : null, cancel);
-                        runs.Add(new EvaluationRun(info.Name, t, outcome.Result, outcome.Samples, [.. lt.Warnings, .. outcome.Notes], sw.Elapsed));
-                    }
-                    finally
-                    {
-                        if (rm is not null) rm.StateGenerator = null;
-                        gen?.Dispose();
-                    }
-                }
-            }
-            finally
-            {
-                if (rm is not null) rm.Recurrences = savedT!.Value;
+                // Reseeded per T, as recur eval does, so that any one result is reproduced by running it alone.
+                using var gen = rm is null ? null : new Generator((ulong)o.Seed);
+                var model = rm is null ? Model : rm.At(Recurrence.Fixed(t!.Value, gen));
+                var sw = Stopwatch.StartNew();
+                var outcome = lt.Run(model, tok, o.Progress is { } p ? (done, total) => p.Report((done, total)) : null, cancel);
+                runs.Add(new EvaluationRun(info.Name, t, outcome.Result, outcome.Samples, [.. lt.Warnings, .. outcome.Notes], sw.Elapsed));
             }
             return runs;
         }

@@ -228,17 +228,18 @@ public static class DemoPipeline
         var valLoss = new SortedDictionary<int, double>();
         foreach (int t in depths)
         {
-            if (rec is not null) { rec.Recurrences = t; rec.StateGenerator = new Generator((ulong)o.Seed); }
-            var correct = Answer(model, tok, data.Test, o, cancel);
+            using var answerGen = rec is null ? null : new Generator((ulong)o.Seed);
+            var correct = Answer(rec?.At(Recurrence.Fixed(t, answerGen)) ?? model, tok, data.Test, o, cancel);
             acc[t] = new SortedDictionary<int, double>(data.Test.Select((p, i) => (p.Steps, correct[i])).GroupBy(x => x.Steps).ToDictionary(g => g.Key, g => g.Average(x => x.Item2 ? 1.0 : 0.0)));
             overall[t] = correct.Average(c => c ? 1.0 : 0.0);
-            if (rec is not null) rec.StateGenerator = new Generator((ulong)o.Seed);
+            using var lossGen = rec is null ? null : new Generator((ulong)o.Seed);
+            var scored = rec?.At(Recurrence.Fixed(t, lossGen)) ?? model;
             using var rows = new InMemoryRows(data.Validation, o.SeqLen, o.MicroBatch, 0, tok.EosId ?? 0);
             double sum = 0; long n = 0;
             for (int b = 0; b < Math.Max(1, rows.Rows / o.MicroBatch); b++)
             {
                 var (x, y) = rows.Next();
-                var (s, c) = Scoring.Loss(model, x, y);
+                var (s, c) = Scoring.Loss(scored, x, y);
                 sum += s; n += c;
             }
             valLoss[t] = sum / Math.Max(1, n);

@@ -336,8 +336,8 @@ public static class DepthDemo
         var buckets = new DepthDemoResult(o, [], data.Test, 0, "", 0, "").BucketIndices();
         foreach (int t in rec is null ? [1] : o.Recurrences)
         {
-            if (rec is not null) { rec.Recurrences = t; rec.StateGenerator = new Generator((ulong)o.Seed); }
-            var s = Score(model, tok, data.Test, o.EvalBatch, cancel);
+            using var gen = rec is null ? null : new Generator((ulong)o.Seed);
+            var s = Score(rec?.At(Recurrence.Fixed(t, gen)) ?? model, tok, data.Test, o.EvalBatch, cancel);
             scores[t] = s;
             string per = string.Join(", ", o.Buckets.Select((b, i) => $"k {b}: {100 * DepthDemoResult.Accuracy(s, buckets[i]).Mean:0.0} %"));
             ui.Info($"{res.Name}{(rec is null ? "" : $", T = {t}")}: {per}");

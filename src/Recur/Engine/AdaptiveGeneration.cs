@@ -59,10 +59,20 @@ public static class AdaptiveGeneration
     /// Like <see cref="Generation.Generate"/>, with per-token depth from <paramref name="adaptive"/>. <paramref name="stats"/>
     /// accumulates iterations; <paramref name="onLogits"/> sees (step, logits [B, V]) before sampling (valid during the call only);
     /// <paramref name="depthOverride"/> (tests, experiments) fixes (step, row) → depth, replacing the criterion.
+    /// <paramref name="model"/> is a <see cref="RecurrentModel"/> or one seen at a recurrence (<see cref="RecurrentModel.At"/>),
+    /// whose generator then draws s_0 and test-time noise; its fixed T is replaced by the adaptive maximum.
     /// </summary>
-    public static List<int>[] Generate(RecurrentModel model, IReadOnlyList<int[]> prompts, GenerationOptions options, AdaptiveOptions adaptive,
+    public static List<int>[] Generate(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, AdaptiveOptions adaptive,
         AdaptiveStats? stats = null, Action<int, int>? onToken = null, CancellationToken cancel = default, Func<int, bool>? rowFinished = null,
         Action<int, Tensor>? onLogits = null, Func<int, int, int>? depthOverride = null)
+    {
+        var (rm, recurrence) = RecurrentModelAt.Unwrap(model) ?? throw new RecurUserException("adaptive recurrence needs a recurrent model");
+        return Generate(rm, recurrence?.StateGenerator, prompts, options, adaptive, stats, onToken, cancel, rowFinished, onLogits, depthOverride);
+    }
+
+    static List<int>[] Generate(RecurrentModel model, Generator? generator, IReadOnlyList<int[]> prompts, GenerationOptions options, AdaptiveOptions adaptive,
+        AdaptiveStats? stats, Action<int, int>? onToken, CancellationToken cancel, Func<int, bool>? rowFinished,
+        Action<int, Tensor>? onLogits, Func<int, int, int>? depthOverride)
     {
         adaptive.Validate();
         if (prompts.Count == 0) return [];
@@ -94,9 +104,9 @@ public static class AdaptiveGeneration
                 if (step == 0)
                 {
                     var input = tensor(ids, [b, maxLen]).to(device);
-                    using var ctx = model.Context(input, keyPadding, cache);
+                    using var ctx = model.Context(input, keyPadding, cache, generator);
                     var e = model.Prelude(input, ctx);
-                    var state = model.InitialState(e);
+                    var state = model.InitialState(e, generator);
                     for (int i = 0; i < max; i++) state = model.Iterate(state, e, ctx, pre + i * rec);
                     var h = model.Coda(state, ctx, codaSlot);
                     logits = model.Logits(h.narrow(1, maxLen - 1, 1)).squeeze(1);
@@ -112,7 +122,7 @@ public static class AdaptiveGeneration
                         keyPadding.Dispose();
                         keyPadding = grown;
                     }
-                    var (l, final, depths) = DecodeStep(model, input, keyPadding, cache, adaptive, lastState, done, step, depthOverride, stats);
+                    var (l, final, depths) = DecodeStep(model, generator, input, keyPadding, cache, adaptive, lastState, done, step, depthOverride, stats);
                     logits = l;
                     cache.Commit(1, depths);
                     SetLast(ref lastState, final);
@@ -137,7 +147,7 @@ public static class AdaptiveGeneration
     }
 
     /// <summary>One decoded token per row: returns its logits [B, V], each row's final state [B, 1, h] and depth.</summary>
-    static (Tensor Logits, Tensor Final, int[] Depths) DecodeStep(RecurrentModel model, Tensor input, Tensor? keyPadding, AdaptiveKvCache cache,
+    static (Tensor Logits, Tensor Final, int[] Depths) DecodeStep(RecurrentModel model, Generator? generator, Tensor input, Tensor? keyPadding, AdaptiveKvCache cache,
         AdaptiveOptions o, Tensor? lastState, bool[] done, int step, Func<int, int, int>? depthOverride, AdaptiveStats? stats)
     {
         int b = (int)input.shape[0], max = o.MaxIterations;
@@ -146,10 +156,10 @@ public static class AdaptiveGeneration
         double threshold = o.EffectiveThreshold;
         var device = input.device;
 
-        using var ctx = model.Context(input, keyPadding, cache);
+        using var ctx = model.Context(input, keyPadding, cache, generator);
         var e = model.Prelude(input, ctx);
         // Always drawn, so the s_0 stream stays aligned with the fixed-T path even when warm start replaces it.
-        var s0 = model.InitialState(e);
+        var s0 = model.InitialState(e, generator);
         var state = o.Warm && lastState is not null ? lastState.to(s0.dtype) : s0;
 
         var depths = new int[b];
@@ -263,6 +273,6 @@ public static class AdaptiveGeneration
             Cos = Pick(a.Cos), Sin = Pick(a.Sin), Mask = a.Mask is null ? null : Pick(a.Mask), Causal = a.Causal, Cache = a.Cache, Weights = a.Weights,
         };
         // Its own (empty) WeightCast: disposing the subset must not free the casts the parent context owns.
-        return new ForwardContext(sub, new WeightCast(dtype));
+        return new ForwardContext(sub, new WeightCast(dtype), ctx.StateGenerator);
     }
 }

@@ -54,7 +54,7 @@ public static class Generation
                     keyPadding.Dispose();
                     keyPadding = grown;
                 }
-                var logits = model.Forward(input, keyPadding, cache, lastOnly: true).squeeze(1);
+                var logits = (FastDecoder.TryForward(model, input, keyPadding, cache) ?? model.Forward(input, keyPadding, cache, lastOnly: true)).squeeze(1);
                 var tok = sampler.Sample(logits).data<long>().ToArray();
                 Accept(tok, next, done, stop, outputs, options, onToken, rowFinished);
                 if (done.All(x => x)) break;

@@ -30,6 +30,9 @@ public sealed class KvCache : IRawKvCache, IDisposable
     }
 
     public int Slots => _k.Length;
+
+    /// <summary>The fast decoder's weights by address for the model generating into this cache (FastDecoder.cs); one generation, one plan.</summary>
+    internal object? DecodePlan { get; set; }
     public int Length => _fill.Length == 0 ? 0 : _fill[0];
 
     /// <summary>Bytes held by the cache's buffers (capacity, not fill).</summary>

@@ -121,8 +121,7 @@ public sealed class ModelGenerator : IGenerator
             var genOptions = new GenerationOptions(maxNewTokens, StopIds: _stopIds, StopWhen: StopWhen);
             List<int>[] outputs;
             if (Adaptive is null) outputs = Generation.Generate(_model, batch, genOptions, cancel: Cancel);
-            else if (_model is RecurrentModel rm) outputs = AdaptiveGeneration.Generate(rm, batch, genOptions, Adaptive, AdaptiveStats, cancel: Cancel);
-            else throw new RecurUserException("adaptive recurrence needs a recurrent model");
+            else outputs = AdaptiveGeneration.Generate(_model, batch, genOptions, Adaptive, AdaptiveStats, cancel: Cancel);
             for (int r = 0; r < idx.Length; r++)
             {
                 var full = _tokenizer.Decode(outputs[r]);

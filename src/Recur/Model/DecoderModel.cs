@@ -138,7 +138,7 @@ public sealed class DecoderModel : nn.Module, ICausalLM
     /// <summary>The output projection: lm_head, or the input embedding when tied.</summary>
     public Tensor HeadWeight => lm_head?.weight ?? model.embed_tokens.weight!;
 
-    Rope RopeFor(Device device)
+    internal Rope RopeFor(Device device)
     {
         // Built lazily so that it lives on the device the parameters were moved to.
         if (_rope is null || _ropeDevice != device.ToString()) { _rope = new Rope(Config, device); _ropeDevice = device.ToString(); }
@@ -153,8 +153,6 @@ public sealed class DecoderModel : nn.Module, ICausalLM
     /// </summary>
     public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
     {
-        if (FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodePlan(cache!) is { } plan)
-            return DecodeOne(inputIds, (IRawKvCache)cache!, plan.Payload);
         using var scope = NewDisposeScope();
         var h = Hidden(inputIds, keyPadding, cache);
         if (lastOnly) h = h.narrow(1, h.shape[1] - 1, 1);
@@ -183,42 +181,6 @@ public sealed class DecoderModel : nn.Module, ICausalLM
         var order = layers ?? Enumerable.Range(0, model.layers.Count).ToArray();
         for (int i = 0; i < order.Count; i++) x = model.layers[order[i]].Forward(x, ctx, i);
         return model.norm.call(x).MoveToOuterDisposeScope();
-    }
-
-    sealed record DecodeWeights(FastDecode.Block[] Blocks, Gemv.Matrix Embedding, Gemv.Matrix Norm, Gemv.Matrix Head);
-    FastDecode.Plan<DecodeWeights>? _decodePlan;
-    IKvCache? _decodePlanCache;
-
-    /// <summary>
-    /// The weights by address for <see cref="FastDecode"/>, or null when they are not all in the compute dtype.
-    /// Checked against the model's tensors once per KV cache (one generation), not per token: collecting ~100
-    /// parameters costs as much as a small matrix–vector product.
-    /// </summary>
-    FastDecode.Plan<DecodeWeights>? DecodePlan(IKvCache cache)
-    {
-        if (ReferenceEquals(cache, _decodePlanCache) && _decodePlan is not null) return _decodePlan;
-        _decodePlanCache = cache;
-        var tensors = model.layers.SelectMany(l => new[]
-        {
-            l.self_attn.q_proj.weight!, l.self_attn.k_proj.weight!, l.self_attn.v_proj.weight!, l.self_attn.o_proj.weight!,
-            l.mlp.gate_proj.weight!, l.mlp.up_proj.weight!, l.mlp.down_proj.weight!, l.input_layernorm!.weight, l.post_attention_layernorm.weight,
-        }).Concat([model.embed_tokens.weight!, model.norm.weight, HeadWeight]).ToArray();
-        return FastDecode.Reuse(ref _decodePlan, tensors, ComputeDType, () =>
-        {
-            var m = tensors.Select(FastDecode.M).ToArray();
-            var blocks = Enumerable.Range(0, model.layers.Count).Select(i => m.AsSpan(9 * i, 9).ToArray())
-                .Select(b => new FastDecode.Block([b[0], b[1], b[2]], b[3], [b[4], b[5]], b[6], b[7], b[8])).ToArray();
-            return new DecodeWeights(blocks, m[^3], m[^2], m[^1]);
-        });
-    }
-
-    /// <summary>Batch-1 decoding of one token without libtorch's op-by-op dispatch (FastDecode.cs).</summary>
-    Tensor DecodeOne(Tensor inputIds, IRawKvCache cache, DecodeWeights w)
-    {
-        var shape = FastDecode.ShapeOf(Config, RopeFor(Device), ComputeDType);
-        var x = FastDecode.Embed(w.Embedding, inputIds);
-        for (int i = 0; i < w.Blocks.Length; i++) FastDecode.Step(x, w.Blocks[i], shape, cache, i);
-        return FastDecode.Logits(x, w.Norm, w.Head, shape.Eps, shape.Bf16);
     }
 
     /// <summary>Number of KV-cache slots a forward call uses: one per layer.</summary>

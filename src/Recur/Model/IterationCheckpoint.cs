@@ -54,7 +54,7 @@ internal sealed class IterationCheckpoint : MultiTensorFunction<IterationCheckpo
             using var fctx = new ForwardContext(new AttentionContext
             {
                 Cos = saved[2], Sin = saved[3], Mask = saved[4], Causal = (bool)ctx.get_data("causal"), Weights = weights,
-            }, weights);
+            }, weights, stateGenerator: null);
             var output = model.Iterate(s, e, fctx, slot);
             output.backward([gradOutputs[0]]); // weight gradients accumulate into the parameters here
             if (stateGrad) gs = s.grad!.MoveToOuterDisposeScope();

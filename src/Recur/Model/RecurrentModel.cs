@@ -13,6 +13,7 @@
 //  - T given as (n iterations without grad, k with grad): truncated backpropagation (§3.2);
 //  - a KV cache with one slot per unrolled layer application, p + r·T + c slots (§7.2);
 //  - optional activation checkpointing of the grad iterations (IterationCheckpoint.cs).
+// This is the reference forward; the batch-1 decode kernel path lives beside it (Engine/FastDecoder.cs).
 //
 // Field names are the Raven state-dict names (transformer.core_block.3.attn.Wqkv.weight, …).
 using TorchSharp;
@@ -147,10 +148,12 @@ public sealed class RavenBody : nn.Module
     }
 }
 
-/// <summary>One forward call's shared inputs (rotary tables, mask, cache, weight casts); dispose it when the call ends.</summary>
-public sealed class ForwardContext(AttentionContext attention, WeightCast weights) : IDisposable
+/// <summary>One forward call's shared inputs (rotary tables, mask, cache, weight casts, noise generator); dispose it when the call ends.</summary>
+public sealed class ForwardContext(AttentionContext attention, WeightCast weights, Generator? stateGenerator) : IDisposable
 {
     public AttentionContext Attention { get; } = attention;
+    /// <summary>Generator of this call's s_0 and test-time noise; null: libtorch's default generator.</summary>
+    public Generator? StateGenerator { get; } = stateGenerator;
     public void Dispose() => weights.Dispose();
 }
 
@@ -162,21 +165,19 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
 
     public RecurConfig Config { get; }
     public ScalarType ComputeDType { get; set; } = ScalarType.Float32;
-    /// <summary>Test-time recurrence T used by the inference forward; defaults to the config's mean_recurrence.</summary>
-    public int Recurrences
-    {
-        get => _recurrences;
-        set => _recurrences = value >= 1 ? value : throw new RecurUserException($"the number of recurrences must be ≥ 1 (got {value})");
-    }
-    int _recurrences;
+    /// <summary>
+    /// T of a forward call that names none (the <see cref="ICausalLM"/> members): the config's mean_recurrence.
+    /// Per-call T travels in a <see cref="Recurrence"/> (<see cref="At"/>); the model holds no test-time T of its own.
+    /// </summary>
+    public int DefaultRecurrences => Config.MeanRecurrence;
     /// <summary>
     /// Activation checkpointing through the recurrence: each grad iteration keeps only its inputs and is recomputed
     /// during backward. Same gradients; activation memory of one iteration instead of k; one extra core forward per
     /// grad iteration. For training 1B-scale models in limited memory.
     /// </summary>
     public bool RecomputeIterations { get; set; }
-    /// <summary>Generator for s_0; null uses libtorch's default generator.</summary>
-    public Generator? StateGenerator { get; set; }
+    /// <summary>Grad iterations that went through activation checkpointing so far (tests check that it engaged).</summary>
+    internal long CheckpointedIterations { get; private set; }
 
     Rope? _rope;
     string? _ropeDevice;
@@ -184,19 +185,21 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     public RecurrentModel(RecurConfig config) : base("RecurrentModel")
     {
         Config = config;
-        _recurrences = config.MeanRecurrence;
         transformer = new RavenBody(config);
         lm_head = nn.Linear(config.NEmbd, config.EmbeddingRows, hasBias: false, device: ParameterPlacement.Device);
         RegisterComponents();
     }
 
-    public int CacheSlots => Config.EffectiveDepth(Recurrences);
+    public int CacheSlots => Config.EffectiveDepth(DefaultRecurrences);
+
+    /// <summary>This model seen at <paramref name="recurrence"/>, for code that takes any <see cref="ICausalLM"/>.</summary>
+    public RecurrentModelAt At(Recurrence recurrence) => new(this, recurrence);
     public int VocabSize => Config.EmbeddingRows;
     public int MaxPositions => Config.MaxPositionEmbeddings;
     public Device Device => transformer.wte.weight!.device;
     public IReadOnlyList<int> EosTokenIds => Config.EosTokenId ?? [];
 
-    Rope RopeFor(Device device)
+    internal Rope RopeFor(Device device)
     {
         if (_rope is null || _ropeDevice != device.ToString())
         {
@@ -221,22 +224,22 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     /// <summary>The checkpoint's rotary table set by <see cref="UseRotaryTable"/>, if any.</summary>
     public (Tensor Cos, Tensor Sin)? RotaryTable => _rope?.Table;
 
-    /// <summary>Inference forward at T = <see cref="Recurrences"/>, all iterations without grad bookkeeping of their own.</summary>
+    /// <summary>Inference forward at T = <see cref="DefaultRecurrences"/>, s_0 from libtorch's default generator.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) =>
-        Forward(inputIds, Recurrences, 0, keyPadding: keyPadding, cache: cache, lastOnly: lastOnly);
+        Forward(inputIds, Recurrence.Fixed(DefaultRecurrences), keyPadding: keyPadding, cache: cache, lastOnly: lastOnly);
+
+    /// <summary>Logits after n iterations without grad followed by k with grad (T = n + k); see the <see cref="Recurrence"/> overload.</summary>
+    public Tensor Forward(Tensor inputIds, int n, int k, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) =>
+        Forward(inputIds, new Recurrence(n, k), s0, keyPadding, cache, lastOnly);
 
     /// <summary>
-    /// Logits [B, S, V] (fp32) after n iterations without grad followed by k with grad (T = n + k).
-    /// <paramref name="s0"/> fixes the initial state [B, S, h]; otherwise it is drawn from <see cref="StateGenerator"/>.
+    /// Logits [B, S, V] (fp32) at <paramref name="recurrence"/>. <paramref name="s0"/> fixes the initial state
+    /// [B, S, h]; otherwise it is drawn from the recurrence's generator.
     /// </summary>
-    public Tensor Forward(Tensor inputIds, int n, int k, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
+    public Tensor Forward(Tensor inputIds, Recurrence recurrence, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
     {
-        // The fast path knows neither q/k biases nor test-time noise.
-        if (n + k >= 1 && cache?.Slots == Config.EffectiveDepth(n + k) && !Config.QkBias && Config.TestTimeNoise == 0
-            && FastDecode.Applies(inputIds, keyPadding, cache, ComputeDType, Config.BlockType, Device) && DecodePlan(cache!) is { } plan)
-            return DecodeOne(inputIds, n + k, s0, (IRawKvCache)cache, plan.Payload);
         using var scope = NewDisposeScope();
-        var h = Hidden(inputIds, n, k, s0, keyPadding, cache);
+        var h = Hidden(inputIds, recurrence, s0, keyPadding, cache);
         if (lastOnly) h = h.narrow(1, h.shape[1] - 1, 1);
         return Ops.Linear(h, lm_head.weight!).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
@@ -244,28 +247,30 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     public Tensor Logits(Tensor hidden) => Ops.Linear(hidden, lm_head.weight!).to(ScalarType.Float32);
 
     public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) =>
-        Hidden(inputIds, Recurrences, 0, keyPadding: keyPadding, cache: cache);
+        Hidden(inputIds, Recurrence.Fixed(DefaultRecurrences), keyPadding: keyPadding, cache: cache);
 
-    /// <summary>Hidden states after the coda and ln_f, [B, S, h] in the compute dtype.</summary>
-    public Tensor Hidden(Tensor inputIds, int n, int k, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null)
+    /// <summary>Hidden states after the coda and ln_f, [B, S, h] in the compute dtype, at <paramref name="recurrence"/>.</summary>
+    public Tensor Hidden(Tensor inputIds, Recurrence recurrence, Tensor? s0 = null, Tensor? keyPadding = null, IKvCache? cache = null)
     {
-        if (n < 0 || k < 0 || n + k < 1) throw new RecurUserException($"recurrence must have n ≥ 0, k ≥ 0 and n + k ≥ 1 (got n = {n}, k = {k})");
         var (p, r, _) = Config.Shape;
-        int t = n + k;
+        int n = recurrence.NoGrad, t = recurrence.Iterations;
         if (cache is not null && cache.Slots != Config.EffectiveDepth(t))
             throw new ArgumentException($"KV cache has {cache.Slots} slots but T = {t} needs p + r·T + c = {Config.EffectiveDepth(t)}");
         using var scope = NewDisposeScope();
-        using var ctx = Context(inputIds, keyPadding, cache);
+        using var ctx = Context(inputIds, keyPadding, cache, recurrence.StateGenerator);
         var e = Prelude(inputIds, ctx);
-        var state = s0 is null ? InitialState(e) : s0.to(ComputeDType).to(inputIds.device);
+        var state = s0 is null ? InitialState(e, recurrence.StateGenerator) : s0.to(ComputeDType).to(inputIds.device);
         for (int i = 0; i < t; i++)
         {
             // Truncated backprop (§3.2): the first n iterations build no graph, so s_0 and their iterates
             // are constants; e still receives gradient through the adapter in each of the last k.
             using var noGrad = i < n ? no_grad() : null;
-            state = i >= n && RecomputeIterations && cache is null && is_grad_enabled() && (state.requires_grad || e.requires_grad)
-                ? IterationCheckpoint.Apply(this, state, e, ctx.Attention, ctx, p + i * r)
-                : Iterate(state, e, ctx, p + i * r);
+            if (i >= n && RecomputeIterations && cache is null && is_grad_enabled() && (state.requires_grad || e.requires_grad))
+            {
+                state = IterationCheckpoint.Apply(this, state, e, ctx.Attention, ctx, p + i * r);
+                CheckpointedIterations++;
+            }
+            else state = Iterate(state, e, ctx, p + i * r);
             if (i == n - 1) state = state.detach();
         }
         return Coda(state, ctx, p + r * t).MoveToOuterDisposeScope();
@@ -274,15 +279,15 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     // The three stages of the forward, also used step by step by engines that choose T per token (adaptive exit).
     // Slots: prelude 0 … p−1; iteration i's core layers start at `firstSlot` = p + i·r; the coda starts after the last iteration.
 
-    /// <summary>Positions, mask, rotary tables and the per-call weight casts for a forward over <paramref name="inputIds"/>.</summary>
-    public ForwardContext Context(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null)
+    /// <summary>Positions, mask, rotary tables, the per-call weight casts and the noise generator for a forward over <paramref name="inputIds"/>.</summary>
+    public ForwardContext Context(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, Generator? stateGenerator = null)
     {
         long b = inputIds.shape[0], s = inputIds.shape[1];
         var device = inputIds.device;
         var (positions, mask, causal) = Ops.Layout(b, s, cache?.Length ?? 0, keyPadding, device);
         var (cos, sin) = RopeFor(device).Tables(positions, ComputeDType);
         var weights = new WeightCast(ComputeDType);
-        return new ForwardContext(new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache, Weights = weights }, weights);
+        return new ForwardContext(new AttentionContext { Cos = cos, Sin = sin, Mask = mask, Causal = causal, Cache = cache, Weights = weights }, weights, stateGenerator);
     }
 
     /// <summary>e = P(Embed(x)), the prelude output every iteration is injected with.</summary>
@@ -299,7 +304,7 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     {
         if (Config.TestTimeNoise > 0)
         {
-            state = TestTimeNoise.Apply(Config, state, (firstSlot - Config.NLayersInPrelude) / Config.NLayersInRecurrentBlock, StateGenerator);
+            state = TestTimeNoise.Apply(Config, state, (firstSlot - Config.NLayersInPrelude) / Config.NLayersInRecurrentBlock, ctx.StateGenerator);
             // Huginn renormalises the noisy state with the last core block's norm_4 (its _maybe_inject_noise, renorm=True).
             if (Config.BlockType == BlockType.Sandwich) state = transformer.core_block[Config.NLayersInRecurrentBlock - 1].norm_4!.call(state);
         }
@@ -317,71 +322,19 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         return transformer.ln_f.call(x);
     }
 
-    sealed record DecodeWeights(FastDecode.Block[] Prelude, FastDecode.Block[] Core, FastDecode.Block[] Coda,
-        Gemv.Matrix Embedding, Gemv.Matrix Adapter, Gemv.Matrix Norm, Gemv.Matrix Head);
-    FastDecode.Plan<DecodeWeights>? _decodePlan;
-    IKvCache? _decodePlanCache;
-
-    /// <summary>
-    /// The weights by address for <see cref="FastDecode"/>, or null when they are not all in the compute dtype.
-    /// Checked against the model's tensors once per KV cache (one generation), not per token: collecting ~100
-    /// parameters costs as much as a small matrix–vector product.
-    /// </summary>
-    FastDecode.Plan<DecodeWeights>? DecodePlan(IKvCache cache)
-    {
-        if (ReferenceEquals(cache, _decodePlanCache) && _decodePlan is not null) return _decodePlan;
-        _decodePlanCache = cache;
-        var blocks = transformer.prelude.Concat(transformer.core_block).Concat(transformer.coda).ToArray();
-        var tensors = blocks.SelectMany(b => new[] { b.attn.Wqkv.weight!, b.attn.proj.weight!, b.mlp.fc.weight!, b.mlp.proj.weight!, b.norm_1.weight, b.norm_2.weight })
-            .Concat([transformer.wte.weight!, transformer.adapter.weight!, transformer.ln_f.weight, lm_head.weight!]).ToArray();
-        return FastDecode.Reuse(ref _decodePlan, tensors, ComputeDType, () =>
-        {
-            var m = tensors.Select(FastDecode.M).ToArray();
-            var all = Enumerable.Range(0, blocks.Length).Select(i => m.AsSpan(6 * i, 6).ToArray())
-                .Select(b => new FastDecode.Block([b[0]], b[1], [b[2]], b[3], b[4], b[5])).ToArray();
-            int p = Config.NLayersInPrelude, r = Config.NLayersInRecurrentBlock;
-            return new DecodeWeights(all[..p], all[p..(p + r)], all[(p + r)..], m[^4], m[^3], m[^2], m[^1]);
-        });
-    }
-
-    /// <summary>One token at T iterations without libtorch's op-by-op dispatch (FastDecode.cs); s_0 drawn as the op path draws it.</summary>
-    Tensor DecodeOne(Tensor inputIds, int t, Tensor? s0, IRawKvCache cache, DecodeWeights b)
-    {
-        var shape = FastDecode.ShapeOf(Config.ToBlockConfig(), RopeFor(Device), ComputeDType);
-        int h = shape.Hidden, slot = 0;
-        var e = FastDecode.Embed(b.Embedding, inputIds, Config.InitValues.EmbedScale);
-        foreach (var blk in b.Prelude) FastDecode.Step(e, blk, shape, cache, slot++);
-        float[] state;
-        using (var scope = NewDisposeScope())
-        {
-            var s = s0 is null ? InitialState(zeros([1, 1, h], ComputeDType)) : s0.to(ComputeDType);
-            state = s.to(ScalarType.Float32).reshape(-1).data<float>().ToArray();
-        }
-        var se = new float[2 * h];
-        for (int i = 0; i < t; i++)
-        {
-            // Adapter on concat[state, e], state first (§2.1); then the core's layers.
-            state.CopyTo(se, 0); e.CopyTo(se, h);
-            state = FastDecode.Project([b.Adapter], se, h, shape.Bf16);
-            foreach (var blk in b.Core) FastDecode.Step(state, blk, shape, cache, slot++);
-        }
-        foreach (var blk in b.Coda) FastDecode.Step(state, blk, shape, cache, slot++);
-        return FastDecode.Logits(state, b.Norm, b.Head, shape.Eps, shape.Bf16);
-    }
-
     // Φ(−3) and Φ(3): the truncation points of s_0's normal distribution, as CDF values.
     const double CdfMinus3 = 0.0013498980316300946, CdfPlus3 = 0.9986501019683699;
 
     /// <summary>
-    /// s_0 shaped like <paramref name="like"/>: TruncNormal(0, σ², ±3σ) by inverse-CDF sampling, times
+    /// s_0 shaped like <paramref name="like"/>, drawn from <paramref name="generator"/> (null: libtorch's default): TruncNormal(0, σ², ±3σ) by inverse-CDF sampling, times
     /// init_values.embed_scale when that is not 1 (official <c>initialize_state</c>; Huginn's √h).
     /// </summary>
-    public Tensor InitialState(Tensor like)
+    public Tensor InitialState(Tensor like, Generator? generator = null)
     {
         double std = Config.InitValues.Std;
         if (std == 0) return zeros_like(like);
         using var scope = NewDisposeScope();
-        var u = rand(like.shape, ScalarType.Float64, generator: StateGenerator) * (CdfPlus3 - CdfMinus3) + CdfMinus3;
+        var u = rand(like.shape, ScalarType.Float64, generator: generator) * (CdfPlus3 - CdfMinus3) + CdfMinus3;
         var z = (u * 2 - 1).erfinv() * Math.Sqrt(2.0);
         var s = z.clamp(-3.0, 3.0) * std;
         if (Config.InitValues.EmbedScale != 1.0) s = s * Config.InitValues.EmbedScale;

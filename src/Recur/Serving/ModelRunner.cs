@@ -17,25 +17,29 @@ public sealed record TextRequest(
     IReadOnlyList<string>? StopStrings = null,
     IReadOnlyCollection<int>? StopIds = null);
 
-/// <summary>What a request produced. <see cref="FinishReason"/> is <c>stop</c> or <c>length</c>, as in OpenAI's API.</summary>
-public sealed record TextResult(string Text, int PromptTokens, int CompletionTokens, string FinishReason);
+/// <summary>
+/// What a request produced. <see cref="FinishReason"/> is <c>stop</c> or <c>length</c>, as in OpenAI's API;
+/// <see cref="Recurrences"/> is the T the model ran at (null for plain decoders).
+/// </summary>
+public sealed record TextResult(string Text, int PromptTokens, int CompletionTokens, string FinishReason, int? Recurrences = null);
 
 /// <summary>
 /// Text in, text out for one model and its tokenizer: the piece shared by <c>recur chat</c> and
 /// <c>recur serve</c>. Streams text as it is decoded (<see cref="StreamingDecoder"/>), cuts at stop strings
-/// without ever emitting text past them, and sets T and the s_0 generator of recurrent models per call.
+/// without ever emitting text past them, and runs recurrent models at each call's own T and s_0 generator
+/// (passed with the call; nothing is set on the model).
 /// Not thread-safe: one call at a time (the server runs it on a single worker thread).
 /// </summary>
 public sealed class ModelRunner : IDisposable
 {
     readonly HashSet<int> _stopIds;
-    Generator? _stateGenerator;
 
-    public ModelRunner(ICausalLM model, ITokenizer tokenizer)
+    /// <param name="defaultRecurrences">T of requests that give none (null: the model's default); recurrent models only.</param>
+    public ModelRunner(ICausalLM model, ITokenizer tokenizer, int? defaultRecurrences = null)
     {
         Model = model;
         Tokenizer = tokenizer;
-        DefaultRecurrences = (model as RecurrentModel)?.Recurrences;
+        DefaultRecurrences = model is RecurrentModel rm ? defaultRecurrences ?? rm.DefaultRecurrences : null;
         _stopIds = [.. model.EosTokenIds, .. tokenizer.StopIds];
     }
 
@@ -75,18 +79,13 @@ public sealed class ModelRunner : IDisposable
 
         // One seed drives both the sampler and s_0, so a request with a seed is reproducible at a given T.
         long seed = first.Sampling.Seed ?? Random.Shared.NextInt64(1, long.MaxValue);
-        if (Model is RecurrentModel rm)
-        {
-            rm.Recurrences = t!.Value;
-            var old = _stateGenerator;
-            _stateGenerator = new Generator((ulong)seed);
-            rm.StateGenerator = _stateGenerator;
-            old?.Dispose();
-        }
+        using var stateGenerator = Model is RecurrentModel ? new Generator((ulong)seed) : null;
+        ICausalLM model = Model is RecurrentModel rm ? rm.At(Recurrence.Fixed(t!.Value, stateGenerator)) : Model;
+        int? ran = (model as RecurrentModelAt)?.Recurrence.Iterations;
 
         var rows = batch.Select(r => new Row(r, Tokenizer)).ToArray();
         var options = new GenerationOptions(batch.Max(r => r.MaxTokens), first.Sampling with { Seed = seed }, _stopIds);
-        Generation.Generate(Model, batch.Select(r => r.PromptIds).ToList(), options,
+        Generation.Generate(model, batch.Select(r => r.PromptIds).ToList(), options,
             onToken: (i, id) =>
             {
                 string text = rows[i].Push(id);
@@ -100,12 +99,12 @@ public sealed class ModelRunner : IDisposable
         {
             string tail = rows[i].Flush();
             if (tail.Length > 0) onText?.Invoke(i, tail);
-            results[i] = rows[i].Result();
+            results[i] = rows[i].Result() with { Recurrences = ran };
         }
         return results;
     }
 
-    public void Dispose() => _stateGenerator?.Dispose();
+    public void Dispose() { }
 
     /// <summary>Per-request decoding state inside a batch.</summary>
     sealed class Row(TextRequest request, ITokenizer tokenizer)

@@ -328,7 +328,7 @@ public sealed class OpenAiServer : IDisposable
             var choice = chat
                 ? new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = result.Text }, ["logprobs"] = null, ["finish_reason"] = result.FinishReason }
                 : new JsonObject { ["index"] = 0, ["text"] = result.Text, ["logprobs"] = null, ["finish_reason"] = result.FinishReason };
-            var obj = Envelope(id, chat ? "chat.completion" : "text_completion", created, t);
+            var obj = Envelope(id, chat ? "chat.completion" : "text_completion", created, result.Recurrences);
             obj["choices"] = new JsonArray(choice);
             obj["usage"] = Usage(result);
             await WriteJson(ctx.Response, 200, obj);

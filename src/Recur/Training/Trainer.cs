@@ -328,18 +328,12 @@ public sealed class Trainer : IDisposable
         using var scope = NewDisposeScope();
         var like = empty([1, x.shape[1], _rec.Config.NEmbd], dtype: _dtype, device: _device);
         var parts = new Tensor[rows];
-        var saved = _rec.StateGenerator;
-        try
+        for (long i = 0; i < rows; i++)
         {
-            for (long i = 0; i < rows; i++)
-            {
-                ulong seed = Recur.Data.SplitMix64.Mix(Recur.Data.SplitMix64.Mix(Recur.Data.SplitMix64.Mix((ulong)_recipe.Seed ^ stream) + (ulong)step) + (ulong)(first + i));
-                using var gen = new Generator(seed);
-                _rec.StateGenerator = gen;
-                parts[i] = _rec.InitialState(like);
-            }
+            ulong seed = Recur.Data.SplitMix64.Mix(Recur.Data.SplitMix64.Mix(Recur.Data.SplitMix64.Mix((ulong)_recipe.Seed ^ stream) + (ulong)step) + (ulong)(first + i));
+            using var gen = new Generator(seed);
+            parts[i] = _rec.InitialState(like, gen);
         }
-        finally { _rec.StateGenerator = saved; }
         return cat(parts, 0).MoveToOuterDisposeScope();
     }
 

@@ -21,10 +21,9 @@ public class AdaptiveTests
     }
 
     /// <summary>Logits per step of the fixed-T path (model.Forward with a KvCache), teacher-forced on <paramref name="fed"/>.</summary>
-    static List<Tensor> FixedLogits(RecurrentModel m, int[][] prompts, List<long[]> fed, int t, ulong seed)
+    static List<Tensor> FixedLogits(RecurrentModel rm, int[][] prompts, List<long[]> fed, int t, ulong seed)
     {
-        m.Recurrences = t;
-        m.StateGenerator = new Generator(seed);
+        var m = rm.At(Recurrence.Fixed(t, new Generator(seed)));
         int b = prompts.Length, maxLen = prompts.Max(p => p.Length);
         var ids = new long[b * maxLen];
         var real = new bool[b * maxLen];
@@ -50,9 +49,8 @@ public class AdaptiveTests
     static (List<Tensor> Logits, List<long[]> Fed, List<int>[] Out) RunAdaptive(RecurrentModel m, int[][] prompts, AdaptiveOptions o, int steps, ulong seed,
         AdaptiveStats? stats = null, Func<int, int, int>? depth = null)
     {
-        m.StateGenerator = new Generator(seed);
         var logits = new List<Tensor>();
-        var outs = AdaptiveGeneration.Generate(m, prompts, new GenerationOptions(steps), o, stats,
+        var outs = AdaptiveGeneration.Generate(m.At(Recurrence.Fixed(o.MaxIterations, new Generator(seed))), prompts, new GenerationOptions(steps), o, stats,
             onLogits: (_, l) => logits.Add(l.clone().DetachFromDisposeScope()), depthOverride: depth);
         var fed = new List<long[]>();
         for (int s = 0; s < logits.Count - 1; s++) fed.Add(logits[s].argmax(-1).data<long>().ToArray());
@@ -78,9 +76,7 @@ public class AdaptiveTests
         var fixedLogits = FixedLogits(m, prompts, fed, 3, 7);
         for (int s = 0; s < logits.Count; s++) Assert.True(MaxDiff(logits[s], fixedLogits[s]) <= 1e-5, $"step {s}: {MaxDiff(logits[s], fixedLogits[s])}");
         // And the tokens equal Generation.Generate's at T = 3 with the same s_0 seed.
-        m.Recurrences = 3;
-        m.StateGenerator = new Generator(7);
-        var reference = Generation.Generate(m, prompts, new GenerationOptions(6));
+        var reference = Generation.Generate(m.At(Recurrence.Fixed(3, new Generator(7))), prompts, new GenerationOptions(6));
         Assert.Equal(reference[0], outs[0]);
         Assert.Equal(reference[1], outs[1]);
     }
@@ -140,7 +136,7 @@ public class AdaptiveTests
             depth: (step, _) => depths[step - 1]);
 
         // Reference: the model's stages driven by hand over the naive cache, same s_0 stream.
-        m.StateGenerator = new Generator(11);
+        var gen = new Generator(11);
         var cache = new NaiveCache(1, 2, max);
         var inputs = new List<long[]> { new long[] { 1, 5, 7 } };
         inputs.AddRange(fed);
@@ -148,9 +144,9 @@ public class AdaptiveTests
         {
             var ids = tensor(inputs[s], [1, inputs[s].Length]);
             int d = s == 0 ? max : depths[s - 1];
-            using var ctx = m.Context(ids, null, cache);
+            using var ctx = m.Context(ids, null, cache, gen);
             var e = m.Prelude(ids, ctx);
-            var state = m.InitialState(e);
+            var state = m.InitialState(e, gen);
             for (int i = 0; i < d; i++) state = m.Iterate(state, e, ctx, 1 + 2 * i);
             var h = m.Coda(state, ctx, 1 + 2 * max);
             var expected = m.Logits(h.narrow(1, h.shape[1] - 1, 1)).squeeze(1);

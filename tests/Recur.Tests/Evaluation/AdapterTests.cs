@@ -93,8 +93,7 @@ public class AdapterTests
     {
         // With random s_0 a batch draws different noise than single rows do; zero s_0 isolates the batching.
         using var m = EvalFixtures.Recurrent(stateStd: 0);
-        m.Recurrences = 3;
-        AssertBatchedEqualsOneAtATime(m);
+        AssertBatchedEqualsOneAtATime(m.At(Recurrence.Fixed(3)));
     }
 
     [Fact]

@@ -20,11 +20,9 @@ public sealed class RecurModelTests
     {
         using var tok = TokenizerLoader.Load(folder);
         using var m = (RecurrentModel)ModelLoader.Load(folder, ScalarType.Float32, CPU);
-        m.Recurrences = t;
         using var gen = new Generator((ulong)seed);
-        m.StateGenerator = gen;
         var stops = new HashSet<int>([.. m.EosTokenIds, .. tok.StopIds]);
-        var ids = Generation.Generate(m, [tok.Encode(prompt)], new GenerationOptions(maxNew, new SamplingOptions(Seed: seed), stops))[0];
+        var ids = Generation.Generate(m.At(Recurrence.Fixed(t, gen)), [tok.Encode(prompt)], new GenerationOptions(maxNew, new SamplingOptions(Seed: seed), stops))[0];
         return tok.Decode(ids);
     }
 
@@ -131,6 +129,35 @@ public sealed class RecurModelTests
         Assert.Equal(runs[1].Result.Metrics["loss,none"], alone[0].Result.Metrics["loss,none"]);
         Assert.Equal(4, m.Recurrences); // the default T is restored
         Assert.Throws<RecurUserException>(() => m.Evaluate("nope", data));
+    }
+
+    /// <summary>
+    /// A per-call T must not stay behind: the text path once set the model's T for its call and left it there, so
+    /// a later GenerateTokens or Evaluate ran at that T while Recurrences still reported the default.
+    /// </summary>
+    [Fact]
+    public void A_per_call_recurrence_does_not_leak_into_later_calls()
+    {
+        string dir = ChatModels.Recurrent(seed: 12);
+        using var m = RecurModel.Load(dir);
+        int t = m.Recurrences!.Value;
+        Assert.NotEqual(1, t);
+        var ids = m.Tokenizer!.Encode("the big cat sat on the mat");
+        var o = new GenerateOptions { MaxNewTokens = 8, Seed = 9 };
+        var atDefault = m.GenerateTokens(ids, o);
+        Assert.NotEqual(atDefault, m.GenerateTokens(ids, o with { Recurrences = 1 })); // T matters for this model and prompt
+        string data = Path.Combine(TestModels.TempDir(), "val.txt");
+        File.WriteAllText(data, string.Join(" ", Enumerable.Repeat("the cat sat on the mat and the dog ran to the red mat", 12)));
+        var eo = new EvaluateOptions { SeqLen = 32, Seed = 3 };
+        double lossAtDefault = m.Evaluate("val_loss", data, [t], eo)[0].Result.Metrics["loss,none"];
+
+        m.Generate("the big cat sat on the mat", o with { Recurrences = 1 });
+
+        Assert.Equal(t, m.Recurrences);
+        Assert.Equal(atDefault, m.GenerateTokens(ids, o));
+        var run = Assert.Single(m.Evaluate("val_loss", data, null, eo));
+        Assert.Equal(t, run.Recurrences);
+        Assert.Equal(lossAtDefault, run.Result.Metrics["loss,none"]);
     }
 
     /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool).</summary>

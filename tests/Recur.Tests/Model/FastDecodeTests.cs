@@ -12,19 +12,26 @@ namespace Recur.Tests.Model;
 public class FastDecodeTests
 {
     /// <summary>Logits of a 5-token prefill then <paramref name="steps"/> single-token steps, one tensor per call.</summary>
-    static List<Tensor> Decode(ICausalLM m, bool fast, int steps = 12, int capacityHint = 4)
+    /// <summary>
+    /// A prompt through the reference forward, then one token at a time through the fast decoder (<paramref name="fast"/>;
+    /// it must apply unless <paramref name="mayFallBack"/>) or the reference forward.
+    /// </summary>
+    static List<Tensor> Decode(ICausalLM m, bool fast, int steps = 12, int capacityHint = 4, bool mayFallBack = false)
     {
-        FastDecode.Enabled = fast;
-        try
-        {
-            using var _ = no_grad();
-            using var cache = new KvCache(m.CacheSlots, capacityHint); // small: the cache grows during the test
-            var outs = new List<Tensor> { m.Forward(tensor(new long[] { 1, 7, 3, 9, 4 }).reshape(1, 5), cache: cache, lastOnly: true) };
-            for (int i = 0; i < steps; i++)
-                outs.Add(m.Forward(tensor(new long[] { (i * 37 + 11) % m.VocabSize }).reshape(1, 1), cache: cache, lastOnly: true));
-            return outs;
-        }
-        finally { FastDecode.Enabled = true; }
+        using var _ = no_grad();
+        using var cache = new KvCache(m.CacheSlots, capacityHint); // small: the cache grows during the test
+        var outs = new List<Tensor> { m.Forward(tensor(new long[] { 1, 7, 3, 9, 4 }).reshape(1, 5), cache: cache, lastOnly: true) };
+        for (int i = 0; i < steps; i++)
+            outs.Add(Step(m, tensor(new long[] { (i * 37 + 11) % m.VocabSize }).reshape(1, 1), cache, fast, mayFallBack));
+        return outs;
+    }
+
+    static Tensor Step(ICausalLM m, Tensor ids, KvCache cache, bool fast, bool mayFallBack = false)
+    {
+        if (!fast) return m.Forward(ids, cache: cache, lastOnly: true);
+        var logits = FastDecoder.TryForward(m, ids, null, cache);
+        Assert.True(logits is not null || mayFallBack, "the fast decoder did not apply");
+        return logits ?? m.Forward(ids, cache: cache, lastOnly: true);
     }
 
     static float MaxDiff(List<Tensor> a, List<Tensor> b) => a.Zip(b).Max(p => (p.First - p.Second).abs().max().item<float>());
@@ -67,11 +74,8 @@ public class FastDecodeTests
     {
         using var b = TestModels.Random(Presets.TinyTest with { NumHiddenLayers = 6 }, 7);
         using var m = Retrofit.FromDecoder(b, new RetrofitOptions { Layers = LayerMap.Default(6, 1, 2, 1), Seed = 7 });
-        m.Recurrences = t;
-        m.StateGenerator = new Generator(11);
-        var fast = Decode(m, true);
-        m.StateGenerator = new Generator(11);
-        var slow = Decode(m, false);
+        var fast = Decode(m.At(Recurrence.Fixed(t, new Generator(11))), true);
+        var slow = Decode(m.At(Recurrence.Fixed(t, new Generator(11))), false);
         float diff = MaxDiff(fast, slow);
         Assert.True(diff <= 1e-4, $"T = {t}: max |Δlogit| {diff}");
     }
@@ -83,15 +87,10 @@ public class FastDecodeTests
         var prompt = arange(0, 1100, dtype: ScalarType.Int64).remainder(120).add(3).reshape(1, 1100); // 1100·4 heads·16 ≥ 2^16
         List<Tensor> Run(bool fast)
         {
-            FastDecode.Enabled = fast;
-            try
-            {
-                using var _ = no_grad();
-                using var cache = new KvCache(m.CacheSlots, 1200);
-                m.Forward(prompt, cache: cache, lastOnly: true);
-                return [.. Enumerable.Range(0, 3).Select(i => m.Forward(tensor(new long[] { 5 + i }).reshape(1, 1), cache: cache, lastOnly: true))];
-            }
-            finally { FastDecode.Enabled = true; }
+            using var _ = no_grad();
+            using var cache = new KvCache(m.CacheSlots, 1200);
+            m.Forward(prompt, cache: cache, lastOnly: true);
+            return [.. Enumerable.Range(0, 3).Select(i => Step(m, tensor(new long[] { 5 + i }).reshape(1, 1), cache, fast))];
         }
         float diff = MaxDiff(Run(true), Run(false));
         Assert.True(diff <= 1e-4, $"max |Δlogit| {diff}");
@@ -150,8 +149,8 @@ public class FastDecodeTests
         var full = m.Forward(ids);
         using var cache = new KvCache(m.CacheSlots, 2);
         m.Forward(ids.narrow(1, 0, 2), cache: cache);
-        m.Forward(ids.narrow(1, 2, 1), cache: cache);             // fast
-        m.Forward(ids.narrow(1, 3, 1), cache: cache);             // fast
+        Step(m, ids.narrow(1, 2, 1), cache, fast: true);
+        Step(m, ids.narrow(1, 3, 1), cache, fast: true);
         var rest = m.Forward(ids.narrow(1, 4, 3), cache: cache);  // op path, 3 tokens over the fast-written cache
         Assert.True((rest - full.narrow(1, 4, 3)).abs().max().item<float>() <= 1e-4);
     }
@@ -177,9 +176,10 @@ public class FastDecodeTests
         Assert.NotSame(first, FastDecode.Reuse(ref plan, [randn(4, 4)], ScalarType.Float32, () => 3)); // replaced: rebuilt
         // An OLMo-2 model and a bf16-compute model with fp32 weights still decode (op path) and agree with themselves.
         using var o = TestModels.Random(Presets.TinyOlmo2Test, 9);
-        Assert.True(MaxDiff(Decode(o, true, 3), Decode(o, false, 3)) == 0);
+        Assert.True(MaxDiff(Decode(o, true, 3, mayFallBack: true), Decode(o, false, 3)) == 0);
+        using (no_grad()) using (var c = new KvCache(o.CacheSlots)) { o.Forward(ones(1, 2, dtype: ScalarType.Int64), cache: c); Assert.Null(FastDecoder.TryForward(o, ones(1, 1, dtype: ScalarType.Int64), null, c)); }
         using var mixed = TestModels.Random(Presets.TinyTest, 9);
         mixed.ComputeDType = ScalarType.BFloat16;
-        Assert.True(MaxDiff(Decode(mixed, true, 3), Decode(mixed, false, 3)) == 0);
+        Assert.True(MaxDiff(Decode(mixed, true, 3, mayFallBack: true), Decode(mixed, false, 3)) == 0);
     }
 }

@@ -1,4 +1,5 @@
 using Recur.Model;
+using Recur.Tests.Support;
 using static TorchSharp.torch;
 using Xunit;
 
@@ -40,30 +41,6 @@ public class GemvTests
         Assert.True(err.le(tol).all().item<bool>(), $"max error {err.max().item<double>()}");
     }
 
-    [Theory, MemberData(nameof(Shapes))]
-    public void Native_bf16_kernel_matches_the_managed_one(int outF, int inF)
-    {
-        if (!Gemv.NativeBf16.Loaded)
-        {
-            Console.WriteLine("skipped: the native bf16 kernel is not built or this CPU lacks AVX-512 BF16");
-            return;
-        }
-        using var _ = no_grad();
-        var w = randn(outF, inF).to(ScalarType.BFloat16);
-        var x = randn(1, inF).to(ScalarType.BFloat16);
-        var native = Gemv.Apply(x, w);
-        Gemv.NativeBf16.Enabled = false;
-        try
-        {
-            var managed = Gemv.Apply(x, w);
-            // Same bf16 inputs, fp32 accumulation in another order: equal up to one bf16 rounding of the result.
-            var err = (native.to(ScalarType.Float64) - managed.to(ScalarType.Float64)).abs();
-            var tol = managed.to(ScalarType.Float64).abs() * (1.0 / 128) + 1e-3 * Math.Sqrt(inF);
-            Assert.True(err.le(tol).all().item<bool>(), $"max difference {err.max().item<double>()}");
-        }
-        finally { Gemv.NativeBf16.Enabled = true; }
-    }
-
     [Theory]
     [InlineData(ScalarType.Float32)]
     [InlineData(ScalarType.BFloat16)]
@@ -102,6 +79,39 @@ public class GemvTests
         var last = h.narrow(1, 4, 1);
         Assert.True(Gemv.Handles(last, w));
         Assert.True((Gemv.Apply(last, w) - nn.functional.linear(last, w)).abs().max().item<float>() < 1e-5);
+    }
+}
+
+/// <summary>The native kernel against the managed one; switching the native kernel off is process-wide.</summary>
+[Collection(ProcessSwitchesCollection.Name)]
+public class NativeGemvTests
+{
+    [NativeBf16Theory, MemberData(nameof(GemvTests.Shapes), MemberType = typeof(GemvTests))]
+    public void Native_bf16_kernel_matches_the_managed_one(int outF, int inF)
+    {
+        using var _ = no_grad();
+        var w = randn(outF, inF).to(ScalarType.BFloat16);
+        var x = randn(1, inF).to(ScalarType.BFloat16);
+        var native = Gemv.Apply(x, w);
+        Gemv.NativeBf16.Enabled = false;
+        try
+        {
+            var managed = Gemv.Apply(x, w);
+            // Same bf16 inputs, fp32 accumulation in another order: equal up to one bf16 rounding of the result.
+            var err = (native.to(ScalarType.Float64) - managed.to(ScalarType.Float64)).abs();
+            var tol = managed.to(ScalarType.Float64).abs() * (1.0 / 128) + 1e-3 * Math.Sqrt(inF);
+            Assert.True(err.le(tol).all().item<bool>(), $"max difference {err.max().item<double>()}");
+        }
+        finally { Gemv.NativeBf16.Enabled = true; }
+    }
+}
+
+/// <summary>A theory that is skipped (reported as such) when the native bf16 kernel is not loaded.</summary>
+public sealed class NativeBf16TheoryAttribute : TheoryAttribute
+{
+    public NativeBf16TheoryAttribute()
+    {
+        if (!Gemv.NativeBf16.Loaded) Skip = "the native bf16 kernel is not built or this CPU lacks AVX-512 BF16";
     }
 }
 

@@ -98,12 +98,11 @@ public class HuginnTests(ITestOutputHelper output)
     public void Kv_cache_decoding_equals_the_full_forward()
     {
         using var m = RecurrentCheckpoint.Load(Fixture, ScalarType.Float32, CPU);
-        m.Recurrences = 4;
         using var r = SafeTensorsFile.Open(Path.Combine(TestModels.FixturesDir, "parity", "huginn-tiny.safetensors"));
         using var _ = no_grad();
         var ids = r.Read("input_ids");
         var s0 = r.Read("s0");
-        using var cache = new KvCache(m.CacheSlots, capacityHint: 2);
+        using var cache = new KvCache(m.At(Recurrence.Fixed(4)).CacheSlots, capacityHint: 2);
         var parts = new List<Tensor> { m.Forward(ids.narrow(1, 0, 4), 4, 0, s0: s0.narrow(1, 0, 4), cache: cache) };
         for (int i = 4; i < 10; i++) parts.Add(m.Forward(ids.narrow(1, i, 1), 4, 0, s0: s0.narrow(1, i, 1), cache: cache));
         Assert.True(MaxDiff(cat(parts, 1), r.Read("logits_T4")) <= 1e-4);

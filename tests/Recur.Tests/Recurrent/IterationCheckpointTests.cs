@@ -21,7 +21,10 @@ public class IterationCheckpointTests
         m.zero_grad();
         m.RecomputeIterations = recompute;
         var s = s0.detach().clone().requires_grad_(true);
+        long before = m.CheckpointedIterations;
         var logits = m.Forward(ids, n, k, s0: s, keyPadding: pad);
+        // Not vacuous: the recomputing run must really have gone through the checkpoint, every grad iteration.
+        Assert.Equal(recompute ? k : 0, m.CheckpointedIterations - before);
         var loss = (logits * logits.sin()).mean();
         loss.backward();
         var grads = m.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad!.clone());
@@ -89,5 +92,6 @@ public class IterationCheckpointTests
         m.RecomputeIterations = false;
         var b = m.Forward(ids, 0, 3, s0: s0);
         Assert.True((a - b).abs().max().item<float>() == 0);
+        Assert.Equal(0, m.CheckpointedIterations);
     }
 }

@@ -190,8 +190,7 @@ public class RavenConfigSemanticsTests
         using var __ = no_grad();
         var ids = randint(0, 128, [1, 5], dtype: ScalarType.Int64);
         var s0 = randn(1, 5, 64) * 0.1;
-        noisy.StateGenerator = new Generator(11);
-        var got = noisy.Forward(ids, 1, 0, s0: s0);
+        var got = noisy.Forward(ids, Recurrence.Fixed(1, new Generator(11)), s0: s0);
         // "fixed": s ← s·(1 − n) + ε·n with n = test_time_noise · std · embed_scale, ε from the same generator.
         double n = level * m.Config.InitValues.Std * m.Config.InitValues.EmbedScale;
         using var gen = new Generator(11);
@@ -218,8 +217,7 @@ public class RavenConfigSemanticsTests
         var (dir, m) = Saved(); m.Dispose();
         EditConfig(dir, o => o["init_values"] = new JsonObject { ["std"] = 0.01, ["embed_scale"] = 8.0 });
         using var scaled = RecurrentCheckpoint.Load(dir, ScalarType.Float32, CPU);
-        scaled.StateGenerator = new Generator(3);
-        var s = scaled.InitialState(zeros(400, 256));
+        var s = scaled.InitialState(zeros(400, 256), new Generator(3));
         Assert.True(s.abs().max().item<float>() <= 3 * 0.01 * 8 + 1e-7);
         Assert.InRange(s.std().item<float>(), 0.98658 * 0.08 * 0.99, 0.98658 * 0.08 * 1.01);
     }

@@ -72,15 +72,13 @@ public class RecurrentModelTests
     public void Initial_state_is_a_truncated_normal_with_the_config_std()
     {
         using var m = RetrofitRandom("llama");
-        m.StateGenerator = new TorchSharp.torch.Generator(5);
-        var s = m.InitialState(zeros(400, 256));
+        var s = m.InitialState(zeros(400, 256), new TorchSharp.torch.Generator(5));
         double sigma = InitValues.HuginnStd;
         Assert.True(s.abs().max().item<float>() <= 3 * sigma + 1e-9);
         // A normal truncated at ±3σ has standard deviation 0.98658σ.
         Assert.InRange(s.std().item<float>(), 0.98658 * sigma * 0.99, 0.98658 * sigma * 1.01);
         Assert.InRange(s.mean().item<float>(), -sigma * 0.01, sigma * 0.01);
-        m.StateGenerator = new TorchSharp.torch.Generator(5);
-        Assert.True(MaxDiff(m.InitialState(zeros(400, 256)), s) == 0);
+        Assert.True(MaxDiff(m.InitialState(zeros(400, 256), new TorchSharp.torch.Generator(5)), s) == 0);
     }
 
     [Fact]
@@ -112,13 +110,12 @@ public class RecurrentModelTests
     public void Kv_cache_with_one_slot_per_unrolled_layer_equals_the_uncached_forward(int t)
     {
         using var m = RetrofitRandom("llama");
-        m.Recurrences = t;
-        Assert.Equal(1 + 2 * t + 1, m.CacheSlots);
+        Assert.Equal(1 + 2 * t + 1, m.At(Recurrence.Fixed(t)).CacheSlots);
         using var _ = no_grad();
         var ids = randint(0, 128, [2, 9], dtype: ScalarType.Int64);
         var s0 = randn(2, 9, 64) * 0.1;
         var full = m.Forward(ids, t, 0, s0: s0);
-        using var cache = new KvCache(m.CacheSlots, capacityHint: 2);
+        using var cache = new KvCache(m.At(Recurrence.Fixed(t)).CacheSlots, capacityHint: 2);
         var parts = new List<Tensor> { m.Forward(ids.narrow(1, 0, 4), t, 0, s0: s0.narrow(1, 0, 4), cache: cache) };
         for (int i = 4; i < 9; i++) parts.Add(m.Forward(ids.narrow(1, i, 1), t, 0, s0: s0.narrow(1, i, 1), cache: cache));
         Assert.True(MaxDiff(cat(parts, 1), full) <= 1e-5);
@@ -133,8 +130,7 @@ public class RecurrentModelTests
         var ids = randint(0, 128, [1, 6], dtype: ScalarType.Int64);
         var s0 = randn(1, 6, 64) * 0.1;
         var full = m.Forward(ids, 4, 0, s0: s0);
-        m.Recurrences = 4;
-        using var cache = new PerLayerCache(new KvCache(4), m.CacheSlots);
+        using var cache = new PerLayerCache(new KvCache(4), m.At(Recurrence.Fixed(4)).CacheSlots);
         var parts = new List<Tensor> { m.Forward(ids.narrow(1, 0, 3), 4, 0, s0: s0.narrow(1, 0, 3), cache: cache) };
         for (int i = 3; i < 6; i++) parts.Add(m.Forward(ids.narrow(1, i, 1), 4, 0, s0: s0.narrow(1, i, 1), cache: cache));
         Assert.True(MaxDiff(cat(parts, 1), full) > 1e-3);
@@ -156,11 +152,8 @@ public class RecurrentModelTests
         using var m = RetrofitRandom("llama");
         foreach (int t in new[] { 1, 2, 5 })
         {
-            m.Recurrences = t;
-            m.StateGenerator = new TorchSharp.torch.Generator(9);
-            var a = Generation.Generate(m, [[1, 5, 7]], new GenerationOptions(6))[0];
-            m.StateGenerator = new TorchSharp.torch.Generator(9);
-            var b = Generation.Generate(m, [[1, 5, 7]], new GenerationOptions(6))[0];
+            var a = Generation.Generate(m.At(Recurrence.Fixed(t, new TorchSharp.torch.Generator(9))), [[1, 5, 7]], new GenerationOptions(6))[0];
+            var b = Generation.Generate(m.At(Recurrence.Fixed(t, new TorchSharp.torch.Generator(9))), [[1, 5, 7]], new GenerationOptions(6))[0];
             Assert.Equal(a, b);
             Assert.Equal(6, a.Count);
         }
@@ -220,7 +213,7 @@ public class RecurrentModelTests
         var s = new List<Tensor> { s0[0].to(ScalarType.Float64) };
         for (int i = 0; i < t; i++) s.Add(s[i].matmul(a1.t()) + e.matmul(a2.t()));
         using (no_grad())
-            Assert.True(MaxDiff(m.Hidden(ids, n, k, s0), m.transformer.ln_f.call(s[t].to(ScalarType.Float32)).unsqueeze(0)) <= 1e-5);
+            Assert.True(MaxDiff(m.Hidden(ids, new Recurrence(n, k), s0), m.transformer.ln_f.call(s[t].to(ScalarType.Float32)).unsqueeze(0)) <= 1e-5);
         // g = ∂L/∂s_T through ln_f alone (ln_f is not what is tested here).
         var sT = s[t].to(ScalarType.Float32).requires_grad_(true);
         var g = autograd.grad([(G[0] * m.transformer.ln_f.call(sT)).sum()], [sT])[0].to(ScalarType.Float64);
@@ -243,7 +236,7 @@ public class RecurrentModelTests
         (Tensor dA1, Tensor dA2, Tensor dE) Autograd(int noGrad, int withGrad)
         {
             m.zero_grad();
-            (G * m.Hidden(ids, noGrad, withGrad, s0)).sum().backward();
+            (G * m.Hidden(ids, new Recurrence(noGrad, withGrad), s0)).sum().backward();
             var grad = m.transformer.adapter.weight!.grad!.to(ScalarType.Float64);
             var wte = m.transformer.wte.weight!.grad!.index_select(0, ids[0]).to(ScalarType.Float64);
             return (grad.narrow(1, 0, h), grad.narrow(1, h, h), wte);
@@ -284,7 +277,7 @@ public class RecurrentModelTests
     public void Recurrences_below_one_are_refused()
     {
         using var m = RetrofitRandom("llama");
-        Assert.Throws<RecurUserException>(() => m.Recurrences = 0);
+        Assert.Throws<RecurUserException>(() => Recurrence.Fixed(0));
         Assert.Throws<RecurUserException>(() => m.Forward(ones(1, 2, dtype: ScalarType.Int64), 0, 0));
     }
 }

@@ -173,7 +173,19 @@ public sealed class ServerTests
     [Fact]
     public async Task Recurrences_field_sets_T_and_a_seed_makes_sampling_reproducible()
     {
-        using var s = Start(ChatModels.Recurrent());
+        string dir = ChatModels.Recurrent();
+        using var s = Start(dir);
+        // What the model gives at a T, computed below the server on a second copy (the generation loop at that T, s_0 and
+        // sampler seeded as the runner seeds them): the server's text must be the one of the T it reports.
+        using var tok = TokenizerLoader.Load(dir);
+        using var copy = (RecurrentModel)ModelLoader.Load(dir, ScalarType.Float32, CPU);
+        string Direct(string prompt, int t, int seed)
+        {
+            using var gen = new Generator((ulong)seed);
+            var stops = new HashSet<int>([.. copy.EosTokenIds, .. tok.StopIds]);
+            var ids = Generation.Generate(copy.At(Recurrence.Fixed(t, gen)), [tok.Encode(prompt)], new GenerationOptions(6, new SamplingOptions(1.0, Seed: seed), stops))[0];
+            return tok.Decode(ids);
+        }
         async Task<(string Text, int T)> Ask(string prompt, int t, int seed)
         {
             var (status, body) = await s.Post("/v1/completions", $$"""{"prompt": "{{prompt}}", "max_tokens": 6, "temperature": 1.0, "seed": {{seed}}, "recurrences": {{t}}}""");
@@ -188,17 +200,20 @@ public sealed class ServerTests
             var a = await Ask(p, 8, 42);
             var b = await Ask(p, 8, 42);
             Assert.Equal(8, a.T);
+            Assert.Equal(Direct(p, 8, 42), a.Text);
             Assert.Equal(a.Text, b.Text);
             atEight.Add(a.Text);
             var c = await Ask(p, 1, 42);
             Assert.Equal(1, c.T);
+            Assert.Equal(Direct(p, 1, 42), c.Text);
             atOne.Add(c.Text);
         }
         Assert.NotEqual(atOne, atEight);
 
         // Without the field the model's default T applies.
-        var (_, dflt) = await s.Post("/v1/completions", """{"prompt": "the cat", "max_tokens": 2}""");
+        var (_, dflt) = await s.Post("/v1/completions", """{"prompt": "the cat", "max_tokens": 6, "temperature": 1.0, "seed": 42}""");
         Assert.Equal(4, (int)dflt["recurrences"]!);
+        Assert.Equal(Direct("the cat", 4, 42), Text(dflt));
     }
 
     [Fact]

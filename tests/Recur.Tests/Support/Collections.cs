@@ -7,6 +7,16 @@ namespace Recur.Tests.Support;
 public sealed class ConsoleCollection;
 
 /// <summary>
+/// Tests that flip a process-wide switch (Gemv.NativeBf16.Enabled): a test running beside them
+/// would take the other path without knowing.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ProcessSwitchesCollection
+{
+    public const string Name = "ProcessSwitches";
+}
+
+/// <summary>
 /// Tests that start other processes which train with all cores (the demo smoke run, MPI ranks). They run on their
 /// own: libtorch's OpenMP threads slow down by an order of magnitude when the cores are oversubscribed.
 /// </summary>

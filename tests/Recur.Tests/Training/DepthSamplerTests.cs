@@ -23,10 +23,19 @@ public class DepthSamplerTests
 
     static string Hex(float f) => BitConverter.SingleToInt32Bits(f).ToString("x8");
 
+    /// <summary>
+    /// The bit-for-bit comparison below can only catch a wrong sampler if the fixture's draws differ from each other
+    /// and depend on the data step: several means, several (n, k), and draws one step off that do not match.
+    /// </summary>
     [Fact]
-    public void Fixture_has_thirty_samples()
+    public void Fixture_draws_vary_enough_that_matching_them_is_not_vacuous()
     {
         Assert.Equal(30, Fixture.Count);
+        Assert.True(Fixture.Select(f => f.MeanRecurrence).Distinct().Count() >= 3, "fewer than three mean recurrences");
+        Assert.True(Fixture.Select(f => (f.N, f.K)).Distinct().Count() >= 5, "fewer than five distinct (n, k)");
+        var sampler = new DepthSampler();
+        int offByOneStepMatches = Fixture.Count(f => Hex((float)sampler.Sample(f.MeanRecurrence, f.DataStep + 1).Lambda) == f.LambdaHex);
+        Assert.True(offByOneStepMatches == 0, $"{offByOneStepMatches} draws match one data step later");
     }
 
     [Fact]

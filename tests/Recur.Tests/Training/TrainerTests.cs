@@ -93,13 +93,20 @@ public class TrainerTests
         Directory.CreateDirectory(partial);
         File.WriteAllText(Path.Combine(partial, "model.safetensors"), "truncated");
         Assert.Equal(good, Trainer.LatestCheckpoint(dir));
-        // And a write that throws midway (the folder exists as a file) leaves the old checkpoint intact.
-        using var model = ModelLoader.Load(good, ScalarType.Float32, CPU);
-        var target = Path.Combine(dir, "checkpoints", "blocked");
-        File.WriteAllText(target, "not a folder");
-        Assert.ThrowsAny<Exception>(() => RecurrentCheckpoint.Save((RecurrentModel)model, Path.Combine(target, "x"), force: true));
-        using var again = ModelLoader.Load(good, ScalarType.Float32, CPU);
-        Assert.Equal(12 - 8, Trainer.ReadState(good).Step);
+        // And a write over that very checkpoint that fails midway (after the weights, at a missing extra file)
+        // leaves it as it was: same files, same weights, same state.
+        var files = Directory.GetFiles(good).Select(f => (Path.GetFileName(f), File.ReadAllBytes(f))).OrderBy(f => f.Item1).ToList();
+        using var model = (RecurrentModel)ModelLoader.Load(good, ScalarType.Float32, CPU);
+        using (no_grad()) model.lm_head.weight!.add_(1f);
+        Assert.ThrowsAny<Exception>(() => RecurrentCheckpoint.Save(model, good, force: true,
+            extraFiles: new Dictionary<string, string> { ["extra.json"] = Path.Combine(dir, "no-such-file.json") }));
+        var after = Directory.GetFiles(good).Select(f => (Path.GetFileName(f), File.ReadAllBytes(f))).OrderBy(f => f.Item1).ToList();
+        Assert.Equal(files.Select(f => f.Item1), after.Select(f => f.Item1));
+        Assert.All(files.Zip(after), p => Assert.True(p.First.Item2.AsSpan().SequenceEqual(p.Second.Item2), $"{p.First.Item1} changed"));
+        using var again = (RecurrentModel)ModelLoader.Load(good, ScalarType.Float32, CPU);
+        Assert.True((again.lm_head.weight! - model.lm_head.weight!).abs().max().item<float>() >= 0.5f, "the old weights are still there");
+        Assert.Equal(4, Trainer.ReadState(good).Step);
+        Assert.Equal(good, Trainer.LatestCheckpoint(dir));
     }
 
     [Fact]
