@@ -202,19 +202,18 @@ void Eval()
     Console.WriteLine("|---|---|---|---|---|---|---|");
     foreach (int t in new[] { 1, 4 })
     {
-        m.Recurrences = t;
         double Gen(int bs)
         {
-            m.StateGenerator = new TorchSharp.torch.Generator(0);
+            var at = m.At(Recurrence.Fixed(t, new TorchSharp.torch.Generator(0)));
             var sw = Stopwatch.StartNew();
-            new ModelGenerator(m, tok, bs).Generate(prompts, Gsm8kTask.CotStopSequences, maxNew);
+            new ModelGenerator(at, tok, bs).Generate(prompts, Gsm8kTask.CotStopSequences, maxNew);
             return sw.Elapsed.TotalSeconds;
         }
         double Mc(int bs)
         {
-            m.StateGenerator = new TorchSharp.torch.Generator(0);
+            var at = m.At(Recurrence.Fixed(t, new TorchSharp.torch.Generator(0)));
             var sw = Stopwatch.StartNew();
-            new ModelLogLikelihood(m, tok, bs).Score(mcRequests);
+            new ModelLogLikelihood(at, tok, bs).Score(mcRequests);
             return sw.Elapsed.TotalSeconds;
         }
         Gen(batch); // warm-up
@@ -305,14 +304,13 @@ void RecurrenceDecode()
     var xs = new List<double>(); var ys = new List<double>();
     foreach (var t in ts)
     {
-        m.Recurrences = t;
-        m.StateGenerator = new Generator(1);
-        Generation.Generate(m, [prompt], new GenerationOptions(2)); // warm-up
+        var mt = m.At(Recurrence.Fixed(t, new Generator(1)));
+        Generation.Generate(mt, [prompt], new GenerationOptions(2)); // warm-up
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        var outs = Generation.Generate(m, [prompt], new GenerationOptions(n + 1));
+        var outs = Generation.Generate(mt, [prompt], new GenerationOptions(n + 1));
         double total = sw.Elapsed.TotalSeconds;
         sw.Restart();
-        Generation.Generate(m, [prompt], new GenerationOptions(1));
+        Generation.Generate(mt, [prompt], new GenerationOptions(1));
         double prefill = sw.Elapsed.TotalSeconds;
         double perTok = (total - prefill) / n;
         int depth = rc.EffectiveDepth(t);
