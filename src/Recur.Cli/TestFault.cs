@@ -9,10 +9,13 @@ namespace Recur.Cli;
 /// Fault injection for the distributed tests: <c>RECUR_TEST_FAULT=RANK:BATCH:MODE</c> makes rank RANK, when it asks
 /// for its BATCH-th training batch (1-based), die by SIGKILL (kill), stop responding (hang) or fail with an I/O
 /// error (throw), so that the tests can check what the other ranks do. Not for users.
+/// When <c>RECUR_TEST_FAULT_LOG</c> names a file, the fault is also recorded there before it strikes: mpiexec may
+/// drop a killed rank's last forwarded output, a flushed file cannot lose it.
 /// </summary>
 sealed record TestFault(int Batch, string Mode)
 {
     public const string Variable = "RECUR_TEST_FAULT";
+    public const string LogVariable = "RECUR_TEST_FAULT_LOG";
 
     public static TestFault? FromEnvironment(int rank)
     {
@@ -35,7 +38,9 @@ sealed record TestFault(int Batch, string Mode)
         {
             if (++_batches == fault.Batch)
             {
-                Console.Error.WriteLine($"test fault: {fault.Mode} at batch {_batches}");
+                string line = $"test fault: {fault.Mode} at batch {_batches}";
+                if (Environment.GetEnvironmentVariable(LogVariable) is { Length: > 0 } log) File.AppendAllText(log, line + "\n");
+                Console.Error.WriteLine(line);
                 switch (fault.Mode)
                 {
                     case "kill": Process.GetCurrentProcess().Kill(); break;
