@@ -56,87 +56,75 @@ public sealed class AdaptiveStats
 public static class AdaptiveGeneration
 {
     /// <summary>
-    /// Like <see cref="Generation.Generate"/>, with per-token depth from <paramref name="adaptive"/>. <paramref name="stats"/>
-    /// accumulates iterations; <paramref name="onLogits"/> sees (step, logits [B, V]) before sampling (valid during the call only);
-    /// <paramref name="depthOverride"/> (tests, experiments) fixes (step, row) → depth, replacing the criterion.
-    /// <paramref name="model"/> is a <see cref="RecurrentModel"/> or one seen at a recurrence (<see cref="RecurrentModel.At"/>),
-    /// whose generator then draws s_0 and test-time noise; its fixed T is replaced by the adaptive maximum.
+    /// Like <see cref="Generation.Generate"/>, with per-token depth from <paramref name="adaptive"/>; see <see cref="Stream"/>.
     /// </summary>
     public static List<int>[] Generate(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, AdaptiveOptions adaptive,
-        AdaptiveStats? stats = null, Action<int, int>? onToken = null, CancellationToken cancel = default, Func<int, bool>? rowFinished = null,
-        Action<int, Tensor>? onLogits = null, Func<int, int, int>? depthOverride = null)
+        AdaptiveStats? stats = null, Action<int, int>? onToken = null, CancellationToken cancel = default,
+        Action<int, Tensor>? onLogits = null, Func<int, int, int>? depthOverride = null) =>
+        Generation.Collect(prompts.Count, Stream(model, prompts, options, adaptive, stats, cancel, onLogits, depthOverride), onToken);
+
+    /// <summary>
+    /// Like <see cref="Generation.Stream"/>, with per-token depth from <paramref name="adaptive"/>: the same stepper, with the
+    /// adaptive per-step forward. <paramref name="stats"/> accumulates iterations; <paramref name="onLogits"/> sees
+    /// (step, logits [B, V]) before sampling (valid during the call only); <paramref name="depthOverride"/> (tests,
+    /// experiments) fixes (step, row) → depth, replacing the criterion. <paramref name="model"/> is a
+    /// <see cref="RecurrentModel"/> or one seen at a recurrence (<see cref="RecurrentModel.At"/>), whose generator then
+    /// draws s_0 and test-time noise; its fixed T is replaced by the adaptive maximum.
+    /// </summary>
+    public static IEnumerable<TokenColumn> Stream(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, AdaptiveOptions adaptive,
+        AdaptiveStats? stats = null, CancellationToken cancel = default, Action<int, Tensor>? onLogits = null, Func<int, int, int>? depthOverride = null)
     {
         var (rm, recurrence) = RecurrentModelAt.Unwrap(model) ?? throw new RecurUserException("adaptive recurrence needs a recurrent model");
-        return Generate(rm, recurrence?.StateGenerator, prompts, options, adaptive, stats, onToken, cancel, rowFinished, onLogits, depthOverride);
+        adaptive.Validate();
+        var columns = Generation.Steps(rm, prompts, options,
+            (b, capacity) => new AdaptiveForward(rm, recurrence?.StateGenerator, adaptive, b, capacity, stats, onLogits, depthOverride), cancel);
+        if (prompts.Count > 0) stats?.AddPrompt(prompts.Sum(p => (long)p.Length));
+        return columns;
     }
 
-    static List<int>[] Generate(RecurrentModel model, Generator? generator, IReadOnlyList<int[]> prompts, GenerationOptions options, AdaptiveOptions adaptive,
-        AdaptiveStats? stats, Action<int, int>? onToken, CancellationToken cancel, Func<int, bool>? rowFinished,
-        Action<int, Tensor>? onLogits, Func<int, int, int>? depthOverride)
+    /// <summary>The adaptive per-step forward: the prompt at the maximum depth, then <see cref="DecodeStep"/> per token.</summary>
+    sealed class AdaptiveForward(RecurrentModel model, Generator? generator, AdaptiveOptions adaptive, int batch, int capacity,
+        AdaptiveStats? stats, Action<int, Tensor>? onLogits, Func<int, int, int>? depthOverride) : IStepForward
     {
-        adaptive.Validate();
-        if (prompts.Count == 0) return [];
-        var (b, maxLen, ids, real, padded) = Generation.LeftPad(model, prompts, options);
-        var stop = new HashSet<int>(options.StopIds ?? []);
-        var outputs = Enumerable.Range(0, b).Select(_ => new List<int>()).ToArray();
-        var done = new bool[b];
-        stats?.AddPrompt(prompts.Sum(p => (long)p.Length));
+        readonly AdaptiveKvCache _cache = new(model.Config, adaptive.MaxIterations, batch, capacity, adaptive.Cache);
+        Tensor? _lastState; // [B, 1, h]: each row's final state of its previous token (continuous compute)
 
-        int max = adaptive.MaxIterations;
-        var (pre, rec, _) = model.Config.Shape;
-        int codaSlot = pre + rec * max;
-        using var noGrad = no_grad();
-        using var cache = new AdaptiveKvCache(model.Config, max, b, maxLen + options.MaxNewTokens, adaptive.Cache);
-        using var sampler = new Sampler(options.SamplingOrGreedy);
-        var device = model.Device;
-        using var padding = padded ? tensor(real, [b, maxLen]).to(device).DetachFromDisposeScope() : null;
-        Tensor? keyPadding = padding?.alias().DetachFromDisposeScope();
-        Tensor? lastState = null; // [B, 1, h]: each row's final state of its previous token (continuous compute)
-        var next = new long[b];
-        var fullDepth = Enumerable.Repeat(max, b).ToArray();
-        try
+        public Tensor Forward(Tensor input, Tensor? keyPadding, int step, IReadOnlyList<bool> finished)
         {
-            for (int step = 0; step < options.MaxNewTokens; step++)
+            int max = adaptive.MaxIterations;
+            var (pre, rec, _) = model.Config.Shape;
+            Tensor logits;
+            if (step == 0)
             {
-                cancel.ThrowIfCancellationRequested();
-                using var scope = NewDisposeScope();
-                Tensor logits;
-                if (step == 0)
-                {
-                    var input = tensor(ids, [b, maxLen]).to(device);
-                    using var ctx = model.Context(input, keyPadding, cache, generator);
-                    var e = model.Prelude(input, ctx);
-                    var state = model.InitialState(e, generator);
-                    for (int i = 0; i < max; i++) state = model.Iterate(state, e, ctx, pre + i * rec);
-                    var h = model.Coda(state, ctx, codaSlot);
-                    logits = model.Logits(h.narrow(1, maxLen - 1, 1)).squeeze(1);
-                    cache.Commit(maxLen, fullDepth);
-                    SetLast(ref lastState, state.narrow(1, maxLen - 1, 1));
-                }
-                else
-                {
-                    var input = tensor(next, [b, 1]).to(device);
-                    if (keyPadding is not null)
-                    {
-                        var grown = cat([keyPadding, ones([b, 1], ScalarType.Bool, device)], 1).DetachFromDisposeScope();
-                        keyPadding.Dispose();
-                        keyPadding = grown;
-                    }
-                    var (l, final, depths) = DecodeStep(model, generator, input, keyPadding, cache, adaptive, lastState, done, step, depthOverride, stats);
-                    logits = l;
-                    cache.Commit(1, depths);
-                    SetLast(ref lastState, final);
-                    if (stats is not null)
-                        for (int r = 0; r < b; r++) if (!done[r]) stats.AddToken(depths[r]);
-                }
-                onLogits?.Invoke(step, logits);
-                var tok = sampler.Sample(logits).data<long>().ToArray();
-                Generation.Accept(tok, next, done, stop, outputs, options, onToken, rowFinished);
-                if (done.All(x => x)) break;
+                int len = (int)input.shape[1];
+                using var ctx = model.Context(input, keyPadding, _cache, generator);
+                var e = model.Prelude(input, ctx);
+                var state = model.InitialState(e, generator);
+                for (int i = 0; i < max; i++) state = model.Iterate(state, e, ctx, pre + i * rec);
+                var h = model.Coda(state, ctx, pre + rec * max);
+                logits = model.Logits(h.narrow(1, len - 1, 1)).squeeze(1);
+                _cache.Commit(len, Enumerable.Repeat(max, batch).ToArray());
+                SetLast(ref _lastState, state.narrow(1, len - 1, 1));
             }
+            else
+            {
+                var done = finished.ToArray();
+                var (l, final, depths) = DecodeStep(model, generator, input, keyPadding, _cache, adaptive, _lastState, done, step, depthOverride, stats);
+                logits = l;
+                _cache.Commit(1, depths);
+                SetLast(ref _lastState, final);
+                if (stats is not null)
+                    for (int r = 0; r < batch; r++) if (!done[r]) stats.AddToken(depths[r]);
+            }
+            onLogits?.Invoke(step, logits);
+            return logits;
         }
-        finally { keyPadding?.Dispose(); lastState?.Dispose(); }
-        return outputs;
+
+        public void Dispose()
+        {
+            _lastState?.Dispose();
+            _cache.Dispose();
+        }
     }
 
     static void SetLast(ref Tensor? last, Tensor value)

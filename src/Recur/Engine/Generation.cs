@@ -4,64 +4,150 @@ using static TorchSharp.torch;
 namespace Recur.Engine;
 
 /// <summary>What to generate: length bound, stop tokens and sampling.</summary>
-/// <param name="StopWhen">Called with (row, tokens so far) after each new token; true ends that row (e.g. a stop string appeared).</param>
-public sealed record GenerationOptions(int MaxNewTokens = 128, SamplingOptions? Sampling = null, IReadOnlyCollection<int>? StopIds = null,
-    Func<int, IReadOnlyList<int>, bool>? StopWhen = null)
+/// <remarks>Stop strings and per-row limits are the caller's: it reads each <see cref="TokenColumn"/> and ends a row
+/// with <see cref="TokenColumn.Finish"/> (one stop mechanism for every caller).</remarks>
+public sealed record GenerationOptions(int MaxNewTokens = 128, SamplingOptions? Sampling = null, IReadOnlyCollection<int>? StopIds = null)
 {
     public SamplingOptions SamplingOrGreedy => Sampling ?? new SamplingOptions();
 }
 
 /// <summary>
-/// Batched, KV-cached generation for any <see cref="ICausalLM"/>. Prompts of different lengths are
-/// left-padded; the padding mask keeps pads out of attention and positions start at each row's first
-/// real token. One dispose scope per step keeps native memory flat.
+/// One step of a generation: the token every row sampled. Rows that have ended still receive tokens (the batch stays
+/// rectangular), so <see cref="Emitted"/> says whether a row's token belongs to its output.
+/// </summary>
+public sealed class TokenColumn
+{
+    readonly long[] _tokens;
+    readonly bool[] _emitted, _done;
+
+    internal TokenColumn(int step, long[] tokens, bool[] emitted, bool[] done)
+    {
+        Step = step;
+        _tokens = tokens;
+        _emitted = emitted;
+        _done = done;
+    }
+
+    /// <summary>0 for the token after the prompt.</summary>
+    public int Step { get; }
+
+    public int Batch => _tokens.Length;
+
+    /// <summary>The token row <paramref name="row"/> sampled at this step.</summary>
+    public int Token(int row) => (int)_tokens[row];
+
+    /// <summary>True when the row was running and its token is not a stop id: the token is part of its output.</summary>
+    public bool Emitted(int row) => _emitted[row];
+
+    /// <summary>
+    /// Ends <paramref name="row"/> after this column (a stop string appeared, its own length limit was reached); an emitted
+    /// token stays in the output. Generation ends when every row has ended.
+    /// </summary>
+    public void Finish(int row) => _done[row] = true;
+}
+
+/// <summary>
+/// The per-step forward of one generation, with the cache it fills: the only thing fixed and adaptive depth differ in.
+/// Step 0 gets the left-padded prompts [B, S]; every later step the previous column [B, 1].
+/// </summary>
+public interface IStepForward : IDisposable
+{
+    /// <summary>Logits [B, V] (fp32) of each row's last position. <paramref name="finished"/>: rows that ended before this step.</summary>
+    Tensor Forward(Tensor input, Tensor? keyPadding, int step, IReadOnlyList<bool> finished);
+}
+
+/// <summary>
+/// Batched, KV-cached generation for any <see cref="ICausalLM"/>, as one stepper that yields token columns
+/// (karpathy/nanochat:nanochat/engine.py, <c>Engine.generate</c>): prefill, then per step one forward, sample, yield.
+/// Prompts of different lengths are left-padded; the padding mask keeps pads out of attention and positions start at
+/// each row's first real token. One dispose scope per step keeps native memory flat.
 /// </summary>
 public static class Generation
 {
     /// <summary>
-    /// Generates continuations of <paramref name="prompts"/> (token ids). <paramref name="onToken"/> sees
-    /// (row, token) as each token is produced. Returns the new tokens of each row, without the stop token.
-    /// <paramref name="rowFinished"/>, asked after each token a row produces, ends that row early when it
-    /// returns true (the token stays in the output): callers use it for stop strings and per-row length limits
-    /// when requests of different lengths share one batch.
+    /// Generates continuations of <paramref name="prompts"/> (token ids) at the model's fixed depth (a recurrent model at
+    /// its default T, or one seen at a recurrence with <see cref="RecurrentModel.At"/>), one <see cref="TokenColumn"/> per step.
+    /// A row ends at a stop id (not emitted), when the caller finishes it, or after <see cref="GenerationOptions.MaxNewTokens"/>.
+    /// Leaving the enumeration early ends the generation and frees its cache.
+    /// </summary>
+    public static IEnumerable<TokenColumn> Stream(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, CancellationToken cancel = default) =>
+        Steps(model, prompts, options, (_, capacity) => new FixedDepthForward(model, capacity), cancel);
+
+    /// <summary>
+    /// <see cref="Stream"/> collected: the new tokens of each row, without the stop token. <paramref name="onToken"/> sees
+    /// (row, token) as each token is produced.
     /// </summary>
     public static List<int>[] Generate(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, Action<int, int>? onToken = null,
-        CancellationToken cancel = default, Func<int, bool>? rowFinished = null)
-    {
-        if (prompts.Count == 0) return [];
-        var (b, maxLen, ids, real, padded) = LeftPad(model, prompts, options);
-        var stop = new HashSet<int>(options.StopIds ?? []);
-        var outputs = Enumerable.Range(0, b).Select(_ => new List<int>()).ToArray();
-        var done = new bool[b];
+        CancellationToken cancel = default) =>
+        Collect(prompts.Count, Stream(model, prompts, options, cancel), onToken);
 
-        using var noGrad = no_grad();
-        using var cache = new KvCache(model.CacheSlots, maxLen + options.MaxNewTokens);
+    /// <summary>The emitted tokens of every row of a stream.</summary>
+    public static List<int>[] Collect(int batch, IEnumerable<TokenColumn> columns, Action<int, int>? onToken = null)
+    {
+        var outputs = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
+        foreach (var col in columns)
+            for (int r = 0; r < col.Batch; r++)
+                if (col.Emitted(r))
+                {
+                    outputs[r].Add(col.Token(r));
+                    onToken?.Invoke(r, col.Token(r));
+                }
+        return outputs;
+    }
+
+    /// <summary>
+    /// The stepper. <paramref name="begin"/> makes the per-step forward for (batch, cache capacity); the stepper owns it.
+    /// Nothing is held across a yield (no dispose scope, no no-grad guard), so the caller may do anything between columns.
+    /// </summary>
+    public static IEnumerable<TokenColumn> Steps(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options,
+        Func<int, int, IStepForward> begin, CancellationToken cancel = default)
+    {
+        // Checked before the first MoveNext, so bad prompts throw at the call as before.
+        if (prompts.Count == 0) return [];
+        var layout = LeftPad(model, prompts, options);
+        return Run(model.Device, layout, options, begin, cancel);
+    }
+
+    static IEnumerable<TokenColumn> Run(Device device, (int Batch, int MaxLen, long[] Ids, bool[] Real, bool Padded) layout, GenerationOptions options,
+        Func<int, int, IStepForward> begin, CancellationToken cancel)
+    {
+        var (b, maxLen, ids, real, padded) = layout;
+        var stop = new HashSet<int>(options.StopIds ?? []);
+        var done = new bool[b];
+        using var forward = begin(b, maxLen + options.MaxNewTokens);
         using var sampler = new Sampler(options.SamplingOrGreedy);
-        var device = model.Device;
-        using var padding = padded ? tensor(real, [b, maxLen]).to(device).DetachFromDisposeScope() : null;
-        Tensor? keyPadding = padding?.alias().DetachFromDisposeScope();
+        Tensor? keyPadding = padded ? tensor(real, [b, maxLen]).to(device).DetachFromDisposeScope() : null;
         var next = new long[b];
         try
         {
             for (int step = 0; step < options.MaxNewTokens; step++)
             {
                 cancel.ThrowIfCancellationRequested();
-                using var scope = NewDisposeScope();
-                Tensor input = step == 0 ? tensor(ids, [b, maxLen]).to(device) : tensor(next, [b, 1]).to(device);
-                if (keyPadding is not null && step > 0)
+                var emitted = new bool[b];
+                using (var scope = NewDisposeScope())
+                using (no_grad())
                 {
-                    var grown = cat([keyPadding, ones([b, 1], ScalarType.Bool, device)], 1).DetachFromDisposeScope();
-                    keyPadding.Dispose();
-                    keyPadding = grown;
+                    Tensor input = step == 0 ? tensor(ids, [b, maxLen]).to(device) : tensor(next, [b, 1]).to(device);
+                    if (keyPadding is not null && step > 0)
+                    {
+                        var grown = cat([keyPadding, ones([b, 1], ScalarType.Bool, device)], 1).DetachFromDisposeScope();
+                        keyPadding.Dispose();
+                        keyPadding = grown;
+                    }
+                    var logits = forward.Forward(input, keyPadding, step, done);
+                    next = sampler.Sample(logits).data<long>().ToArray();
                 }
-                var logits = (FastDecoder.TryForward(model, input, keyPadding, cache) ?? model.Forward(input, keyPadding, cache, lastOnly: true)).squeeze(1);
-                var tok = sampler.Sample(logits).data<long>().ToArray();
-                Accept(tok, next, done, stop, outputs, options, onToken, rowFinished);
+                for (int r = 0; r < b; r++)
+                {
+                    if (done[r]) continue;
+                    if (stop.Contains((int)next[r])) done[r] = true;
+                    else emitted[r] = true;
+                }
+                yield return new TokenColumn(step, next, emitted, done);
                 if (done.All(x => x)) break;
             }
         }
         finally { keyPadding?.Dispose(); }
-        return outputs;
     }
 
     /// <summary>
@@ -89,21 +175,14 @@ public static class Generation
         return (b, maxLen, ids, real, prompts.Any(p => p.Length != maxLen));
     }
 
-    /// <summary>
-    /// Takes one sampled token per row: remembers it as the next input, and for rows still running either ends the
-    /// row at a stop id (not kept) or appends it, reports it, and ends the row when a stop predicate says so.
-    /// </summary>
-    internal static void Accept(long[] tok, long[] next, bool[] done, HashSet<int> stop, List<int>[] outputs, GenerationOptions options,
-        Action<int, int>? onToken, Func<int, bool>? rowFinished)
+    /// <summary>Fixed depth: the fast batch-1 decoder when it applies (<see cref="FastDecoder"/>), else the model's reference Forward.</summary>
+    sealed class FixedDepthForward(ICausalLM model, int capacity) : IStepForward
     {
-        for (int r = 0; r < tok.Length; r++)
-        {
-            next[r] = tok[r];
-            if (done[r]) continue;
-            if (stop.Contains((int)tok[r])) { done[r] = true; continue; }
-            outputs[r].Add((int)tok[r]);
-            onToken?.Invoke(r, (int)tok[r]);
-            if (options.StopWhen?.Invoke(r, outputs[r]) == true || rowFinished?.Invoke(r) == true) done[r] = true;
-        }
+        readonly KvCache _cache = new(model.CacheSlots, capacity);
+
+        public Tensor Forward(Tensor input, Tensor? keyPadding, int step, IReadOnlyList<bool> finished) =>
+            (FastDecoder.TryForward(model, input, keyPadding, _cache) ?? model.Forward(input, keyPadding, _cache, lastOnly: true)).squeeze(1);
+
+        public void Dispose() => _cache.Dispose();
     }
 }

@@ -1,9 +1,11 @@
 namespace Recur.Engine;
 
 /// <summary>
-/// Cuts streamed text at the first occurrence of any stop string (OpenAI's <c>stop</c>). Text that could
-/// still turn into a stop string is held back until the next piece decides it, so nothing after a stop
-/// is ever emitted, and the pieces returned concatenate to the text up to (not including) the stop.
+/// The one stop-string matcher: generation (OpenAI's <c>stop</c>, chat templates' turn ends, lm-eval's <c>until</c>) and
+/// the tasks' final cut (<see cref="Cut"/>) all use it. Streamed text is cut where lm-eval would cut the whole text:
+/// before the first occurrence of each stop in turn, which is the earliest stop unless stops overlap. Text that could
+/// still turn into a stop string is held back until the next piece decides it, so nothing after a stop is ever
+/// emitted, and the pieces returned concatenate to <see cref="Cut"/> of the whole text.
 /// </summary>
 public sealed class StopStringMatcher
 {
@@ -13,6 +15,13 @@ public sealed class StopStringMatcher
     public StopStringMatcher(IEnumerable<string>? stops)
     {
         _stops = (stops ?? []).Where(s => s.Length > 0).Distinct(StringComparer.Ordinal).ToArray();
+    }
+
+    /// <summary>Whole text cut before the first occurrence of any stop string (lm-eval's <c>until</c> rule).</summary>
+    public static string Cut(string text, IEnumerable<string>? stops)
+    {
+        var m = new StopStringMatcher(stops);
+        return m.Push(text) + m.Flush();
     }
 
     /// <summary>True once a stop string has been seen; later pushes return nothing.</summary>
@@ -27,17 +36,21 @@ public sealed class StopStringMatcher
         if (Stopped) return "";
         if (_stops.Length == 0) return text;
         string buffer = _held + text;
-        int first = -1;
+        // lm-eval's rule, stop by stop in the given order: keep the text before the stop's first occurrence in what is
+        // left (EleutherAI/lm-evaluation-harness:lm_eval/models/utils.py, postprocess_generated_text). Only the buffer
+        // needs the search: the emitted text holds no stop, and no stop straddles the boundary (the held suffix is the
+        // longest one that could start a stop).
+        int cut = buffer.Length;
         foreach (var s in _stops)
         {
-            int i = buffer.IndexOf(s, StringComparison.Ordinal);
-            if (i >= 0 && (first < 0 || i < first)) { first = i; Matched = s; }
+            int i = buffer.IndexOf(s, 0, cut, StringComparison.Ordinal);
+            if (i >= 0) { cut = i; Matched = s; }
         }
-        if (first >= 0)
+        if (cut < buffer.Length)
         {
             Stopped = true;
             _held = "";
-            return buffer[..first];
+            return buffer[..cut];
         }
         int keep = LongestSuffixThatStartsAStop(buffer);
         _held = buffer[^keep..];

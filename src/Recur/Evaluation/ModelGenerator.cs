@@ -80,9 +80,6 @@ public sealed class ModelGenerator : IGenerator
         int maxPrompt = _model.MaxPositions - maxNewTokens;
         if (maxPrompt < 1)
             throw new RecurUserException($"--max-new-tokens {maxNewTokens} leaves no room for a prompt in the model's context of {_model.MaxPositions} positions");
-        var stops = stopSequences.Where(s => s.Length > 0).Distinct().ToArray();
-        int longestStop = stops.Length == 0 ? 0 : stops.Max(s => s.Length);
-
         var encoded = prompts.Select(p => PromptEncoding.EncodePrompt(_tokenizer, p)).ToArray();
         var order = Enumerable.Range(0, encoded.Length).OrderByDescending(i => encoded[i].Length).ThenBy(i => i).ToArray();
         var results = new Generated[encoded.Length];
@@ -99,34 +96,19 @@ public sealed class ModelGenerator : IGenerator
                 batch[r] = truncated[r] ? ids[^maxPrompt..] : ids;
             }
 
-            // Decoded text per row, grown token by token; a stop sequence can only end inside the newest piece,
-            // so each check scans the new text plus the longest stop's length before it.
+            // Each row's decoded text goes through the stop-string matcher as it grows; a row ends when a stop appears.
             var decoders = idx.Select(_ => new StreamingDecoder(_tokenizer)).ToArray();
-            var texts = idx.Select(_ => new System.Text.StringBuilder()).ToArray();
-            var hitStop = new bool[idx.Length];
-            bool StopWhen(int row, IReadOnlyList<int> ids)
-            {
-                if (stops.Length == 0) return false;
-                var piece = decoders[row].Push(ids[^1]);
-                if (piece.Length == 0) return false;
-                var sb = texts[row];
-                int from = Math.Max(0, sb.Length - longestStop + 1);
-                sb.Append(piece);
-                var tail = sb.ToString(from, sb.Length - from);
-                foreach (var s in stops)
-                    if (tail.Contains(s, StringComparison.Ordinal)) return hitStop[row] = true;
-                return false;
-            }
-
-            var genOptions = new GenerationOptions(maxNewTokens, StopIds: _stopIds, StopWhen: StopWhen);
-            List<int>[] outputs;
-            if (Adaptive is null) outputs = Generation.Generate(_model, batch, genOptions, cancel: Cancel);
-            else outputs = AdaptiveGeneration.Generate(_model, batch, genOptions, Adaptive, AdaptiveStats, cancel: Cancel);
+            var matchers = idx.Select(_ => new StopStringMatcher(stopSequences)).ToArray();
+            var genOptions = new GenerationOptions(maxNewTokens, StopIds: _stopIds);
+            var columns = Adaptive is null
+                ? Generation.Stream(_model, batch, genOptions, Cancel)
+                : AdaptiveGeneration.Stream(_model, batch, genOptions, Adaptive, AdaptiveStats, Cancel);
+            var outputs = Generation.Collect(idx.Length, stopSequences.Count == 0 ? columns : WithStops(columns, decoders, matchers));
             for (int r = 0; r < idx.Length; r++)
             {
                 var full = _tokenizer.Decode(outputs[r]);
-                var text = LmEval.CutAtStopSequences(full, stops);
-                var finish = hitStop[r] || text.Length < full.Length ? FinishReason.StopSequence
+                var text = StopStringMatcher.Cut(full, stopSequences);
+                var finish = matchers[r].Stopped || text.Length < full.Length ? FinishReason.StopSequence
                     : outputs[r].Count < maxNewTokens ? FinishReason.Eos : FinishReason.Length;
                 results[idx[r]] = new Generated(text, outputs[r], finish, batch[r].Length, truncated[r]);
                 if (truncated[r]) TruncatedPrompts++;
@@ -135,5 +117,20 @@ public sealed class ModelGenerator : IGenerator
             Progress?.Invoke(done, encoded.Length);
         }
         return results;
+    }
+
+    /// <summary>Passes the columns on, ending each row whose decoded text reached a stop sequence.</summary>
+    static IEnumerable<TokenColumn> WithStops(IEnumerable<TokenColumn> columns, StreamingDecoder[] decoders, StopStringMatcher[] matchers)
+    {
+        foreach (var col in columns)
+        {
+            for (int r = 0; r < col.Batch; r++)
+            {
+                if (!col.Emitted(r)) continue;
+                matchers[r].Push(decoders[r].Push(col.Token(r)));
+                if (matchers[r].Stopped) col.Finish(r);
+            }
+            yield return col;
+        }
     }
 }

@@ -85,14 +85,14 @@ public sealed class ModelRunner : IDisposable
 
         var rows = batch.Select(r => new Row(r, Tokenizer)).ToArray();
         var options = new GenerationOptions(batch.Max(r => r.MaxTokens), first.Sampling with { Seed = seed }, _stopIds);
-        Generation.Generate(model, batch.Select(r => r.PromptIds).ToList(), options,
-            onToken: (i, id) =>
+        foreach (var column in Generation.Stream(model, batch.Select(r => r.PromptIds).ToList(), options, cancel))
+            for (int i = 0; i < rows.Length; i++)
             {
-                string text = rows[i].Push(id);
+                if (!column.Emitted(i)) continue;
+                string text = rows[i].Push(column.Token(i));
                 if (text.Length > 0) onText?.Invoke(i, text);
-            },
-            cancel,
-            rowFinished: i => rows[i].Finished);
+                if (rows[i].Finished) column.Finish(i);
+            }
 
         var results = new TextResult[rows.Length];
         for (int i = 0; i < rows.Length; i++)

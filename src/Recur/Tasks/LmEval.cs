@@ -13,16 +13,7 @@ public static class LmEval
     /// EleutherAI/lm-evaluation-harness:lm_eval/models/utils.py <c>postprocess_generated_text</c> does
     /// (<c>s.split(term)[0]</c> for every non-empty term). Idempotent.
     /// </summary>
-    public static string CutAtStopSequences(string text, IReadOnlyList<string> stops)
-    {
-        foreach (var term in stops)
-        {
-            if (term.Length == 0) continue;
-            int i = text.IndexOf(term, StringComparison.Ordinal);
-            if (i >= 0) text = text[..i];
-        }
-        return text;
-    }
+    public static string CutAtStopSequences(string text, IReadOnlyList<string> stops) => Engine.StopStringMatcher.Cut(text, stops);
 
     /// <summary>Python's <c>str.strip()</c>: also removes U+001C..U+001F, which .NET does not count as white space.</summary>
     public static string PyStrip(string s)
