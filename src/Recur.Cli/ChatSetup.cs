@@ -11,7 +11,7 @@ static class ChatSetup
 {
     public static Option<string> TemplateOption() => new("--chat-template")
     {
-        Description = "Prompt format: auto (recognise the tokenizer's chat_template), plain, llama3, llama3.1, chatml, llama2 or mistral",
+        Description = "Prompt format: auto (recognise the tokenizer's chat_template), plain, llama3, llama3.1, chatml, llama2, mistral or huginn",
         DefaultValueFactory = _ => "auto",
     };
 

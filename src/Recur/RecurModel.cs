@@ -29,7 +29,7 @@ public sealed record RecurLoadOptions
     /// <summary>Test-time recurrence T of a recurrent model; null: the config's <c>mean_recurrence</c>.</summary>
     public int? Recurrences { get; init; }
 
-    /// <summary>Chat format: <c>auto</c> (recognise the tokenizer's <c>chat_template</c>), plain, llama3, llama3.1, chatml, llama2 or mistral.</summary>
+    /// <summary>Chat format: <c>auto</c> (recognise the tokenizer's <c>chat_template</c>), plain, llama3, llama3.1, chatml, llama2, mistral or huginn.</summary>
     public string ChatTemplate { get; init; } = "auto";
 
     /// <summary>Receives notes about the files (e.g. a guessed setting); null discards them.</summary>

@@ -23,6 +23,8 @@ public enum ChatFormat
     ChatML,
     /// <summary>Llama 2 / Mistral: <c>[INST] … [/INST]</c>.</summary>
     Inst,
+    /// <summary>Huginn-0125: <c>&lt;|begin_header|&gt;role&lt;|end_header|&gt;\n\n…&lt;|end_turn|&gt;</c>, the assistant called <c>Huginn</c>.</summary>
+    Huginn,
 }
 
 /// <summary>
@@ -42,8 +44,11 @@ public sealed class ChatTemplate
     readonly string? _dateString;      // Llama 3.1+: the "Today Date" line; null for plain Llama 3
     readonly bool _instSystemBlock;    // Llama 2's <<SYS>> block; Mistral prepends the system text to the first user turn
     readonly string? _defaultSystem;   // ChatML templates (Qwen) that insert a system message when none is given
+    readonly bool _huginnAssistantAlias; // Huginn: assistant turns get the header "Huginn" (the released template); else the role verbatim
+    readonly bool _huginnEndText;        // Huginn: without a generation prompt the template closes with <|end_text|>
 
-    ChatTemplate(ChatFormat format, string? bos, string? eos, string? dateString = null, bool instSystemBlock = true, string? defaultSystem = null)
+    ChatTemplate(ChatFormat format, string? bos, string? eos, string? dateString = null, bool instSystemBlock = true, string? defaultSystem = null,
+        bool huginnAssistantAlias = true, bool huginnEndText = true)
     {
         Format = format;
         _bos = bos ?? "";
@@ -51,14 +56,17 @@ public sealed class ChatTemplate
         _dateString = dateString;
         _instSystemBlock = instSystemBlock;
         _defaultSystem = defaultSystem;
+        _huginnAssistantAlias = huginnAssistantAlias;
+        _huginnEndText = huginnEndText;
     }
 
-    /// <summary>A short name for messages: <c>plain</c>, <c>llama3</c>, <c>llama3.1</c>, <c>chatml</c>, <c>llama2</c>, <c>mistral</c>.</summary>
+    /// <summary>A short name for messages: <c>plain</c>, <c>llama3</c>, <c>llama3.1</c>, <c>chatml</c>, <c>llama2</c>, <c>mistral</c>, <c>huginn</c>.</summary>
     public string Name => Format switch
     {
         ChatFormat.Llama3 => _dateString is null ? "llama3" : "llama3.1",
         ChatFormat.ChatML => "chatml",
         ChatFormat.Inst => _instSystemBlock ? "llama2" : "mistral",
+        ChatFormat.Huginn => "huginn",
         _ => "plain",
     };
 
@@ -75,6 +83,8 @@ public sealed class ChatTemplate
         ChatFormat.Llama3 => ["<|eot_id|>"],
         ChatFormat.ChatML => ["<|im_end|>"],
         ChatFormat.Inst when _eos.Length > 0 => [_eos],
+        // Huginn's generate stops on <|begin_text|>, <|end_text|> and <|end_turn|> (raven_modeling_minimal.py, _get_stops).
+        ChatFormat.Huginn => ["<|end_turn|>", "<|end_text|>", "<|begin_text|>"],
         _ => [],
     };
 
@@ -83,7 +93,7 @@ public sealed class ChatTemplate
 
     public static ChatTemplate Plain { get; } = new(ChatFormat.Plain, null, null);
 
-    /// <summary>A template of a given family, for <c>--chat-template</c>: plain, llama3, llama3.1, chatml, llama2, mistral.</summary>
+    /// <summary>A template of a given family, for <c>--chat-template</c>: plain, llama3, llama3.1, chatml, llama2, mistral, huginn.</summary>
     public static ChatTemplate Named(string name, string? bosToken, string? eosToken) => name.ToLowerInvariant() switch
     {
         "plain" => Plain,
@@ -92,14 +102,15 @@ public sealed class ChatTemplate
         "chatml" => new(ChatFormat.ChatML, bosToken, eosToken),
         "llama2" => new(ChatFormat.Inst, bosToken, eosToken, instSystemBlock: true),
         "mistral" => new(ChatFormat.Inst, bosToken, eosToken, instSystemBlock: false),
-        _ => throw new RecurUserException($"--chat-template must be auto, plain, llama3, llama3.1, chatml, llama2 or mistral (got '{name}')"),
+        "huginn" => new(ChatFormat.Huginn, bosToken, eosToken),
+        _ => throw new RecurUserException($"--chat-template must be auto, plain, llama3, llama3.1, chatml, llama2, mistral or huginn (got '{name}')"),
     };
 
     /// <summary>
     /// Recognises a Jinja <c>chat_template</c> by its markers: Llama 3 (<c>&lt;|start_header_id|&gt;</c> and
     /// <c>&lt;|eot_id|&gt;</c>; with "Cutting Knowledge Date" it is the 3.1+ variant), ChatML
     /// (<c>&lt;|im_start|&gt;</c> and <c>&lt;|im_end|&gt;</c>), <c>[INST]</c>/<c>[/INST]</c> (Llama 2 when it has a
-    /// <c>&lt;&lt;SYS&gt;&gt;</c> block, Mistral otherwise). No template, or an unrecognised one, gives
+    /// <c>&lt;&lt;SYS&gt;&gt;</c> block, Mistral otherwise), Huginn (<c>&lt;|begin_header|&gt;</c> and <c>&lt;|end_turn|&gt;</c>). No template, or an unrecognised one, gives
     /// <see cref="Plain"/>; <paramref name="notice"/> says why.
     /// </summary>
     public static ChatTemplate Detect(string? jinja, string? bosToken, string? eosToken, DateTime? today = null, Action<string>? notice = null)
@@ -118,10 +129,17 @@ public sealed class ChatTemplate
             return new(ChatFormat.ChatML, bosToken, eosToken, defaultSystem: DefaultChatMLSystem(jinja));
         if (jinja.Contains("[INST]") && jinja.Contains("[/INST]"))
             return new(ChatFormat.Inst, bosToken, eosToken, instSystemBlock: jinja.Contains("<<SYS>>"));
-        notice?.Invoke("the tokenizer's chat_template is not one Recur recognises (Llama 3, ChatML, [INST]); using the plain 'User: …\\nAssistant:' format (choose one with --chat-template)");
+        if (jinja.Contains("<|begin_header|>") && jinja.Contains("<|end_turn|>"))
+            // The released template (written by seal-rg/recurrent-pretraining's evaluate_raven/checkpoint_to_hf_converter.py)
+            // names assistant turns "Huginn" and closes a conversation without a generation prompt with <|end_text|>; an
+            // earlier one (scripts/scalable_data_download.py, commented out) writes every role verbatim and closes with nothing.
+            return new(ChatFormat.Huginn, bosToken, eosToken,
+                huginnAssistantAlias: HuginnAlias.IsMatch(jinja), huginnEndText: jinja.Contains("'<|end_text|>'"));
+        notice?.Invoke("the tokenizer's chat_template is not one Recur recognises (Llama 3, ChatML, [INST], Huginn); using the plain 'User: …\\nAssistant:' format (choose one with --chat-template)");
         return Plain;
     }
 
+    static readonly Regex HuginnAlias = new(@"==\s*[""']assistant[""']", RegexOptions.Compiled);
     static readonly Regex DateLiteral = new("""set date_string = ["']([^"']+)["']""", RegexOptions.Compiled);
     static string? FixedDate(string jinja) => DateLiteral.Match(jinja) is { Success: true } m ? m.Groups[1].Value : null;
 
@@ -148,6 +166,7 @@ public sealed class ChatTemplate
             case ChatFormat.Llama3: RenderLlama3(sb, messages, addGenerationPrompt); break;
             case ChatFormat.ChatML: RenderChatML(sb, messages, addGenerationPrompt); break;
             case ChatFormat.Inst: RenderInst(sb, messages); break;
+            case ChatFormat.Huginn: RenderHuginn(sb, messages, addGenerationPrompt); break;
             default: RenderPlain(sb, messages, addGenerationPrompt); break;
         }
         return sb.ToString();
@@ -201,6 +220,20 @@ public sealed class ChatTemplate
             else if (_instSystemBlock) sb.Append(' ').Append(content.Trim()).Append(' ').Append(_eos);
             else sb.Append(content).Append(_eos);
         }
+    }
+
+    // Huginn-0125's tokenizer_config.json: BOS before the first header; each message is a header with its role (assistant
+    // turns as "Huginn"), a blank line, the trimmed content and <|end_turn|>; then the Huginn header, or <|end_text|>.
+    void RenderHuginn(StringBuilder sb, IReadOnlyList<ChatMessage> messages, bool gen)
+    {
+        for (int i = 0; i < messages.Count; i++)
+        {
+            if (i == 0) sb.Append(_bos);
+            string role = _huginnAssistantAlias && messages[i].Role == "assistant" ? "Huginn" : messages[i].Role;
+            sb.Append("<|begin_header|>").Append(role).Append("<|end_header|>\n\n").Append(messages[i].Content.Trim()).Append("<|end_turn|>");
+        }
+        if (gen) sb.Append("<|begin_header|>Huginn<|end_header|>\n\n");
+        else if (_huginnEndText) sb.Append("<|end_text|>");
     }
 
     static void RenderPlain(StringBuilder sb, IReadOnlyList<ChatMessage> messages, bool gen)
