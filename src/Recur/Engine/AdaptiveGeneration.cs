@@ -77,7 +77,9 @@ public static class AdaptiveGeneration
         var (rm, recurrence) = RecurrentModelAt.Unwrap(model) ?? throw new RecurUserException("adaptive recurrence needs a recurrent model");
         adaptive.Validate();
         var columns = Generation.Steps(rm, prompts, options,
-            (b, capacity) => new AdaptiveForward(rm, recurrence?.StateGenerator, adaptive, b, capacity, stats, onLogits, depthOverride), cancel);
+            (b, capacity) => adaptive.Criterion == ExitCriterion.KlOfficial && depthOverride is null
+                ? new OfficialAdaptiveForward(rm, recurrence?.StateGenerator, adaptive, b, capacity, stats, onLogits)
+                : new AdaptiveForward(rm, recurrence?.StateGenerator, adaptive, b, capacity, stats, onLogits, depthOverride), cancel);
         if (prompts.Count > 0) stats?.AddPrompt(prompts.Sum(p => (long)p.Length));
         return columns;
     }

@@ -15,6 +15,11 @@ public enum ExitCriterion
     Entropy,
     /// <summary>The argmax of p_i unchanged for the last N iterations (threshold N).</summary>
     Argmax,
+    /// <summary>
+    /// Huginn's own KL rule and cache (<c>kl-official</c>, <see cref="OfficialAdaptiveForward"/>): KL(p_{i−1} ‖ p_i) with
+    /// p_0 uniform, the prompt exiting on its last position, the batch iterating in lockstep, absent cache entries dropped.
+    /// </summary>
+    KlOfficial,
 }
 
 /// <summary>What the adaptive cache keeps for the recurrent block's layers.</summary>
@@ -45,13 +50,15 @@ public sealed record AdaptiveOptions(ExitCriterion Criterion = ExitCriterion.Kl,
         ExitCriterion.Latent => 0.03,
         ExitCriterion.Entropy => 1e-3,
         ExitCriterion.Argmax => 5,
+        // KLExitEvaluator's "auto" in seal-rg/recurrent-pretraining recpre/raven_modeling_minimal.py (59e0b69).
+        ExitCriterion.KlOfficial => 1e-3,
         _ => 0,
     };
 
     public double EffectiveThreshold => double.IsNaN(Threshold) ? DefaultThreshold(Criterion) : Threshold;
 
     /// <summary>Whether the criterion needs the next-token distribution at every iteration (one coda + head per iteration).</summary>
-    public bool NeedsDistribution => Criterion is ExitCriterion.Kl or ExitCriterion.Entropy or ExitCriterion.Argmax;
+    public bool NeedsDistribution => Criterion is ExitCriterion.Kl or ExitCriterion.Entropy or ExitCriterion.Argmax or ExitCriterion.KlOfficial;
 
     /// <summary>Checks the settings; <paramref name="where"/> starts error messages (the flag and spec the user gave).</summary>
     public AdaptiveOptions Validate(string where = "adaptive recurrence")
@@ -64,6 +71,8 @@ public sealed record AdaptiveOptions(ExitCriterion Criterion = ExitCriterion.Kl,
         if (double.IsNaN(t) || t < 0) throw new RecurUserException($"{where}: the {Name(Criterion)} threshold must be ≥ 0 (got {t})");
         if (Criterion == ExitCriterion.Argmax && (t < 1 || t != Math.Floor(t)))
             throw new RecurUserException($"{where}: argmax=N needs a whole number of iterations N ≥ 1 (got {t})");
+        if (Criterion == ExitCriterion.KlOfficial && (Warm || Cache != AdaptiveCacheMode.Full))
+            throw new RecurUserException($"{where}: kl-official reproduces Huginn's own generation, which has its own cache and fresh s_0; drop warm=1 and cache=latest");
         return this;
     }
 
@@ -78,13 +87,13 @@ public sealed record AdaptiveOptions(ExitCriterion Criterion = ExitCriterion.Kl,
         return Prefix + string.Join(',', parts);
     }
 
-    static string Name(ExitCriterion c) => c.ToString().ToLowerInvariant();
+    static string Name(ExitCriterion c) => c == ExitCriterion.KlOfficial ? "kl-official" : c.ToString().ToLowerInvariant();
 
     /// <summary>True when <paramref name="text"/> is an adaptive spec (starts with <c>adaptive</c>).</summary>
     public static bool IsSpec(string text) => text.Trim().StartsWith("adaptive", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>
-    /// Parses <c>adaptive:CRITERION=THRESHOLD,max=T[,warm=1][,cache=full|latest]</c>, e.g. <c>adaptive:kl=5e-4,max=32</c>,
+    /// Parses <c>adaptive:CRITERION=THRESHOLD,max=T[,warm=1][,cache=full|latest]</c>, e.g. <c>adaptive:kl=5e-4,max=32</c>, <c>adaptive:kl-official=1e-3,max=32</c>,
     /// <c>adaptive:latent=0.03,max=16</c>, <c>adaptive:argmax=5,max=32</c>; a bare criterion name takes its default threshold
     /// (<c>adaptive:kl,max=32</c>); no criterion (<c>adaptive:max=8</c>) runs every token to max. <paramref name="flag"/> names the
     /// option in error messages.
@@ -102,11 +111,11 @@ public sealed record AdaptiveOptions(ExitCriterion Criterion = ExitCriterion.Kl,
             string key = (eq < 0 ? raw : raw[..eq]).Trim().ToLowerInvariant(), value = eq < 0 ? "" : raw[(eq + 1)..].Trim();
             switch (key)
             {
-                case "kl" or "latent" or "entropy" or "argmax":
+                case "kl" or "latent" or "entropy" or "argmax" or "kl-official":
                 {
-                    if (haveCriterion) throw new RecurUserException($"{flag}: '{text}' names two exit criteria; give one of kl, latent, entropy, argmax");
+                    if (haveCriterion) throw new RecurUserException($"{flag}: '{text}' names two exit criteria; give one of kl, latent, entropy, argmax, kl-official");
                     haveCriterion = true;
-                    var c = Enum.Parse<ExitCriterion>(key, ignoreCase: true);
+                    var c = key == "kl-official" ? ExitCriterion.KlOfficial : Enum.Parse<ExitCriterion>(key, ignoreCase: true);
                     double t = eq < 0 ? double.NaN : Number(value, key);
                     o = o with { Criterion = c, Threshold = t };
                     break;
@@ -130,7 +139,7 @@ public sealed record AdaptiveOptions(ExitCriterion Criterion = ExitCriterion.Kl,
                     } };
                     break;
                 default:
-                    throw new RecurUserException($"{flag}: unknown key '{key}' in '{text}'; expected kl, latent, entropy, argmax, max, warm or cache");
+                    throw new RecurUserException($"{flag}: unknown key '{key}' in '{text}'; expected kl, latent, entropy, argmax, kl-official, max, warm or cache");
             }
         }
         if (!haveMax) throw new RecurUserException($"{flag}: '{text}' needs max=T, the most iterations a token may run (e.g. adaptive:kl=5e-4,max=32)");
