@@ -281,17 +281,30 @@ static class DepthDemoPlots
         for (int i = 0; i < b.Length; i++)
         {
             if (b[i].Length == 0) continue;
-            var acc = ts.Select(t => DepthDemoResult.Accuracy(rec.Scores[t], b[i])).ToArray();
-            Line(plt, ts.Select(t => Math.Log2(t)).ToArray(), acc.Select(a => 100 * a.Mean).ToArray(), acc.Select(a => 100 * a.Se).ToArray(),
-                Color(i), $"retrofitted, k {r.Options.Buckets[i]}", ScottPlot.LinePattern.Solid, ScottPlot.MarkerShape.FilledCircle);
+            AccuracyLine(plt, r, rec, ts, b, i, "retrofitted", ScottPlot.LinePattern.Solid, ScottPlot.MarkerShape.FilledCircle);
             if (bl is not null)
                 Reference(plt, x0, x1, 100 * DepthDemoResult.Accuracy(bl.Scores[1], b[i]).Mean, Color(i), $"baseline (equal FLOPs), k {r.Options.Buckets[i]}", ScottPlot.LinePattern.Dashed);
         }
-        Reference(plt, x0, x1, 10, ScottPlot.Colors.Gray, "chance (10 %)", ScottPlot.LinePattern.Dotted);
+        FinishAccuracyPlot(plt, ts, $"Retrofitted ({r.Options.Shape}) model: accuracy vs test-time T per difficulty k (± 1 SE); train recurrence {r.Options.TrainRecurrence}", path);
+    }
+
+    /// <summary>One model's accuracy against T on bucket <paramref name="i"/>, ± 1 SE, in the bucket's colour.</summary>
+    static void AccuracyLine(ScottPlot.Plot plt, DepthDemoResult r, DepthModelResult m, int[] ts, int[][] b, int i, string label,
+        ScottPlot.LinePattern pattern, ScottPlot.MarkerShape marker)
+    {
+        var acc = ts.Select(t => DepthDemoResult.Accuracy(m.Scores[t], b[i])).ToArray();
+        Line(plt, ts.Select(t => Math.Log2(t)).ToArray(), acc.Select(a => 100 * a.Mean).ToArray(), acc.Select(a => 100 * a.Se).ToArray(),
+            Color(i), $"{label}, k {r.Options.Buckets[i]}", pattern, marker);
+    }
+
+    /// <summary>Chance line, T axis, accuracy axis, title and legend of an accuracy-vs-T plot, then the PNG.</summary>
+    static void FinishAccuracyPlot(ScottPlot.Plot plt, int[] ts, string title, string path)
+    {
+        Reference(plt, -0.3, Math.Log2(ts.Max()) + 0.3, 10, ScottPlot.Colors.Gray, "chance (10 %)", ScottPlot.LinePattern.Dotted);
         TAxis(plt, ts);
         plt.Axes.SetLimitsY(0, 100);
         plt.YLabel("accuracy on held-out direct problems (%)");
-        plt.Title($"Retrofitted ({r.Options.Shape}) model: accuracy vs test-time T per difficulty k (± 1 SE); train recurrence {r.Options.TrainRecurrence}");
+        plt.Title(title);
         plt.ShowLegend(ScottPlot.Edge.Right);
         Save(plt, path, 1200, 620);
     }
@@ -308,19 +321,10 @@ static class DepthDemoPlots
         for (int i = 0; i < b.Length; i++)
         {
             if (b[i].Length == 0) continue;
-            foreach (var (m, label, pattern, marker) in new[] { (rec, "from pretrained base", ScottPlot.LinePattern.Solid, ScottPlot.MarkerShape.FilledCircle), (rnd, "from random init", ScottPlot.LinePattern.Dotted, ScottPlot.MarkerShape.OpenSquare) })
-            {
-                var acc = ts.Select(t => DepthDemoResult.Accuracy(m.Scores[t], b[i])).ToArray();
-                Line(plt, ts.Select(t => Math.Log2(t)).ToArray(), acc.Select(a => 100 * a.Mean).ToArray(), acc.Select(a => 100 * a.Se).ToArray(), Color(i), $"{label}, k {r.Options.Buckets[i]}", pattern, marker);
-            }
+            AccuracyLine(plt, r, rec, ts, b, i, "from pretrained base", ScottPlot.LinePattern.Solid, ScottPlot.MarkerShape.FilledCircle);
+            AccuracyLine(plt, r, rnd, ts, b, i, "from random init", ScottPlot.LinePattern.Dotted, ScottPlot.MarkerShape.OpenSquare);
         }
-        Reference(plt, -0.3, Math.Log2(ts.Max()) + 0.3, 10, ScottPlot.Colors.Gray, "chance (10 %)", ScottPlot.LinePattern.Dotted);
-        TAxis(plt, ts);
-        plt.Axes.SetLimitsY(0, 100);
-        plt.YLabel("accuracy on held-out direct problems (%)");
-        plt.Title($"({r.Options.Shape}) retrofitted from the pretrained base (solid) vs from random weights (dotted), same FLOPs (± 1 SE)");
-        plt.ShowLegend(ScottPlot.Edge.Right);
-        Save(plt, path, 1200, 620);
+        FinishAccuracyPlot(plt, ts, $"({r.Options.Shape}) retrofitted from the pretrained base (solid) vs from random weights (dotted), same FLOPs (± 1 SE)", path);
     }
 
     /// <summary>Post-training loss against cumulative training FLOPs for the three post-trained models.</summary>

@@ -128,23 +128,12 @@ public static class SynthMath
     }
 
     /// <summary>Writes one JSON object per line, <c>{"question", "answer", "steps"}</c>, with "\n" line ends on every OS.</summary>
-    public static void WriteJsonl(Stream stream, IEnumerable<SynthMathProblem> problems)
+    public static void WriteJsonl(Stream stream, IEnumerable<SynthMathProblem> problems) => JsonLines.Write(stream, problems, (w, p) =>
     {
-        // The relaxed encoder keeps '+', '<', '>' and '$' readable instead of \u002B escapes; the bytes are the same everywhere.
-        var options = new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, Indented = false };
-        using var writer = new Utf8JsonWriter(stream, options);
-        foreach (var p in problems)
-        {
-            writer.WriteStartObject();
-            writer.WriteString("question", p.Question);
-            writer.WriteString("answer", p.Answer);
-            writer.WriteNumber("steps", p.Steps);
-            writer.WriteEndObject();
-            writer.Flush();
-            writer.Reset();
-            stream.WriteByte((byte)'\n');
-        }
-    }
+        w.WriteString("question", p.Question);
+        w.WriteString("answer", p.Answer);
+        w.WriteNumber("steps", p.Steps);
+    });
 
     /// <summary>Reads a file written by <see cref="WriteJsonl"/> (or any GSM8K-style JSONL with question/answer/steps).</summary>
     public static List<SynthMathProblem> ReadJsonl(string path)

@@ -22,6 +22,9 @@ public enum DepthRowForm
     Partial,
     /// <summary>No intermediate value is written: the queried value needs all k hops inside the network.</summary>
     Direct,
+    /// <summary>Sums only: each intermediate value is written with probability <see cref="VariableChainsOptions.WriteProbability"/>,
+    /// so one row holds several gaps of 1, 2, 3, … hidden additions (each written value is a target one gap past the previous one).</summary>
+    Gapped,
 }
 
 /// <summary>
@@ -32,26 +35,30 @@ public enum DepthRowForm
 /// <param name="K">Difficulty of the last query: hops from the nearest written value to the queried one
 /// (0 = the value is written and only has to be looked up; a worked sum's answer is one addition past the last written value, k = 1).</param>
 /// <param name="Key">The problem itself (values that only restate it removed), used to keep splits disjoint.</param>
-public sealed record DepthProblem(string Text, bool[] Targets, string Prompt, char Answer, int K, string Key, DepthRowForm Form);
+/// <param name="PrefixKey">Sums: the key of the direct problem that the row's text up to its first written value is
+/// (that value is its answer), or null when no value is written before the answer.</param>
+public sealed record DepthProblem(string Text, bool[] Targets, string Prompt, char Answer, int K, string Key, DepthRowForm Form, string? PrefixKey = null);
 
 /// <summary>Options for <see cref="VariableChains"/>.</summary>
 /// <param name="Chains">Chains interleaved in one chains problem (the queried one and distractors).</param>
 /// <param name="DistractorMaxHops">Longest distractor chain, in hops.</param>
 /// <param name="Tail">Up to this many extra hops after the queried node in its chain, so the query is not always a chain's end.</param>
 /// <param name="Names">Variable names (single characters); a problem uses distinct ones.</param>
+/// <param name="WriteProbability">Gapped sum rows: the probability that each intermediate value is written.</param>
 /// <param name="MaxOffset">Offsets (chains) and added terms (sums) are uniform in 0..MaxOffset. Below 9 the previous
 /// value alone already predicts the next one partly, which gives the lookup a gradient before the addition is learned
 /// (with uniform 0..9 offsets a value is independent of either operand alone); roots and first terms stay uniform, so
 /// answers are uniform over the ten digits either way.</param>
 public sealed record VariableChainsOptions(
     DepthTaskKind Kind = DepthTaskKind.Chains, int Chains = 3, int DistractorMaxHops = 4, int Tail = 2,
-    string Names = VariableChains.DefaultNames, int MaxOffset = 9)
+    string Names = VariableChains.DefaultNames, int MaxOffset = 9, double WriteProbability = 0.5)
 {
     public VariableChainsOptions Validate()
     {
         if (Chains < 1 || Chains > 8) throw new RecurUserException($"chains must be 1–8 (got {Chains})");
         if (MaxOffset is < 1 or > 9) throw new RecurUserException($"max offset must be 1–9 (got {MaxOffset})");
         if (DistractorMaxHops < 0 || Tail < 0) throw new RecurUserException("distractor hops and tail must be ≥ 0");
+        if (WriteProbability is < 0 or > 1 || double.IsNaN(WriteProbability)) throw new RecurUserException($"write probability must be in [0, 1] (got {WriteProbability})");
         if (Names.Length < 2 || Names.Distinct().Count() != Names.Length || Names.Any(c => VariableChains.Syntax.Contains(c) || char.IsDigit(c) || char.IsWhiteSpace(c)))
             throw new RecurUserException($"names must be ≥ 2 distinct characters that are not digits, spaces or any of '{VariableChains.Syntax}'");
         return this;
@@ -79,10 +86,13 @@ public static class VariableChains
 
     /// <summary>
     /// One problem whose last query has difficulty <paramref name="k"/> (≥ 1 for partial and direct rows; worked rows
-    /// have k = 0). Training rows (<paramref name="queries"/> &gt; 1) ask extra queries of random nodes before the last one.
+    /// have k = 0; a gapped sum has k additions in all, its answer's difficulty is the gap after the last written value).
+    /// Training rows (<paramref name="queries"/> &gt; 1) ask extra queries of random nodes before the last one.
     /// </summary>
     public static DepthProblem Make(VariableChainsOptions o, ref SplitMix64 rng, DepthRowForm form, int k, int queries = 1) =>
-        o.Kind == DepthTaskKind.Sum ? MakeSum(o, ref rng, form, k) : MakeChains(o, ref rng, form, k, queries);
+        o.Kind == DepthTaskKind.Sum ? MakeSum(o, ref rng, form, k)
+        : form == DepthRowForm.Gapped ? throw new RecurUserException("gapped rows exist for running sums only")
+        : MakeChains(o, ref rng, form, k, queries);
 
     static int Below(ref SplitMix64 rng, int n) => (int)rng.NextBelow((ulong)n);
 
@@ -91,9 +101,13 @@ public static class VariableChains
         // k additions are not written; a partial row writes 1–3 additions before them. A worked row writes every
         // value before the answer, which is then one addition away (k = 1).
         if (form == DepthRowForm.Worked) k = 1;
-        else if (k < 1) throw new ArgumentOutOfRangeException(nameof(k), "partial and direct rows need k ≥ 1");
+        else if (k < 1) throw new ArgumentOutOfRangeException(nameof(k), "partial, direct and gapped rows need k ≥ 1");
         int written = form switch { DepthRowForm.Worked => Below(ref rng, 8), DepthRowForm.Partial => 1 + Below(ref rng, 3), _ => 0 };
         int terms = 1 + written + k;
+        // Gapped: k additions, each intermediate value written with probability WriteProbability.
+        var write = new bool[terms];
+        for (int i = 1; i < terms; i++)
+            write[i] = form == DepthRowForm.Gapped ? i < terms - 1 && rng.Next() / (double)ulong.MaxValue < o.WriteProbability : i <= written;
         var sb = new StringBuilder();
         var targets = new List<bool>();
         var key = new StringBuilder();
@@ -107,13 +121,18 @@ public static class VariableChains
             value = (value + d) % 10;
             Add('+', false); Add((char)('0' + d), false);
             key.Append(d);
-            if (i <= written) { Add('=', false); Add((char)('0' + value), true); }
+            if (write[i]) { Add('=', false); Add((char)('0' + value), true); }
         }
         Add('=', false);
         string prompt = sb.ToString();
         char answer = (char)('0' + value);
         Add(answer, true);
-        return new DepthProblem(sb.ToString(), [.. targets], prompt, answer, k, key.ToString(), form);
+        int last = Array.LastIndexOf(write, true);
+        if (form == DepthRowForm.Gapped) k = terms - 1 - Math.Max(last, 0);
+        // The text up to the first written value is a direct problem with its answer; keep it out of the test set too.
+        int first = Array.IndexOf(write, true);
+        string? prefix = first > 0 ? key.ToString(0, first + 1) : null;
+        return new DepthProblem(sb.ToString(), [.. targets], prompt, answer, k, key.ToString(), form, prefix);
     }
 
     sealed record Node(char Name, int Value, int Offset, bool Written);
@@ -194,8 +213,8 @@ public static class VariableChains
 
     /// <summary>
     /// Held-out direct problems: <paramref name="perK"/> for each k in [<paramref name="minK"/>, <paramref name="maxK"/>],
-    /// distinct by <see cref="DepthProblem.Key"/>. A sum with k additions has only 10^(k+1) distinct problems, so at
-    /// most a quarter of them is held out (25 at k = 1), leaving the rest for training.
+    /// distinct by <see cref="DepthProblem.Key"/>. A sum with k additions has only 10·(MaxOffset + 1)^k distinct
+    /// problems, so at most a quarter of them is held out (25 at k = 1 with terms 0–9), leaving the rest for training.
     /// </summary>
     public static List<DepthProblem> TestSet(VariableChainsOptions o, ulong seed, int minK, int maxK, int perK)
     {
@@ -214,25 +233,31 @@ public static class VariableChains
 
     /// <summary>How many test problems <see cref="TestSet"/> draws at difficulty k.</summary>
     public static int PerKCap(VariableChainsOptions o, int k, int perK) =>
-        o.Kind == DepthTaskKind.Sum && k < 9 ? (int)Math.Min(perK, Math.Pow(10, k + 1) / 4) : perK;
+        o.Kind == DepthTaskKind.Sum ? (int)Math.Min(perK, Math.Floor(DistinctSums(o, k) / 4)) : perK;
+
+    /// <summary>Distinct sums with k additions: 10 first terms times (MaxOffset + 1)^k added terms.</summary>
+    static double DistinctSums(VariableChainsOptions o, int k) => 10 * Math.Pow(o.MaxOffset + 1, k);
 
     /// <summary>
     /// <paramref name="count"/> training rows from the stream <paramref name="stream"/>, none of which is a problem in
-    /// <paramref name="heldOut"/> (keys). Each row is worked with probability <paramref name="workedFraction"/>, else
-    /// partial or direct (<paramref name="directFraction"/> of the rest) with k uniform in [minK, maxK].
+    /// <paramref name="heldOut"/> (keys; nor does a row contain one before its first written value). Each row is worked
+    /// with probability <paramref name="workedFraction"/>, gapped (sums; k = its additions) with probability
+    /// <paramref name="gappedFraction"/>, else partial or direct (<paramref name="directFraction"/> of the rest), with k
+    /// uniform in [minK, maxK].
     /// </summary>
     public static List<DepthProblem> TrainRows(VariableChainsOptions o, ulong seed, ulong stream, int count, double workedFraction, double directFraction,
-        int minK, int maxK, int queries, IReadOnlySet<string> heldOut)
+        int minK, int maxK, int queries, IReadOnlySet<string> heldOut, double gappedFraction = 0)
     {
         var rng = new SplitMix64(SplitMix64.Mix(seed ^ SplitMix64.Mix(stream)));
         var list = new List<DepthProblem>(count);
         while (list.Count < count)
         {
             double u = rng.Next() / (double)ulong.MaxValue;
-            var form = u < workedFraction ? DepthRowForm.Worked : (rng.Next() / (double)ulong.MaxValue) < directFraction ? DepthRowForm.Direct : DepthRowForm.Partial;
+            var form = u < workedFraction ? DepthRowForm.Worked : u < workedFraction + gappedFraction ? DepthRowForm.Gapped
+                : (rng.Next() / (double)ulong.MaxValue) < directFraction ? DepthRowForm.Direct : DepthRowForm.Partial;
             int k = minK + Below(ref rng, maxK - minK + 1);
             var p = Make(o, ref rng, form, k, queries);
-            if (!heldOut.Contains(p.Key)) list.Add(p);
+            if (!heldOut.Contains(p.Key) && (p.PrefixKey is null || !heldOut.Contains(p.PrefixKey))) list.Add(p);
         }
         return list;
     }
@@ -241,24 +266,14 @@ public static class VariableChains
     /// JSONL, one problem per line: <c>text</c> (the whole row), <c>prompt</c> and <c>answer</c> (its graded query),
     /// <c>k</c>, and <c>targets</c> (the character offsets a model is trained on). Byte-identical for the same rows.
     /// </summary>
-    public static void WriteJsonl(Stream stream, IEnumerable<DepthProblem> problems)
+    public static void WriteJsonl(Stream stream, IEnumerable<DepthProblem> problems) => JsonLines.Write(stream, problems, (w, p) =>
     {
-        var options = new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, Indented = false };
-        using var writer = new Utf8JsonWriter(stream, options);
-        foreach (var p in problems)
-        {
-            writer.WriteStartObject();
-            writer.WriteString("text", p.Text);
-            writer.WriteString("prompt", p.Prompt);
-            writer.WriteString("answer", p.Answer.ToString());
-            writer.WriteNumber("k", p.K);
-            writer.WriteStartArray("targets");
-            for (int i = 0; i < p.Targets.Length; i++) if (p.Targets[i]) writer.WriteNumberValue(i);
-            writer.WriteEndArray();
-            writer.WriteEndObject();
-            writer.Flush();
-            writer.Reset();
-            stream.WriteByte((byte)'\n');
-        }
-    }
+        w.WriteString("text", p.Text);
+        w.WriteString("prompt", p.Prompt);
+        w.WriteString("answer", p.Answer.ToString());
+        w.WriteNumber("k", p.K);
+        w.WriteStartArray("targets");
+        for (int i = 0; i < p.Targets.Length; i++) if (p.Targets[i]) w.WriteNumberValue(i);
+        w.WriteEndArray();
+    });
 }

@@ -173,47 +173,14 @@ public static class DemoPipeline
     }
 
     /// <summary>The paper's post-training recipe shape, scaled to a 2-million-parameter model (learning rates, steps, lengths).</summary>
-    static TrainRecipe Recipe(DemoOptions o, string name, string model, RetrofitSpec? retrofit, long steps) => new()
-    {
-        Name = name, Model = model, Tokenizer = "char", Retrofit = retrofit,
-        SynthData = new SynthDataSpec(), // unused: the demo supplies its documents through the data hook
-        Steps = steps, MicroBatch = o.MicroBatch, Accumulation = 1, SeqLen = o.SeqLen, Seed = o.Seed,
-        TrainRecurrence = o.TrainRecurrence, Curriculum = "1-sqrt", CurriculumFraction = 0.75, BackpropDepth = o.BackpropDepth,
-        Optimizer = "muon", MuonLr = o.MuonLr, AdamWLr = o.AdamWLr, Warmup = 0.05, Cooldown = 0.4, MinLrRatio = 0.001, Clip = 1.0,
-        DType = o.DType, LogEvery = 1, ValEvery = 0, CheckpointEvery = 0, KeepCheckpoints = 1,
-    };
+    static TrainRecipe Recipe(DemoOptions o, string name, string model, RetrofitSpec? retrofit, long steps) =>
+        DemoTraining.Recipe(name, model, retrofit, steps, o.MicroBatch, o.SeqLen, o.Seed, o.TrainRecurrence, o.BackpropDepth, o.MuonLr, o.AdamWLr, o.DType);
 
     static (string ModelDir, DemoModelResult Result) Train(TrainRecipe r, string dir, ITokenizer tok, Func<ICausalLM> build,
         List<int[]> train, List<int[]> val, IDemoProgress ui, CancellationToken cancel)
     {
-        r = r.Validate(r.Name!);
-        if (Directory.Exists(dir)) Directory.Delete(dir, true);
-        Directory.CreateDirectory(dir);
-        var curve = new List<(double, double)>();
-        var sw = Stopwatch.StartNew();
-        var hooks = new TrainerHooks
-        {
-            Data = (rr, phase) => (new InMemoryRows(train, rr.SeqLen, rr.MicroBatch, rr.Seed, tok.EosId ?? 0), () => new InMemoryRows(val, rr.SeqLen, rr.MicroBatch, 0, tok.EosId ?? 0)),
-            OnStep = m => { curve.Add((m.Flops, m.Loss)); TrainRun.AppendMetrics(dir, m); ui.Step(r.Name!, m.Step, m.TotalSteps, m.Loss); },
-            Log = ui.Info,
-        };
-        var scratch = Path.Combine(dir, ".tok");
-        var files = TrainRun.TokenizerFiles(tok, scratch);
-        double flops;
-        using (var model = build())
-        using (var trainer = new Trainer(r with { CheckpointEvery = 0 }, r.Name!, dir, model, hooks, null, files))
-        {
-            if (!trainer.Run(cancel)) throw new OperationCanceledException();
-            flops = curve.Count > 0 ? curve[^1].Item1 : 0;
-        }
-        var ckpt = Trainer.LatestCheckpoint(dir)!;
-        var final = Path.Combine(dir, TrainRun.FinalModelDir);
-        Directory.CreateDirectory(final);
-        foreach (var f in Directory.GetFiles(ckpt))
-            if (Path.GetFileName(f) is not (Trainer.OptimizerFile or Trainer.StateFile)) File.Copy(f, Path.Combine(final, Path.GetFileName(f)), true);
-        Directory.Delete(Path.Combine(dir, "checkpoints"), true);
-        Directory.Delete(scratch, true);
-        return (final, new DemoModelResult { Name = r.Name!, Description = "", Recurrent = r.Recurrent, Steps = r.Steps, TrainFlops = flops, WallSeconds = sw.Elapsed.TotalSeconds, Curve = curve });
+        var t = DemoTraining.Train(r, dir, tok, build, train, val, ui, cancel);
+        return (t.ModelDir, new DemoModelResult { Name = r.Name!, Description = "", Recurrent = r.Recurrent, Steps = r.Steps, TrainFlops = t.Flops, WallSeconds = t.WallSeconds, Curve = t.Curve });
     }
 
     static DemoModelResult Evaluate(DemoModelResult res, string modelDir, ITokenizer tok, DemoData data, DemoOptions o, IDemoProgress ui, CancellationToken cancel)

@@ -32,6 +32,8 @@ public sealed record DepthDemoOptions
     public int Tail { get; init; } = 2;
     public string Names { get; init; } = VariableChains.DefaultNames;
     public int MaxOffset { get; init; } = 9;
+    /// <summary>Gapped sum rows: probability that each intermediate value is written.</summary>
+    public double WriteProbability { get; init; } = 0.5;
     /// <summary>Extra queries in a training row (more supervised lookups per forward); test problems ask one.</summary>
     public int Queries { get; init; } = 3;
 
@@ -40,6 +42,8 @@ public sealed record DepthDemoOptions
     public int PretrainSteps { get; init; } = 600;
     public double PretrainWorked { get; init; } = 0.5;
     public double PretrainDirect { get; init; }
+    /// <summary>Fraction of gapped rows (sums: several gaps of hidden additions per row, each written value a target).</summary>
+    public double PretrainGapped { get; init; }
     public int PretrainMinK { get; init; } = 1;
     public int PretrainMaxK { get; init; } = 4;
     public double PretrainMuonLr { get; init; } = 0.02;
@@ -51,6 +55,7 @@ public sealed record DepthDemoOptions
     public int RecurrentSteps { get; init; } = 300;
     public double PostWorked { get; init; } = 0.25;
     public double PostDirect { get; init; } = 1.0;
+    public double PostGapped { get; init; }
     public int PostMinK { get; init; } = 1;
     public int PostMaxK { get; init; } = 8;
     public double MuonLr { get; init; } = 0.01;
@@ -122,7 +127,10 @@ public sealed record DepthDemoOptions
         Check(PretrainMinK >= 1 && PretrainMaxK >= PretrainMinK, "pretrain_min_k/pretrain_max_k must satisfy 1 ≤ min ≤ max");
         Check(PostMinK >= 1 && PostMaxK >= PostMinK, "post_min_k/post_max_k must satisfy 1 ≤ min ≤ max");
         Check(TestMinK >= 1 && TestMaxK >= TestMinK, "test_min_k/test_max_k must satisfy 1 ≤ min ≤ max");
-        Check(PretrainWorked is >= 0 and <= 1 && PostWorked is >= 0 and <= 1 && PretrainDirect is >= 0 and <= 1 && PostDirect is >= 0 and <= 1, "fractions must be in [0, 1]");
+        Check(PretrainWorked is >= 0 and <= 1 && PostWorked is >= 0 and <= 1 && PretrainDirect is >= 0 and <= 1 && PostDirect is >= 0 and <= 1
+            && PretrainGapped is >= 0 and <= 1 && PostGapped is >= 0 and <= 1, "fractions must be in [0, 1]");
+        Check(PretrainWorked + PretrainGapped <= 1 && PostWorked + PostGapped <= 1, "worked + gapped fractions must be ≤ 1");
+        Check(Task == DepthTaskKind.Sum || PretrainGapped + PostGapped == 0, "gapped rows (pretrain_gapped, post_gapped) exist for the running sum only");
         Check(PretrainRows > 0 && PostRows > 0 && PretrainSteps > 0 && RecurrentSteps > 0 && TestPerK > 0 && MicroBatch > 0 && EvalBatch > 0, "counts and steps must be > 0");
         Check(Recurrences.Length > 0 && Recurrences.All(t => t >= 1), "recurrences must be ≥ 1");
         Check(Buckets.Length > 0, "buckets must not be empty");
@@ -132,11 +140,11 @@ public sealed record DepthDemoOptions
             Check(r.All(b => b.Lo >= TestMinK && b.Hi <= TestMaxK && b.Lo <= b.Hi), $"each bucket must lie inside test k {TestMinK}–{TestMaxK}");
         }
         catch (FormatException) { Check(false, "buckets must be \"lo-hi\" or \"k\""); }
-        new VariableChainsOptions(Task, Chains, DistractorMaxHops, Tail, Names, MaxOffset).Validate();
+        TaskOptions.Validate();
         return this;
     }
 
-    public VariableChainsOptions TaskOptions => new(Task, Chains, DistractorMaxHops, Tail, Names, MaxOffset);
+    public VariableChainsOptions TaskOptions => new(Task, Chains, DistractorMaxHops, Tail, Names, MaxOffset, WriteProbability);
 }
 
 /// <summary>Scores of one model at one T on the test problems, per problem (for paired comparisons).</summary>
@@ -212,8 +220,8 @@ public static class DepthDemo
         var to = o.TaskOptions;
         var test = VariableChains.TestSet(to, (ulong)o.Seed, o.TestMinK, o.TestMaxK, o.TestPerK);
         var held = new HashSet<string>(test.Select(p => p.Key));
-        var pre = VariableChains.TrainRows(to, (ulong)o.Seed, 1, o.PretrainRows, o.PretrainWorked, o.PretrainDirect, o.PretrainMinK, o.PretrainMaxK, o.Queries, held);
-        var post = VariableChains.TrainRows(to, (ulong)o.Seed, 2, o.PostRows, o.PostWorked, o.PostDirect, o.PostMinK, o.PostMaxK, o.Queries, held);
+        var pre = VariableChains.TrainRows(to, (ulong)o.Seed, 1, o.PretrainRows, o.PretrainWorked, o.PretrainDirect, o.PretrainMinK, o.PretrainMaxK, o.Queries, held, o.PretrainGapped);
+        var post = VariableChains.TrainRows(to, (ulong)o.Seed, 2, o.PostRows, o.PostWorked, o.PostDirect, o.PostMinK, o.PostMaxK, o.Queries, held, o.PostGapped);
         var val = VariableChains.TrainRows(to, (ulong)o.Seed, 3, Math.Max(o.MicroBatch * 4, 256), 0, 1.0, o.PostMinK, o.PostMaxK, 1, held);
         var tok = Tokenizer(o);
         int longest = pre.Concat(post).Concat(val).Concat(test).Max(p => p.Text.Length) + 1; // + BOS
@@ -230,7 +238,8 @@ public static class DepthDemo
         string Mix(List<DepthProblem> rows)
         {
             var hidden = rows.Where(p => p.Form != DepthRowForm.Worked).ToList();
-            return $"{rows.Count - hidden.Count} worked, {hidden.Count(p => p.Form == DepthRowForm.Partial)} partial, {hidden.Count(p => p.Form == DepthRowForm.Direct)} direct"
+            int gapped = rows.Count(p => p.Form == DepthRowForm.Gapped);
+            return $"{rows.Count - hidden.Count} worked, {(gapped > 0 ? $"{gapped} gapped, " : "")}{hidden.Count(p => p.Form == DepthRowForm.Partial)} partial, {hidden.Count(p => p.Form == DepthRowForm.Direct)} direct"
                 + (hidden.Count > 0 ? $" (k {hidden.Min(p => p.K)}–{hidden.Max(p => p.K)})" : "");
         }
         string summary = $"pretraining {Mix(pre)}; post-training {Mix(post)}; test {test.Count} direct problems ({o.TestPerK} per k, k {o.TestMinK}–{o.TestMaxK}); rows of {seqLen} tokens";
@@ -285,44 +294,14 @@ public static class DepthDemo
     }
 
     /// <summary>The paper's post-training recipe shape (METHOD §3–4), scaled to a 1.5-million-parameter model.</summary>
-    static TrainRecipe Recipe(DepthDemoOptions o, DepthData d, string name, string model, RetrofitSpec? retrofit, long steps) => new()
-    {
-        Name = name, Model = model, Tokenizer = "char", Retrofit = retrofit,
-        SynthData = new SynthDataSpec(), // unused: the demo supplies its rows through the data hook
-        Steps = steps, MicroBatch = o.MicroBatch, Accumulation = 1, SeqLen = d.SeqLen, Seed = o.Seed,
-        TrainRecurrence = o.TrainRecurrence, Curriculum = "1-sqrt", CurriculumFraction = 0.75, BackpropDepth = o.BackpropDepth,
-        Optimizer = "muon", MuonLr = o.MuonLr, AdamWLr = o.AdamWLr, Warmup = 0.05, Cooldown = 0.4, MinLrRatio = 0.001, Clip = 1.0,
-        DType = o.DType, LogEvery = 1, ValEvery = 0, CheckpointEvery = 0, KeepCheckpoints = 1,
-    };
+    static TrainRecipe Recipe(DepthDemoOptions o, DepthData d, string name, string model, RetrofitSpec? retrofit, long steps) =>
+        DemoTraining.Recipe(name, model, retrofit, steps, o.MicroBatch, d.SeqLen, o.Seed, o.TrainRecurrence, o.BackpropDepth, o.MuonLr, o.AdamWLr, o.DType);
 
     static (string ModelDir, DepthModelResult Result) Train(TrainRecipe r, string dir, ITokenizer tok, Func<ICausalLM> build,
         List<int[]> train, List<int[]> val, IDemoProgress ui, CancellationToken cancel)
     {
-        r = r.Validate(r.Name!);
-        if (Directory.Exists(dir)) Directory.Delete(dir, true);
-        Directory.CreateDirectory(dir);
-        var curve = new List<(double, double)>();
-        var sw = Stopwatch.StartNew();
-        var hooks = new TrainerHooks
-        {
-            Data = (rr, phase) => (new InMemoryRows(train, rr.SeqLen, rr.MicroBatch, rr.Seed, tok.EosId ?? 0), () => new InMemoryRows(val, rr.SeqLen, rr.MicroBatch, 0, tok.EosId ?? 0)),
-            OnStep = m => { curve.Add((m.Flops, m.Loss)); TrainRun.AppendMetrics(dir, m); ui.Step(r.Name!, m.Step, m.TotalSteps, m.Loss); },
-            Log = ui.Info,
-        };
-        var scratch = Path.Combine(dir, ".tok");
-        var files = TrainRun.TokenizerFiles(tok, scratch);
-        using (var model = build())
-        using (var trainer = new Trainer(r with { CheckpointEvery = 0 }, r.Name!, dir, model, hooks, null, files))
-            if (!trainer.Run(cancel)) throw new OperationCanceledException();
-        double flops = curve.Count > 0 ? curve[^1].Item1 : 0;
-        var ckpt = Trainer.LatestCheckpoint(dir)!;
-        var final = Path.Combine(dir, TrainRun.FinalModelDir);
-        Directory.CreateDirectory(final);
-        foreach (var f in Directory.GetFiles(ckpt))
-            if (Path.GetFileName(f) is not (Trainer.OptimizerFile or Trainer.StateFile)) File.Copy(f, Path.Combine(final, Path.GetFileName(f)), true);
-        Directory.Delete(Path.Combine(dir, "checkpoints"), true);
-        Directory.Delete(scratch, true);
-        return (final, new DepthModelResult { Name = r.Name!, Description = "", Recurrent = r.Recurrent, Steps = r.Steps, TrainFlops = flops, WallSeconds = sw.Elapsed.TotalSeconds, Curve = curve });
+        var t = DemoTraining.Train(r, dir, tok, build, train, val, ui, cancel);
+        return (t.ModelDir, new DepthModelResult { Name = r.Name!, Description = "", Recurrent = r.Recurrent, Steps = r.Steps, TrainFlops = t.Flops, WallSeconds = t.WallSeconds, Curve = t.Curve });
     }
 
     static DepthModelResult Evaluate(DepthModelResult res, string modelDir, DepthData data, DepthDemoOptions o, IDemoProgress ui, CancellationToken cancel)

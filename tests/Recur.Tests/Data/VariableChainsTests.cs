@@ -138,6 +138,59 @@ public class VariableChainsTests
     }
 
     [Fact]
+    public void Gapped_sums_write_some_values_and_label_the_answer_by_the_gap_after_the_last_written_one()
+    {
+        var o = SumOpts with { WriteProbability = 0.5 };
+        var rng = new SplitMix64(13);
+        var gaps = new HashSet<int>();
+        for (int i = 0; i < 300; i++)
+        {
+            int additions = 1 + i % 8;
+            var p = VariableChains.Make(o, ref rng, DepthRowForm.Gapped, additions);
+            var (v, hops) = SolveSum(p.Prompt);
+            Assert.Equal((char)('0' + v), p.Answer);
+            Assert.Equal(hops, p.K);
+            Assert.Equal(additions, p.Prompt.Count(c => c == '+'));
+            Assert.Equal(DepthRowForm.Gapped, p.Form);
+            gaps.Add(p.K);
+        }
+        Assert.Superset(new HashSet<int> { 1, 2, 3, 4 }, gaps);
+        // Probability 0 writes nothing (a direct problem); 1 writes every value before the answer (k = 1).
+        Assert.Equal(5, VariableChains.Make(SumOpts with { WriteProbability = 0 }, ref rng, DepthRowForm.Gapped, 5).K);
+        Assert.Equal(1, VariableChains.Make(SumOpts with { WriteProbability = 1 }, ref rng, DepthRowForm.Gapped, 5).K);
+        var chains = new VariableChainsOptions();
+        Assert.Contains("running sums", Assert.Throws<RecurUserException>(() => VariableChains.Make(chains, ref rng, DepthRowForm.Gapped, 3)).Message);
+    }
+
+    [Fact]
+    public void No_training_sum_answers_a_held_out_problem_at_its_first_written_value()
+    {
+        // "7+3=0+5=…" answers the direct problem "7+3=" on the way: worked, partial and gapped rows whose text up to the
+        // first written value is a test problem are skipped like rows that are one.
+        var o = SumOpts with { MaxOffset = 4 };
+        var test = VariableChains.TestSet(o, 7, 1, 3, 200);
+        var held = new HashSet<string>(test.Select(p => p.Key));
+        var train = VariableChains.TrainRows(o, 7, 2, 4000, 0.3, 0.2, 1, 4, 1, held, gappedFraction: 0.3);
+        Assert.Contains(train, p => p.Form == DepthRowForm.Gapped);
+        foreach (var p in train)
+        {
+            int eq = p.Text.IndexOf('=', StringComparison.Ordinal);
+            string direct = new(p.Text[..eq].Where(char.IsDigit).ToArray());
+            Assert.DoesNotContain(direct, held);
+        }
+    }
+
+    [Fact]
+    public void Sum_test_sets_hold_out_a_quarter_of_the_distinct_problems_when_terms_are_skewed()
+    {
+        // Terms 0–2: 10 · 3^k distinct sums with k additions, so 7, 22 and 67 held out at k = 1, 2, 3.
+        var o = SumOpts with { MaxOffset = 2 };
+        var test = VariableChains.TestSet(o, 3, 1, 4, 100);
+        Assert.Equal([7, 22, 67, 100], Enumerable.Range(1, 4).Select(k => test.Count(p => p.K == k)));
+        Assert.Equal(test.Count, test.Select(p => p.Key).Distinct().Count());
+    }
+
+    [Fact]
     public void Bad_options_are_refused_with_a_clear_message()
     {
         Assert.Contains("names", Assert.Throws<RecurUserException>(() => new VariableChainsOptions(Names: "ab1").Validate()).Message);
