@@ -130,7 +130,7 @@ static class DepthDemoReport
         var rec = Find(r, DepthDemo.RecurrentName);
         var bl = Find(r, DepthDemo.BaselineName);
         var rnd = Find(r, DepthDemo.RandomName);
-        string task = o.Task == Recur.Data.DepthTaskKind.Sum ? "running sum mod 10 (`7+3+5=` → `5`)" : $"variable chains mod 10 ({o.Chains} interleaved chains, `7>a;a+3>q;…` then `?q=`)";
+        string task = o.Task == Recur.Data.DepthTaskKind.Sum ? $"running sum mod 10 (`7+3+5=` → `5`; terms 0–{o.MaxOffset})" : $"variable chains mod 10 ({o.Chains} interleaved chains, `7>a;a+3>q;…` then `?q=`)";
         sb.AppendLine("# Recur demo: retrofitted recurrence on a depth-bound task");
         sb.AppendLine();
         sb.AppendLine($"Run on {DateTime.UtcNow:yyyy-MM-dd} on {r.Machine}; wall time {r.WallSeconds / 60:0.0} min{(quick ? " (`--quick`: smoke-sized, the numbers are not meaningful)" : "")}.");
@@ -138,10 +138,11 @@ static class DepthDemoReport
         sb.AppendLine("## What was done");
         sb.AppendLine();
         sb.AppendLine($"- **Task**: {task}; difficulty k = hops whose values are not written (docs/variable-chains.md). Answers are one digit, scored by one teacher-forced forward per problem (accuracy = the answer is the argmax over the whole vocabulary, chance 10 %; answer loss = −log p(answer)). Data: {r.DataSummary}.");
-        sb.AppendLine($"- **a. Base**: the demo Llama (8 layers, width 128) pretrained from scratch for {basePre?.Steps} steps on worked rows ({100 * o.PretrainWorked:0} %) and rows with the last k = {o.PretrainMinK}–{o.PretrainMaxK} hops hidden; loss on the written values and answers only.");
+        if (o.BaseModel is not null) sb.AppendLine($"- **a. Base**: reused from `{o.BaseModel}` (pretrained by an earlier run; its recipe is in that run's report).");
+        else sb.AppendLine($"- **a. Base**: the demo Llama (8 layers, width 128) pretrained from scratch for {basePre?.Steps} steps on worked rows ({100 * o.PretrainWorked:0} %){(o.PretrainGapped > 0 ? $", gapped rows ({100 * o.PretrainGapped:0} %, each value written with probability {o.WriteProbability})" : "")} and rows with the last k = {o.PretrainMinK}–{o.PretrainMaxK} hops hidden; loss on the written values and answers only.");
         if (rec is not null)
         {
-            sb.AppendLine($"- **b. Retrofit**: cut to (p, r, c) = ({o.Shape}) (METHOD §2.2), post-trained {rec.Steps} steps with the paper's recipe: 1-sqrt curriculum of the mean recurrence to {o.TrainRecurrence} over 75 %, Poisson-lognormal depths, truncated backprop through {o.BackpropDepth} iterations, Muon {o.MuonLr} + AdamW {o.AdamWLr}, WSD schedule, clipping 1.0. Post-training rows: {100 * o.PostWorked:0} % worked, the rest direct/partial with k = {o.PostMinK}–{o.PostMaxK}.");
+            sb.AppendLine($"- **b. Retrofit**: cut to (p, r, c) = ({o.Shape}) (METHOD §2.2), post-trained {rec.Steps} steps with the paper's recipe: 1-sqrt curriculum of the mean recurrence to {o.TrainRecurrence} over 75 %, Poisson-lognormal depths, truncated backprop through {o.BackpropDepth} iterations, Muon {o.MuonLr} + AdamW {o.AdamWLr}, WSD schedule, clipping 1.0. Post-training rows: {100 * o.PostWorked:0} % worked, {(o.PostGapped > 0 ? $"{100 * o.PostGapped:0} % gapped, " : "")}the rest direct/partial with k = {o.PostMinK}–{o.PostMaxK}.");
             if (bl is not null) sb.AppendLine($"- **c. Baseline**: the base post-trained on the same rows without recurrence for {bl.Steps} steps — equal training FLOPs by METHOD §6 ({bl.TrainFlops.ToString("0.00e+0", Inv)} vs {rec.TrainFlops.ToString("0.00e+0", Inv)}).");
             if (rnd is not null) sb.AppendLine($"- **d. Random init**: the same ({o.Shape}) shape and recipe from random weights ({rnd.TrainFlops.ToString("0.00e+0", Inv)} FLOPs).");
         }

@@ -74,6 +74,11 @@ public class DemoTests
         r = CliProcess.Run("demo", "--quick", "--out", Path.Combine(dir, "out"), "--config", cfg);
         Assert.Equal(1, r.Code);
         Assert.Contains("bucket", r.Stderr);
+        File.WriteAllText(cfg, "{\"base_model\": \"" + dir.Replace("\\", "/", StringComparison.Ordinal) + "\"}");
+        r = CliProcess.Run("demo", "--quick", "--out", Path.Combine(dir, "out2"), "--config", cfg);
+        Assert.Equal(1, r.Code);
+        Assert.Contains("base_model", r.Stderr);
+        Assert.Contains("not a model folder", r.Stderr);
         r = CliProcess.Run("demo", "--quick", "--out", Path.Combine(dir, "out"), "--task", "mazes");
         Assert.Equal(1, r.Code);
         Assert.Contains("--task", r.Stderr);
