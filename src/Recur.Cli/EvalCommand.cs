@@ -28,7 +28,7 @@ static class EvalCommand
         var data = new Option<string[]>("--data") { Description = "Data file per task: PATH[,PATH...] in --tasks order, or task=PATH pairs (repeatable)" };
         var recurrences = new Option<string?>("--recurrences") { Description = "Test-time recurrences T, e.g. 1,2,4,8,16,32; "
     + "adaptive per-token depth (experimental, generation tasks only): adaptive:kl=5e-4,max=32, adaptive:latent=0.03,max=16, adaptive:entropy=1e-3,max=32, "
-    + "adaptive:argmax=5,max=32, plus warm=1 (start from the previous token's state) and cache=latest (K/V of the newest iteration only); see docs/adaptive.md [default: the model's mean_recurrence]" };
+    + "adaptive:argmax=5,max=32, plus warm=1 (start from the previous token's state) and cache=latest (K/V of the newest iteration only), or Huginn's own rule adaptive:kl-official=1e-3,max=32; see docs/adaptive.md [default: the model's mean_recurrence]" };
         var shots = new Option<int>("--shots") { Description = "Exemplars before each GSM8K/MATH question (the paper uses 1; multiple choice is zero-shot)", DefaultValueFactory = _ => 1 };
         var fewshot = new Option<string[]>("--fewshot-data") { Description = "Training jsonl to draw exemplars from (first K): PATH, or task=PATH pairs such as gsm8k_cot_sean=PATH,minerva_math=PATH [default: train.jsonl beside the data file]" };
         var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N examples of each task (rows for val_loss) [default: all]" };

@@ -22,7 +22,7 @@ static class GenerateCommand
         {
             Description = "Test-time recurrence T for recurrent models, or adaptive depth per token "
                 + "(experimental): adaptive:kl=5e-4,max=32, adaptive:latent=0.03,max=16, adaptive:entropy=1e-3,max=32, adaptive:argmax=5,max=32, "
-                + "with optional warm=1 and cache=latest; see docs/adaptive.md [default: the config's mean_recurrence]",
+                + "with optional warm=1 and cache=latest, or Huginn's own rule adaptive:kl-official=1e-3,max=32; see docs/adaptive.md [default: the config's mean_recurrence]",
         };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.0 };
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens (0: off)", DefaultValueFactory = _ => 0 };
