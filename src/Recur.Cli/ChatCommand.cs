@@ -140,7 +140,7 @@ static class ChatCommand
             TextResult? result = null;
             try
             {
-                var request = new TextRequest(ids, maxNew, sampling with { Seed = baseSeed + _turn++ }, null, session.Template.StopStrings, _endOfTurn);
+                var request = new TextRequest(ids, maxNew, sampling with { Seed = baseSeed + _turn++ }, null, session.Template.StopStrings, _endOfTurn, TextLayout.ChatReply);
                 // The plain format's reply starts after "Assistant:"; drop the space the model writes first.
                 result = runner.Run([request], (_, piece) =>
                 {

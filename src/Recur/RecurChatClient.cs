@@ -156,7 +156,7 @@ public sealed class RecurChatClient : IChatClient
         int? recurrences = Recurrences(options);
         var stops = template.StopStrings.Concat(options?.StopSequences ?? []).Where(s => s.Length > 0).ToList();
         int[] endOfTurn = [.. template.EndOfTurnTokens.Select(tok.TokenToId).OfType<int>()];
-        return (new TextRequest(ids, maxNew, sampling, recurrences, stops, endOfTurn), template);
+        return (new TextRequest(ids, maxNew, sampling, recurrences, stops, endOfTurn, TextLayout.ChatReply), template);
     }
 
     static int? Recurrences(ChatOptions? options)

@@ -10,9 +10,11 @@ namespace Recur.Serving;
 /// </summary>
 public sealed class ModelWorker : IDisposable
 {
-    sealed class Item(TextRequest request, Action<string>? onText, bool batchable, CancellationToken cancel)
+    sealed class Item(TextRequest request, Action<string>? onText, bool batchable, CancellationToken cancel, Action<CancellationToken>? job = null)
     {
         public TextRequest Request { get; } = request;
+        /// <summary>Work other than one generation (a request with several prompts, prompt scoring); runs alone.</summary>
+        public Action<CancellationToken>? Job { get; } = job;
         public Action<string>? OnText { get; } = onText;
         public bool Batchable { get; } = batchable;
         public CancellationToken Cancel { get; } = cancel;
@@ -57,6 +59,42 @@ public sealed class ModelWorker : IDisposable
             Monitor.Pulse(_queue);
         }
         return item.Done.Task;
+    }
+
+    /// <summary>
+    /// Queues <paramref name="job"/> to run alone on the worker thread, in arrival order with the generation requests,
+    /// taking one place in the queue. It receives a token cancelled by <paramref name="cancel"/> or shutdown, and may
+    /// call the runner as often as it needs. A <see cref="RecurUserException"/> from it becomes a 400, anything else a 500.
+    /// </summary>
+    public Task<T> EnqueueJob<T>(Func<CancellationToken, T> job, CancellationToken cancel = default)
+    {
+        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var item = new Item(new TextRequest([], 0, new()), null, batchable: false, cancel, token =>
+        {
+            try { done.TrySetResult(job(token)); }
+            catch (OperationCanceledException) { done.TrySetCanceled(); }
+            catch (ApiException e) { done.TrySetException(e); }
+            catch (RecurUserException e) { done.TrySetException(new ApiException(400, e.Message)); }
+            catch (Exception e)
+            {
+                _log?.Invoke($"error: generation failed: {e.GetType().Name}: {e.Message}");
+                done.TrySetException(new ApiException(500, $"internal error during generation: {e.GetType().Name}: {e.Message}", "server_error"));
+            }
+        });
+        // The item's own completion source reports a job dropped before it ran (cancelled, or failed at shutdown).
+        _ = item.Done.Task.ContinueWith(t =>
+        {
+            if (t.IsCanceled) done.TrySetCanceled();
+            else if (t.Exception?.InnerException is { } e) done.TrySetException(e);
+        }, TaskScheduler.Default);
+        lock (_queue)
+        {
+            if (_stopped) throw new ApiException(503, "the server is shutting down", "server_error");
+            if (_queue.Count >= _maxQueue) throw new ApiException(503, $"the server is busy: {_queue.Count} requests are waiting; retry later", "server_error");
+            _queue.AddLast(item);
+            Monitor.Pulse(_queue);
+        }
+        return done.Task;
     }
 
     void Loop()
@@ -109,6 +147,13 @@ public sealed class ModelWorker : IDisposable
             return true;
         });
         if (batch.Count == 0) return;
+        if (batch[0].Job is { } job)
+        {
+            using var jobCancel = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token, batch[0].Cancel);
+            job(jobCancel.Token);
+            batch[0].Done.TrySetResult(new TextResult("", 0, 0, "stop"));
+            return;
+        }
         // A batch stops when shutdown cancels it or when every one of its requests is cancelled (clients gone,
         // deadlines passed); until then the remaining rows still need it.
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);

@@ -3,17 +3,26 @@ using Recur.Engine;
 
 namespace Recur.Serving;
 
+/// <summary>One prompt of a completions request: its text, or its token ids (exactly one is set).</summary>
+public sealed record PromptInput(string? Text, int[]? Ids);
+
 /// <summary>
 /// The fields of an OpenAI <c>/v1/completions</c> or <c>/v1/chat/completions</c> body that Recur uses,
-/// validated. Exactly one of <see cref="Prompt"/>, <see cref="PromptIds"/> and <see cref="Messages"/> is set.
+/// validated. Completions have <see cref="Prompts"/> (one or more), chat has <see cref="Messages"/>.
 /// </summary>
+/// <remarks>
+/// The rule for fields (docs/serving.md, "Request fields"): every field either changes what the server does or is
+/// refused. A field OpenAI defines that Recur does not implement is accepted only at its neutral value (absent,
+/// null, 0 penalties, no tools, text output) and otherwise answered with a 400 naming it; fields that are only
+/// bookkeeping for OpenAI (<c>user</c>, <c>metadata</c>, <c>store</c>, …) are accepted and have no effect on the
+/// output; a field OpenAI does not define (a typo, another server's extension) is a 400 naming it, as OpenAI answers.
+/// </remarks>
 public sealed record OpenAiRequest
 {
     public string? Model { get; init; }
-    public string? Prompt { get; init; }
-    public int[]? PromptIds { get; init; }
+    public IReadOnlyList<PromptInput> Prompts { get; init; } = [];
     public IReadOnlyList<ChatMessage>? Messages { get; init; }
-    /// <summary>Null: the endpoint's default (16 for completions, the rest of the context for chat).</summary>
+    /// <summary>Null: the endpoint's default (16 for completions, the rest of the context for chat). Completions allow 0.</summary>
     public int? MaxTokens { get; init; }
     public double Temperature { get; init; } = 1.0;
     public double TopP { get; init; } = 1.0;
@@ -22,16 +31,42 @@ public sealed record OpenAiRequest
     public IReadOnlyList<string> Stop { get; init; } = [];
     public bool Stream { get; init; }
     public bool IncludeUsageInStream { get; init; }
+    /// <summary>Choices per prompt.</summary>
+    public int N { get; init; } = 1;
+    /// <summary>Completions: the prompt's tokens and their log-probabilities come back in front of the completion.</summary>
+    public bool Echo { get; init; }
+    /// <summary>
+    /// Null: no log-probabilities. Otherwise how many of the most likely alternatives each position reports
+    /// (completions' <c>logprobs: k</c>; chat's <c>logprobs: true</c> with <c>top_logprobs: k</c>).
+    /// </summary>
+    public int? Logprobs { get; init; }
     /// <summary>Recur's extension: the test-time recurrence T for recurrent models.</summary>
     public int? Recurrences { get; init; }
 
     public SamplingOptions Sampling => new(Temperature, TopK, TopP, Seed);
 
+    /// <summary>Most alternatives per position a request may ask for (vLLM's default limit).</summary>
+    public const int MaxLogprobs = 20;
+
+    // Every field OpenAI defines for each endpoint, plus Recur's extensions (top_k, recurrences). Anything else is refused.
+    static readonly HashSet<string> CompletionFields =
+    [
+        "model", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n", "presence_penalty",
+        "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "user", "top_k", "recurrences",
+    ];
+    static readonly HashSet<string> ChatFields =
+    [
+        "model", "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs", "max_completion_tokens",
+        "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
+        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier", "stop", "store", "stream", "stream_options",
+        "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity", "web_search_options", "top_k", "recurrences",
+    ];
+
     /// <summary>
     /// Parses and validates a request body. Every problem is an <see cref="ApiException"/> 400 naming the
-    /// field. Sampling fields follow OpenAI's ranges (temperature 0–2, top_p in (0, 1]); <c>n</c> must be 1.
+    /// field. Sampling fields follow OpenAI's ranges (temperature 0–2, top_p in (0, 1]).
     /// </summary>
-    public static OpenAiRequest Parse(ReadOnlySpan<byte> body, bool chat, int maxRecurrences)
+    public static OpenAiRequest Parse(ReadOnlySpan<byte> body, bool chat, int maxRecurrences, int maxChoices = 16, int maxPrompts = 1024)
     {
         // JSON is UTF-8 (RFC 8259 §8.1); invalid bytes would otherwise surface later as an internal error.
         if (!System.Text.Unicode.Utf8.IsValid(body)) throw new ApiException(400, "the request body is not valid UTF-8", code: "invalid_encoding");
@@ -44,11 +79,12 @@ public sealed record OpenAiRequest
         using var owned = doc;
         var root = doc.RootElement;
         if (root.ValueKind != JsonValueKind.Object) throw new ApiException(400, $"the request body must be a JSON object (got {root.ValueKind})", code: "invalid_json");
+        CheckFields(root, chat);
 
         var r = new OpenAiRequest
         {
             Model = OptString(root, "model"),
-            MaxTokens = OptInt(root, chat && root.TryGetProperty("max_completion_tokens", out _) ? "max_completion_tokens" : "max_tokens", 1, int.MaxValue),
+            MaxTokens = OptInt(root, chat && root.TryGetProperty("max_completion_tokens", out _) ? "max_completion_tokens" : "max_tokens", chat ? 1 : 0, int.MaxValue),
             Temperature = OptDouble(root, "temperature", 0, 2) ?? 1.0,
             TopP = OptDouble(root, "top_p", double.Epsilon, 1) ?? 1.0,
             TopK = OptInt(root, "top_k", 0, int.MaxValue) ?? 0,
@@ -56,29 +92,95 @@ public sealed record OpenAiRequest
             Stop = StopList(root),
             Stream = OptBool(root, "stream") ?? false,
             Recurrences = OptInt(root, "recurrences", 1, maxRecurrences),
+            N = OptInt(root, "n", 1, maxChoices) ?? 1,
         };
         r = r with { IncludeUsageInStream = root.TryGetProperty("stream_options", out var so) && so.ValueKind == JsonValueKind.Object && OptBool(so, "include_usage", "stream_options.include_usage") == true };
+        if (OptInt(root, "best_of", 1, int.MaxValue) is int bestOf && bestOf != r.N)
+            throw Unsupported("best_of", $"best_of must equal n ({r.N}): Recur returns every choice it generates (got {bestOf})");
 
-        if (OptInt(root, "n", 1, int.MaxValue) is > 1) throw ApiException.BadValue("n", "n must be 1: Recur returns one choice per request");
-        if (OptInt(root, "best_of", 1, int.MaxValue) is > 1) throw ApiException.BadValue("best_of", "best_of must be 1: Recur returns one choice per request");
-        if (OptBool(root, "echo") == true) throw ApiException.BadValue("echo", "echo is not supported");
-        if (root.TryGetProperty("logprobs", out var lp) && lp.ValueKind is not (JsonValueKind.Null or JsonValueKind.False))
-            throw ApiException.BadValue("logprobs", "logprobs are not supported");
-        foreach (var p in new[] { "presence_penalty", "frequency_penalty" })
-            if (OptDouble(root, p, -2, 2) is double v && v != 0) throw ApiException.BadValue(p, $"{p} is not supported (only 0)");
+        if (chat)
+        {
+            bool wants = OptBool(root, "logprobs") ?? false;
+            int? top = OptInt(root, "top_logprobs", 0, MaxLogprobs);
+            if (top is not null && !wants) throw ApiException.BadValue("top_logprobs", "top_logprobs needs \"logprobs\": true");
+            r = r with { Logprobs = wants ? top ?? 0 : null, Messages = ReadMessages(root) };
+        }
+        else
+        {
+            r = r with { Echo = OptBool(root, "echo") ?? false, Logprobs = OptInt(root, "logprobs", 0, MaxLogprobs), Prompts = ReadPrompts(root, maxPrompts) };
+        }
+        if (r.Stream && (r.Prompts.Count > 1 || r.N > 1 || r.Echo || r.Logprobs is not null))
+        {
+            string param = r.Prompts.Count > 1 ? "prompt" : r.N > 1 ? "n" : r.Echo ? "echo" : "logprobs";
+            throw Unsupported("stream", $"stream is supported for one prompt and one choice without echo or logprobs; drop stream or {param}");
+        }
+        return r;
+    }
 
-        if (chat) return r with { Messages = ReadMessages(root) };
+    static ApiException Unsupported(string param, string message) => new(400, message, param: param, code: "unsupported_parameter");
+
+    /// <summary>The field rule of the remarks above: unknown fields and non-neutral values of unimplemented ones are refused.</summary>
+    static void CheckFields(JsonElement root, bool chat)
+    {
+        var known = chat ? ChatFields : CompletionFields;
+        string endpoint = chat ? "/v1/chat/completions" : "/v1/completions";
+        foreach (var p in root.EnumerateObject())
+        {
+            if (!known.Contains(p.Name))
+                throw new ApiException(400, $"unrecognized request field '{p.Name}' for {endpoint} (see docs/serving.md for the fields Recur accepts)", param: p.Name, code: "unknown_parameter");
+            var v = p.Value;
+            if (v.ValueKind == JsonValueKind.Null) continue;
+            bool neutral = p.Name switch
+            {
+                "presence_penalty" or "frequency_penalty" => v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double x) && x == 0,
+                "logit_bias" => v.ValueKind == JsonValueKind.Object && !v.EnumerateObject().Any(),
+                "suffix" => v.ValueKind == JsonValueKind.String && v.GetString() == "",
+                "tools" or "functions" => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 0,
+                // Without tools "auto" means "none".
+                "tool_choice" or "function_call" => v.ValueKind == JsonValueKind.String && v.GetString() is "none" or "auto"
+                    && !(root.TryGetProperty(p.Name == "tool_choice" ? "tools" : "functions", out var t) && t.ValueKind == JsonValueKind.Array && t.GetArrayLength() > 0),
+                "response_format" => v.ValueKind == JsonValueKind.Object && v.TryGetProperty("type", out var ty) && ty.ValueKind == JsonValueKind.String && ty.GetString() == "text",
+                "modalities" => v.ValueKind == JsonValueKind.Array && v.EnumerateArray().All(m => m.ValueKind == JsonValueKind.String && m.GetString() == "text"),
+                "audio" or "prediction" or "web_search_options" or "reasoning_effort" or "verbosity" => false,
+                _ => true,
+            };
+            if (!neutral)
+                throw Unsupported(p.Name, p.Name switch
+                {
+                    "presence_penalty" or "frequency_penalty" => $"{p.Name} is not supported (only 0)",
+                    "tools" or "functions" or "tool_choice" or "function_call" or "parallel_tool_calls" => $"{p.Name}: tool calls are not supported (send no tools)",
+                    "response_format" => "response_format: only {\"type\": \"text\"} is supported (no JSON mode or schemas)",
+                    _ => $"{p.Name} is not supported by Recur (leave it out or null)",
+                });
+        }
+    }
+
+    /// <summary>
+    /// A string, a list of token ids, or a list of either (OpenAI's four prompt forms); at most <paramref name="max"/> prompts.
+    /// </summary>
+    static List<PromptInput> ReadPrompts(JsonElement root, int max)
+    {
         if (!root.TryGetProperty("prompt", out var prompt) || prompt.ValueKind == JsonValueKind.Null)
             throw new ApiException(400, "missing required field 'prompt'", param: "prompt", code: "missing_field");
-        return prompt.ValueKind switch
+        const string shape = "prompt must be a string, a list of token ids, or a list of strings or of token-id lists";
+        if (prompt.ValueKind == JsonValueKind.String) return [new(prompt.GetString(), null)];
+        if (prompt.ValueKind != JsonValueKind.Array || prompt.GetArrayLength() == 0) throw ApiException.BadValue("prompt", shape);
+        if (prompt[0].ValueKind == JsonValueKind.Number) return [new(null, Ids(prompt))];
+        int count = prompt.GetArrayLength();
+        if (count > max) throw ApiException.BadValue("prompt", $"a request may hold at most {max} prompts (got {count}); split it");
+        var list = new List<PromptInput>(count);
+        var kind = prompt[0].ValueKind;
+        foreach (var p in prompt.EnumerateArray())
         {
-            JsonValueKind.String => r with { Prompt = prompt.GetString() },
-            JsonValueKind.Array when prompt.GetArrayLength() == 1 && prompt[0].ValueKind == JsonValueKind.String => r with { Prompt = prompt[0].GetString() },
-            JsonValueKind.Array when prompt.GetArrayLength() == 1 && prompt[0].ValueKind == JsonValueKind.Array => r with { PromptIds = Ids(prompt[0]) },
-            JsonValueKind.Array when prompt.GetArrayLength() > 0 && prompt[0].ValueKind == JsonValueKind.Number => r with { PromptIds = Ids(prompt) },
-            JsonValueKind.Array when prompt.GetArrayLength() > 1 => throw ApiException.BadValue("prompt", "only one prompt per request is supported"),
-            _ => throw ApiException.BadValue("prompt", "prompt must be a string or a list of token ids"),
-        };
+            if (p.ValueKind != kind) throw ApiException.BadValue("prompt", "a list of prompts must hold only strings or only token-id lists");
+            list.Add(kind switch
+            {
+                JsonValueKind.String => new(p.GetString(), null),
+                JsonValueKind.Array => new(null, Ids(p)),
+                _ => throw ApiException.BadValue("prompt", shape),
+            });
+        }
+        return list;
     }
 
     static int[] Ids(JsonElement array)

@@ -12,6 +12,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Recur.Engine;
+using Recur.Tokenization;
 
 namespace Recur.Serving;
 
@@ -31,6 +32,13 @@ public sealed record ServerOptions
     /// <summary>Upper bound on a request's <c>recurrences</c>: the KV cache grows with p + r·T + c slots.</summary>
     public int MaxRecurrences { get; init; } = 256;
     public int MaxBodyBytes { get; init; } = 8 << 20;
+    /// <summary>Most choices (<c>n</c>) per prompt.</summary>
+    public int MaxChoices { get; init; } = 16;
+    /// <summary>
+    /// Most prompts in one completions request. A request with several prompts is one place in the queue and runs
+    /// under one request deadline, with every prompt checked against the context like a single one.
+    /// </summary>
+    public int MaxPromptsPerRequest { get; init; } = 1024;
     /// <summary>A chat request without <c>max_tokens</c> may use the rest of the context, up to this many tokens.</summary>
     public int DefaultChatMaxTokens { get; init; } = 1024;
     /// <summary>
@@ -196,12 +204,11 @@ public sealed class OpenAiServer : IDisposable
                     await WriteJson(res, 200, new JsonObject { ["status"] = "ok", ["queued"] = _worker.Pending });
                     break;
                 case ("GET", "/v1/models"):
-                    await WriteJson(res, 200, new JsonObject { ["object"] = "list", ["data"] = new JsonArray(ModelCard()) });
+                    await WriteJson(res, 200, new JsonObject { ["object"] = "list", ["data"] = new JsonArray([.. ModelIds().Select(x => (JsonNode)ModelCard(x.Id, x.T))]) });
                     break;
                 case ("GET", _) when path.StartsWith("/v1/models/", StringComparison.Ordinal):
-                    string id = path["/v1/models/".Length..];
-                    if (id != _o.ModelName) throw ModelNotFound(id);
-                    await WriteJson(res, 200, ModelCard());
+                    string id = Uri.UnescapeDataString(path["/v1/models/".Length..]);
+                    await WriteJson(res, 200, ModelCard(id, ModelRecurrences(id)));
                     break;
                 case ("POST", "/v1/completions"):
                     await Complete(ctx, chat: false, state);
@@ -246,12 +253,27 @@ public sealed class OpenAiServer : IDisposable
         return System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(given, key);
     }
 
-    JsonObject ModelCard() => new()
+    /// <summary>
+    /// The ids <c>/v1/models</c> lists: the served name, and for a recurrent model <c>name@T=N</c> for the powers of two
+    /// up to <see cref="ServerOptions.MaxRecurrences"/> and the default T (any other N in range works too).
+    /// </summary>
+    IEnumerable<(string Id, int? T)> ModelIds()
     {
-        ["id"] = _o.ModelName, ["object"] = "model", ["created"] = _created, ["owned_by"] = "recur",
+        yield return (_o.ModelName, null);
+        if (!_runner.IsRecurrent) yield break;
+        var ts = new SortedSet<int>();
+        for (int x = 1; x <= _o.MaxRecurrences; x *= 2) ts.Add(x);
+        if (_runner.DefaultRecurrences is int d && d <= _o.MaxRecurrences) ts.Add(d);
+        foreach (int x in ts) yield return ($"{_o.ModelName}@T={x}", x);
+    }
+
+    JsonObject ModelCard(string id, int? t) => new()
+    {
+        ["id"] = id, ["object"] = "model", ["created"] = _created, ["owned_by"] = "recur",
         ["context_length"] = _runner.ContextLength,
         ["recurrent"] = _runner.IsRecurrent,
         ["default_recurrences"] = _runner.DefaultRecurrences,
+        ["recurrences"] = t ?? _runner.DefaultRecurrences,
     };
 
     ApiException ModelNotFound(string id) =>
@@ -263,43 +285,94 @@ public sealed class OpenAiServer : IDisposable
         public string Summary = "";
     }
 
+    /// <summary>The HTTP header that sets T for clients that cannot add a body field (see docs/serving.md).</summary>
+    public const string RecurrencesHeader = "X-Recur-Recurrences";
+
+    /// <summary>
+    /// Splits a model id into the served name and the T of an <c>@T=N</c> suffix (<c>tiny@T=8</c>). Unknown names are
+    /// 404; a suffix on a plain decoder, or an N that is not a T this server runs, is a 400 naming <c>model</c>.
+    /// </summary>
+    int? ModelRecurrences(string id)
+    {
+        int at = id.IndexOf("@T=", StringComparison.Ordinal);
+        string name = at < 0 ? id : id[..at];
+        if (name != _o.ModelName) throw ModelNotFound(id);
+        if (at < 0) return null;
+        if (!_runner.IsRecurrent) throw ApiException.BadValue("model", $"'{id}': the @T= suffix applies only to recurrent models; this server's model is a plain decoder (use '{_o.ModelName}')");
+        string digits = id[(at + 3)..];
+        int n = digits.Length is > 0 and <= 9 && digits.All(char.IsAsciiDigit) ? int.Parse(digits, System.Globalization.CultureInfo.InvariantCulture) : 0;
+        if (n < 1 || n > _o.MaxRecurrences)
+            throw ApiException.BadValue("model", $"'{id}': the suffix must be @T=N with N between 1 and {_o.MaxRecurrences}");
+        return n;
+    }
+
+    /// <summary>
+    /// T of a request, most specific first: the body's <c>recurrences</c>, then the <see cref="RecurrencesHeader"/>
+    /// header, then the model id's <c>@T=N</c> suffix; null leaves the server's default. Each source is validated.
+    /// </summary>
+    int? RequestRecurrences(OpenAiRequest r, HttpRequest http)
+    {
+        int? fromModel = r.Model is null ? null : ModelRecurrences(r.Model);
+        int? fromHeader = null;
+        if (http.Headers.TryGetValue(RecurrencesHeader, out var h))
+        {
+            string v = h.ToString().Trim();
+            if (!int.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int x) || x < 1 || x > _o.MaxRecurrences)
+                throw ApiException.BadValue(RecurrencesHeader, $"header {RecurrencesHeader} must be an integer between 1 and {_o.MaxRecurrences} (got '{v}')");
+            if (!_runner.IsRecurrent)
+                throw ApiException.BadValue(RecurrencesHeader, $"header {RecurrencesHeader} applies only to recurrent models; this server's model is a plain decoder");
+            fromHeader = x;
+        }
+        if (r.Recurrences is not null && !_runner.IsRecurrent)
+            throw ApiException.BadValue("recurrences", "recurrences applies only to recurrent models; this server's model is a plain decoder");
+        return r.Recurrences ?? fromHeader ?? fromModel;
+    }
+
     async Task Complete(HttpContext ctx, bool chat, ResponseState state)
     {
         byte[] body = await ReadBody(ctx.Request);
-        var r = OpenAiRequest.Parse(body, chat, _o.MaxRecurrences);
-        if (r.Model is not null && r.Model != _o.ModelName) throw ModelNotFound(r.Model);
-        if (r.Recurrences is not null && !_runner.IsRecurrent)
-            throw ApiException.BadValue("recurrences", "recurrences applies only to recurrent models; this server's model is a plain decoder");
+        var r = OpenAiRequest.Parse(body, chat, _o.MaxRecurrences, _o.MaxChoices, _o.MaxPromptsPerRequest);
+        r = r with { Recurrences = RequestRecurrences(r, ctx.Request) };
+        string modelId = r.Model ?? _o.ModelName;
 
         var tok = _runner.Tokenizer;
-        int[] ids;
+        string promptParam = chat ? "messages" : "prompt";
+        var prompts = new List<int[]>();
         try
         {
-            ids = chat ? tok.Encode(_template.Render(r.Messages!), _template.AddSpecialTokens)
-                : r.PromptIds ?? tok.Encode(r.Prompt!);
+            if (chat) prompts.Add(tok.Encode(_template.Render(r.Messages!), _template.AddSpecialTokens));
+            else foreach (var p in r.Prompts) prompts.Add(p.Ids ?? tok.Encode(p.Text!));
         }
-        catch (RecurUserException e) { throw ApiException.BadValue(chat ? "messages" : "prompt", e.Message); }
-        if (ids.Length == 0) throw ApiException.BadValue(chat ? "messages" : "prompt", "the prompt encodes to no tokens");
-        if (ids.Any(i => i < 0 || i >= _runner.Model.VocabSize))
-            throw ApiException.BadValue("prompt", $"prompt token ids must be between 0 and {_runner.Model.VocabSize - 1}");
+        catch (RecurUserException e) { throw ApiException.BadValue(promptParam, e.Message); }
 
         int ctxLen = _runner.ContextLength;
-        string promptParam = chat ? "messages" : "prompt";
-        if (ids.Length >= ctxLen)
-            throw new ApiException(400, $"this model's maximum context length is {ctxLen} tokens, but the prompt alone has {ids.Length}; shorten it",
-                param: promptParam, code: "context_length_exceeded");
+        long longest = 0;
+        foreach (var (ids, i) in prompts.Select((x, i) => (x, i)))
+        {
+            string which = prompts.Count > 1 ? $"prompt {i}" : "the prompt";
+            if (ids.Length == 0) throw ApiException.BadValue(promptParam, $"{which} encodes to no tokens");
+            if (ids.Any(x => x < 0 || x >= _runner.Model.VocabSize))
+                throw ApiException.BadValue("prompt", $"prompt token ids must be between 0 and {_runner.Model.VocabSize - 1}");
+            // With max_tokens 0 a prompt may fill the context; otherwise at least one position must remain.
+            if (ids.Length > ctxLen || (ids.Length == ctxLen && r.MaxTokens != 0))
+                throw new ApiException(400, $"this model's maximum context length is {ctxLen} tokens, but {which} alone has {ids.Length}; shorten it",
+                    param: promptParam, code: "context_length_exceeded");
+            longest = Math.Max(longest, ids.Length);
+        }
         // OpenAI's defaults: 16 tokens for completions, the rest of the context for chat, which we bound because
         // generation preallocates its KV cache for prompt + max_tokens positions.
-        int maxTokens = r.MaxTokens ?? Math.Min(chat ? _o.DefaultChatMaxTokens : 16, ctxLen - ids.Length);
+        int maxTokens = r.MaxTokens ?? (int)Math.Min(chat ? _o.DefaultChatMaxTokens : 16, ctxLen - longest);
         // 64-bit: max_tokens near int.MaxValue must not wrap the sum negative and slip past the check.
-        if ((long)ids.Length + maxTokens > ctxLen)
+        if (longest + maxTokens > ctxLen)
             throw new ApiException(400,
-                $"this model's maximum context length is {ctxLen} tokens, but {ids.Length + (long)maxTokens} were requested ({ids.Length} in the prompt, {maxTokens} for the completion); shorten the prompt or lower max_tokens",
+                $"this model's maximum context length is {ctxLen} tokens, but {longest + (long)maxTokens} were requested ({longest} in the {(prompts.Count > 1 ? "longest prompt" : "prompt")}, {maxTokens} for the completion); shorten the prompt or lower max_tokens",
                 param: "max_tokens", code: "context_length_exceeded");
 
-        var request = new TextRequest(ids, maxTokens, r.Sampling, r.Recurrences,
+        var request = new TextRequest(prompts[0], maxTokens, r.Sampling, r.Recurrences,
             chat ? [.. r.Stop, .. _template.StopStrings] : r.Stop,
-            chat ? _chatStopIds : null);
+            chat ? _chatStopIds : null,
+            chat ? TextLayout.ChatReply : TextLayout.ContinuesPrompt,
+            r.Logprobs);
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         int? t = _runner.EffectiveRecurrences(request);
@@ -308,6 +381,28 @@ public sealed class OpenAiServer : IDisposable
         using var deadline = _o.RequestTimeout > TimeSpan.Zero ? new CancellationTokenSource(_o.RequestTimeout) : new CancellationTokenSource();
         using var ended = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, deadline.Token);
         ApiException TimedOut() => new(504, $"the request did not finish within the server's request timeout of {_o.RequestTimeout.TotalSeconds:0.###} s (--request-timeout)", "server_error", code: "request_timeout");
+
+        // Several prompts or choices, log-probabilities, echo or max_tokens 0: one job on the worker.
+        if (prompts.Count > 1 || r.N > 1 || r.Echo || r.Logprobs is not null || maxTokens == 0)
+        {
+            JsonObject obj;
+            try
+            {
+                var job = _worker.EnqueueJob(cancel => RunChoices(r, prompts, request, chat, cancel), ended.Token);
+                obj = await job.WaitAsync(ended.Token);
+            }
+            catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+            {
+                state.Summary = "client disconnected, ";
+                return;
+            }
+            catch (OperationCanceledException) when (deadline.IsCancellationRequested) { throw TimedOut(); }
+            var envelope = Envelope(id, chat ? "chat.completion" : "text_completion", created, t, modelId);
+            foreach (var (k, v) in obj.ToList()) { obj.Remove(k); envelope[k] = v; }
+            state.Summary = $"{prompts.Count} prompt(s) × {r.N}, {envelope["usage"]!["prompt_tokens"]}+{envelope["usage"]!["completion_tokens"]} tok{(t is int x ? $", T = {x}" : "")}, ";
+            await WriteJson(ctx.Response, 200, envelope);
+            return;
+        }
 
         if (!r.Stream)
         {
@@ -328,7 +423,7 @@ public sealed class OpenAiServer : IDisposable
             var choice = chat
                 ? new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = result.Text }, ["logprobs"] = null, ["finish_reason"] = result.FinishReason }
                 : new JsonObject { ["index"] = 0, ["text"] = result.Text, ["logprobs"] = null, ["finish_reason"] = result.FinishReason };
-            var obj = Envelope(id, chat ? "chat.completion" : "text_completion", created, result.Recurrences);
+            var obj = Envelope(id, chat ? "chat.completion" : "text_completion", created, result.Recurrences, modelId);
             obj["choices"] = new JsonArray(choice);
             obj["usage"] = Usage(result);
             await WriteJson(ctx.Response, 200, obj);
@@ -347,7 +442,7 @@ public sealed class OpenAiServer : IDisposable
 
         JsonObject Chunk(JsonObject choice)
         {
-            var o = Envelope(id, chat ? "chat.completion.chunk" : "text_completion", created, t);
+            var o = Envelope(id, chat ? "chat.completion.chunk" : "text_completion", created, t, modelId);
             o["choices"] = new JsonArray(choice);
             return o;
         }
@@ -376,7 +471,7 @@ public sealed class OpenAiServer : IDisposable
             : new JsonObject { ["index"] = 0, ["text"] = "", ["logprobs"] = null, ["finish_reason"] = final.FinishReason }));
         if (r.IncludeUsageInStream)
         {
-            var u = Envelope(id, chat ? "chat.completion.chunk" : "text_completion", created, t);
+            var u = Envelope(id, chat ? "chat.completion.chunk" : "text_completion", created, t, modelId);
             u["choices"] = new JsonArray();
             u["usage"] = Usage(final);
             await WriteEvent(res, u);
@@ -384,11 +479,123 @@ public sealed class OpenAiServer : IDisposable
         await WriteRaw(res, "data: [DONE]\n\n");
     }
 
+    /// <summary>
+    /// A request with several prompts or choices, echo, log-probabilities or max_tokens 0, run on the worker thread:
+    /// every (prompt, choice) pair becomes one choice, index = prompt · n + choice, as OpenAI numbers them. Echoed
+    /// prompt log-probabilities come from <see cref="OpenAiLogprobs.ScorePrompt"/> with the request's seed; a greedy
+    /// one-token completion after it is read off the same forward pass (lm-evaluation-harness's log-likelihood
+    /// request), other completions are generated by the runner, choice c with seed + c. Returns choices and usage.
+    /// </summary>
+    JsonObject RunChoices(OpenAiRequest r, List<int[]> prompts, TextRequest template, bool chat, CancellationToken cancel)
+    {
+        var tok = _runner.Tokenizer;
+        var pieces = new OpenAiLogprobs.PieceText(tok);
+        int n = r.N, k = r.Logprobs ?? 0;
+        long seed = r.Seed ?? Random.Shared.NextInt64(1, long.MaxValue);
+        int? t = _runner.EffectiveRecurrences(template);
+        bool scorePrompt = !chat && r.Echo && r.Logprobs is not null;
+        var scored = new (TokenLogprob?[] Prompt, TokenLogprob Next)?[prompts.Count];
+        var results = new TextResult?[prompts.Count * n];
+        var pending = new List<int>();
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            if (scorePrompt) scored[i] = OpenAiLogprobs.ScorePrompt(_runner.Model, prompts[i], t, seed, k, cancel);
+            for (int c = 0; c < n; c++)
+            {
+                int slot = i * n + c;
+                if (template.MaxTokens == 0) results[slot] = new TextResult("", prompts[i].Length, 0, "length", t, r.Logprobs is null ? null : []);
+                else if (scored[i] is { } sc && template.MaxTokens == 1 && template.Sampling.Greedy) results[slot] = FromNext(prompts[i], sc.Next, template, t);
+                else pending.Add(slot);
+            }
+        }
+        TextRequest Row(int slot) => template with
+        {
+            PromptIds = prompts[slot / n],
+            Sampling = r.Seed is long s0 ? template.Sampling with { Seed = s0 + slot % n } : template.Sampling,
+        };
+        // Greedy rows without a seed may share a batch (as concurrent requests do); seeded or sampled rows run alone
+        // so that each reproduces what the same prompt and seed give in a request of its own.
+        int chunk = template.Sampling.Greedy && r.Seed is null ? Math.Max(1, _o.MaxBatch) : 1;
+        for (int at = 0; at < pending.Count; at += chunk)
+        {
+            var slots = pending.Skip(at).Take(chunk).ToList();
+            var done = _runner.Run(slots.Select(Row).ToList(), cancel: cancel);
+            for (int j = 0; j < slots.Count; j++) results[slots[j]] = done[j];
+        }
+
+        var choices = new JsonArray();
+        long completionTokens = 0;
+        for (int slot = 0; slot < results.Length; slot++)
+        {
+            var res = results[slot]!;
+            int[] ids = prompts[slot / n];
+            completionTokens += res.CompletionTokens;
+            // Log-probability entries of the generated ids, each with its text where it stands after the prompt.
+            var all = new List<int>(ids);
+            var generated = new List<(string, TokenLogprob?, IReadOnlyList<string>)>();
+            foreach (var g in res.Tokens ?? [])
+            {
+                // A chat reply reports only the tokens of its text, not the end-of-turn id that closed it.
+                if (chat && generated.Count == res.CompletionTokens) break;
+                generated.Add((pieces.Of(all, all.Count, g.Id), g, g.Top.Select(a => pieces.Of(all, all.Count, a.Id)).ToList()));
+                all.Add(g.Id);
+            }
+            if (chat)
+            {
+                choices.Add(new JsonObject
+                {
+                    ["index"] = slot,
+                    ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = res.Text },
+                    ["logprobs"] = r.Logprobs is null ? null : OpenAiLogprobs.Chat([.. generated.Select(e => (e.Item1, e.Item2!, e.Item3))]),
+                    ["finish_reason"] = res.FinishReason,
+                });
+                continue;
+            }
+            string echo = !r.Echo ? "" : r.Prompts[slot / n].Text ?? tok.Decode(ids);
+            JsonObject? logprobs = null;
+            if (r.Logprobs is not null)
+            {
+                var entries = new List<(string, TokenLogprob?, IReadOnlyList<string>)>();
+                if (r.Echo)
+                {
+                    var prompt = scored[slot / n]!.Value.Prompt;
+                    for (int p = 0; p < ids.Length; p++)
+                        entries.Add((pieces.Of(ids, p, ids[p]), prompt[p], prompt[p]?.Top.Select(a => pieces.Of(ids, p, a.Id)).ToList() ?? []));
+                }
+                entries.AddRange(generated);
+                logprobs = OpenAiLogprobs.Completion(entries, 0);
+            }
+            choices.Add(new JsonObject { ["index"] = slot, ["text"] = echo + res.Text, ["logprobs"] = logprobs, ["finish_reason"] = res.FinishReason });
+        }
+        long promptTokens = prompts.Sum(p => (long)p.Length);
+        return new JsonObject
+        {
+            ["choices"] = choices,
+            ["usage"] = new JsonObject { ["prompt_tokens"] = promptTokens, ["completion_tokens"] = completionTokens, ["total_tokens"] = promptTokens + completionTokens },
+        };
+    }
+
+    /// <summary>
+    /// The one-token greedy completion after a scored prompt, from the scoring pass's last position: what
+    /// <see cref="ModelRunner.Run"/> returns for max_tokens 1 at the same T and seed, without a second pass over the prompt.
+    /// </summary>
+    TextResult FromNext(int[] prompt, TokenLogprob next, TextRequest request, int? t)
+    {
+        TokenLogprob[]? lp = request.Logprobs is null ? null : [next];
+        if (_runner.StopIds.Contains(next.Id) || request.StopIds?.Contains(next.Id) == true)
+            return new TextResult("", prompt.Length, 0, "stop", t, lp);
+        var decoder = new StreamingDecoder(_runner.Tokenizer);
+        if (request.Layout == TextLayout.ContinuesPrompt) decoder.Prime(prompt);
+        var stops = new StopStringMatcher(request.StopStrings);
+        string text = stops.Push(decoder.Push(next.Id) + decoder.Flush()) + stops.Flush();
+        return new TextResult(text, prompt.Length, 1, stops.Stopped ? "stop" : "length", t, lp);
+    }
+
     static string Summary(TextResult r, int? t) => $"{r.PromptTokens}+{r.CompletionTokens} tok{(t is int x ? $", T = {x}" : "")}, ";
 
-    JsonObject Envelope(string id, string obj, long created, int? t)
+    JsonObject Envelope(string id, string obj, long created, int? t, string model)
     {
-        var o = new JsonObject { ["id"] = id, ["object"] = obj, ["created"] = created, ["model"] = _o.ModelName };
+        var o = new JsonObject { ["id"] = id, ["object"] = obj, ["created"] = created, ["model"] = model };
         if (t is int x) o["recurrences"] = x;
         return o;
     }

@@ -61,6 +61,19 @@ public sealed class StreamingDecoder
         return window.StartsWith(prefix, StringComparison.Ordinal) ? window[prefix.Length..] : window;
     }
 
+    /// <summary>
+    /// Starts after <paramref name="context"/> (e.g. the prompt) as if its text had been emitted already: the first
+    /// piece then comes out as it continues that text, with the leading space a SentencePiece decoder would drop
+    /// from a text's first piece. A few trailing ids suffice as context (as text-generation-inference keeps five).
+    /// </summary>
+    public void Prime(IReadOnlyList<int> context, int keep = 6)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        Reset();
+        for (int i = Math.Max(0, context.Count - keep); i < context.Count; i++) _ids.Add(context[i]);
+        _readOffset = _ids.Count;
+    }
+
     /// <summary>Forgets all ids, e.g. before the next prompt.</summary>
     public void Reset()
     {

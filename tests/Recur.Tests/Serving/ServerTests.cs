@@ -115,7 +115,8 @@ public sealed class ServerTests
         var ids = s.Tokenizer.Encode("the cat sat on");
         var stops = new HashSet<int>([.. s.Model.EosTokenIds, .. s.Tokenizer.StopIds]);
         var direct = Generation.Generate(s.Model, [ids], new GenerationOptions(6, new SamplingOptions(), stops))[0];
-        Assert.Equal(s.Tokenizer.Decode(direct), Text(body));
+        // A completion is what the new tokens add to the prompt's text.
+        Assert.Equal(s.Tokenizer.Decode([.. ids, .. direct])[s.Tokenizer.Decode(ids).Length..], Text(body));
         Assert.Equal(ids.Length, (int)body["usage"]!["prompt_tokens"]!);
         Assert.Equal(direct.Count, (int)body["usage"]!["completion_tokens"]!);
         Assert.Equal(ids.Length + direct.Count, (int)body["usage"]!["total_tokens"]!);
@@ -183,8 +184,9 @@ public sealed class ServerTests
         {
             using var gen = new Generator((ulong)seed);
             var stops = new HashSet<int>([.. copy.EosTokenIds, .. tok.StopIds]);
-            var ids = Generation.Generate(copy.At(Recurrence.Fixed(t, gen)), [tok.Encode(prompt)], new GenerationOptions(6, new SamplingOptions(1.0, Seed: seed), stops))[0];
-            return tok.Decode(ids);
+            var p = tok.Encode(prompt);
+            var ids = Generation.Generate(copy.At(Recurrence.Fixed(t, gen)), [p], new GenerationOptions(6, new SamplingOptions(1.0, Seed: seed), stops))[0];
+            return tok.Decode([.. p, .. ids])[tok.Decode(p).Length..];
         }
         async Task<(string Text, int T)> Ask(string prompt, int t, int seed)
         {
@@ -233,12 +235,14 @@ public sealed class ServerTests
         await Bad(HttpStatusCode.BadRequest, "/v1/completions", "{\"prompt\": \"the\", ", null, "invalid_json");
         await Bad(HttpStatusCode.BadRequest, "/v1/completions", "[1, 2]", null, "invalid_json");
         await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"max_tokens": 3}""", "prompt", "missing_field");
-        await Bad(HttpStatusCode.BadRequest, "/v1/chat/completions", """{"prompt": "x"}""", "messages", "missing_field");
+        await Bad(HttpStatusCode.BadRequest, "/v1/chat/completions", """{"max_tokens": 3}""", "messages", "missing_field");
+        await Bad(HttpStatusCode.BadRequest, "/v1/chat/completions", """{"prompt": "x"}""", "prompt", "unknown_parameter");
         await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": "the", "temperature": 2.5}""", "temperature");
         await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": "the", "temperature": "hot"}""", "temperature");
         await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": "the", "top_p": 0}""", "top_p");
-        await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": "the", "max_tokens": 0}""", "max_tokens");
-        await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": "the", "n": 2}""", "n");
+        await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": "the", "max_tokens": -1}""", "max_tokens");
+        await Bad(HttpStatusCode.BadRequest, "/v1/chat/completions", """{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}""", "max_tokens");
+        await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": "the", "n": 0}""", "n");
         await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": "the", "stop": 5}""", "stop");
         await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": "the", "recurrences": 4}""", "recurrences");
         await Bad(HttpStatusCode.BadRequest, "/v1/completions", """{"prompt": [1, 2, 999]}""", "prompt");
