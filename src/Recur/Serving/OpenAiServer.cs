@@ -210,16 +210,25 @@ public sealed class OpenAiServer : IDisposable
                     string id = Uri.UnescapeDataString(path["/v1/models/".Length..]);
                     await WriteJson(res, 200, ModelCard(id, ModelRecurrences(id)));
                     break;
+                case ("GET", "/tokenizer_info"):
+                    await WriteJson(res, 200, TokenizerInfo());
+                    break;
+                case ("POST", "/tokenize"):
+                    await WriteJson(res, 200, Tokenize(await ReadBody(req)));
+                    break;
+                case ("POST", "/detokenize"):
+                    await WriteJson(res, 200, Detokenize(await ReadBody(req)));
+                    break;
                 case ("POST", "/v1/completions"):
                     await Complete(ctx, chat: false, state);
                     break;
                 case ("POST", "/v1/chat/completions"):
                     await Complete(ctx, chat: true, state);
                     break;
-                case (_, "/v1/models" or "/v1/completions" or "/v1/chat/completions" or "/health"):
+                case (_, "/v1/models" or "/v1/completions" or "/v1/chat/completions" or "/health" or "/tokenizer_info" or "/tokenize" or "/detokenize"):
                     throw new ApiException(405, $"method {req.Method} is not allowed on {path}", code: "method_not_allowed");
                 default:
-                    throw new ApiException(404, $"unknown route {req.Method} {path}; this server offers GET /v1/models, POST /v1/completions and POST /v1/chat/completions", code: "not_found");
+                    throw new ApiException(404, $"unknown route {req.Method} {path}; this server offers GET /v1/models, POST /v1/completions, POST /v1/chat/completions, GET /tokenizer_info, POST /tokenize and POST /detokenize", code: "not_found");
             }
             _o.Log?.Invoke($"{what} {res.StatusCode} {state.Summary}{sw.Elapsed.TotalSeconds:0.00} s");
         }
@@ -275,6 +284,71 @@ public sealed class OpenAiServer : IDisposable
         ["default_recurrences"] = _runner.DefaultRecurrences,
         ["recurrences"] = t ?? _runner.DefaultRecurrences,
     };
+
+    // vLLM's tokenizer endpoints, in the shapes lm-evaluation-harness's RemoteTokenizer reads (lm_eval/utils.py): with
+    // them, lm-eval's tokenizer_backend=auto (or remote) tokenizes through the server and needs no local tokenizer.
+
+    JsonObject TokenizerInfo()
+    {
+        var tok = _runner.Tokenizer;
+        string? Text(int? id) => id is int x ? tok.IdToToken(x) : null;
+        return new JsonObject
+        {
+            ["eos_token"] = Text(tok.EosId), ["bos_token"] = Text(tok.BosId), ["pad_token"] = null,
+            ["model_max_length"] = _runner.ContextLength, ["tokenizer_class"] = tok.GetType().Name,
+        };
+    }
+
+    JsonObject Tokenize(byte[] body)
+    {
+        using var doc = ParseObject(body);
+        var root = doc.RootElement;
+        foreach (var p in root.EnumerateObject())
+            if (p.Name is not ("prompt" or "add_special_tokens" or "model"))
+                throw new ApiException(400, $"unrecognized request field '{p.Name}' for /tokenize (prompt, add_special_tokens)", param: p.Name, code: "unknown_parameter");
+        if (!root.TryGetProperty("prompt", out var prompt) || prompt.ValueKind != JsonValueKind.String)
+            throw ApiException.BadValue("prompt", "prompt must be a string");
+        bool special = !root.TryGetProperty("add_special_tokens", out var a) || a.ValueKind switch
+        {
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            _ => throw ApiException.BadValue("add_special_tokens", "add_special_tokens must be true or false"),
+        };
+        int[] ids;
+        try { ids = _runner.Tokenizer.Encode(prompt.GetString()!, special); }
+        catch (RecurUserException e) { throw ApiException.BadValue("prompt", e.Message); }
+        return new JsonObject { ["tokens"] = new JsonArray([.. ids.Select(x => (JsonNode)x)]), ["count"] = ids.Length, ["max_model_len"] = _runner.ContextLength };
+    }
+
+    JsonObject Detokenize(byte[] body)
+    {
+        using var doc = ParseObject(body);
+        var root = doc.RootElement;
+        foreach (var p in root.EnumerateObject())
+            if (p.Name is not ("tokens" or "model"))
+                throw new ApiException(400, $"unrecognized request field '{p.Name}' for /detokenize (tokens)", param: p.Name, code: "unknown_parameter");
+        if (!root.TryGetProperty("tokens", out var tokens) || tokens.ValueKind != JsonValueKind.Array)
+            throw ApiException.BadValue("tokens", "tokens must be a list of token ids");
+        var ids = new List<int>();
+        foreach (var e in tokens.EnumerateArray())
+        {
+            if (e.ValueKind != JsonValueKind.Number || !e.TryGetInt32(out int id) || id < 0 || id >= _runner.Model.VocabSize)
+                throw ApiException.BadValue("tokens", $"tokens must be integers between 0 and {_runner.Model.VocabSize - 1}");
+            ids.Add(id);
+        }
+        return new JsonObject { ["prompt"] = _runner.Tokenizer.Decode(ids, skipSpecialTokens: false) };
+    }
+
+    static JsonDocument ParseObject(byte[] body)
+    {
+        if (!System.Text.Unicode.Utf8.IsValid(body)) throw new ApiException(400, "the request body is not valid UTF-8", code: "invalid_encoding");
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = 64 }); }
+        catch (JsonException e) { throw new ApiException(400, $"the request body is not valid JSON: {e.Message}", code: "invalid_json"); }
+        if (doc.RootElement.ValueKind == JsonValueKind.Object) return doc;
+        doc.Dispose();
+        throw new ApiException(400, "the request body must be a JSON object", code: "invalid_json");
+    }
 
     ApiException ModelNotFound(string id) =>
         new(404, $"the model '{id}' does not exist; this server serves '{_o.ModelName}'", param: "model", code: "model_not_found");

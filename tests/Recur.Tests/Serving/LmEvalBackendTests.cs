@@ -248,6 +248,34 @@ public sealed class LmEvalBackendTests
     }
 
     [Fact]
+    public async Task Tokenizer_endpoints_answer_as_lm_evals_remote_tokenizer_reads_them()
+    {
+        using var s = ServerLimitTests.Serve();
+        // check_remote_tokenizer_support: /tokenizer_info holds eos_token, /tokenize answers a list of tokens.
+        using var infoRes = await s.Http.GetAsync("/tokenizer_info");
+        Assert.Equal(HttpStatusCode.OK, infoRes.StatusCode);
+        var info = JsonNode.Parse(await infoRes.Content.ReadAsStringAsync())!;
+        Assert.Equal("</s>", (string?)info["eos_token"]);
+        Assert.Equal("<s>", (string?)info["bos_token"]);
+        async Task<int[]> Encode(string text)
+        {
+            var (st, b) = await s.Post("/tokenize", $$"""{"prompt": "{{text}}", "add_special_tokens": false}""");
+            Assert.Equal(HttpStatusCode.OK, st);
+            return [.. b!["tokens"]!.AsArray().Select(x => (int)x!)];
+        }
+        Assert.Equal(s.Tokenizer.Encode("the cat sat", addSpecialTokens: false), await Encode("the cat sat"));
+        // RemoteTokenizer.eos_token_id / bos_token_id: the first id of encoding the token's text.
+        Assert.Equal(s.Tokenizer.EosId, (await Encode((string)info["eos_token"]!))[0]);
+        Assert.Equal(s.Tokenizer.BosId, (await Encode((string)info["bos_token"]!))[0]);
+        var ids = await Encode("hello world");
+        var (ds, db) = await s.Post("/detokenize", $$"""{"tokens": {{Ids(ids)}}}""");
+        Assert.Equal(HttpStatusCode.OK, ds);
+        Assert.Equal("hello world", (string?)db!["prompt"]);
+        Assert.Equal(HttpStatusCode.BadRequest, (await s.Post("/detokenize", """{"tokens": [1, 999]}""")).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await s.Post("/tokenize", """{"text": "a"}""")).Status);
+    }
+
+    [Fact]
     public async Task Many_prompts_stay_under_the_servers_limits()
     {
         using var s = ServerLimitTests.Serve(sleepMs: 30, new ServerOptions { RequestTimeout = TimeSpan.FromSeconds(2), ApiKey = "k", MaxBodyBytes = 64 << 10 });
@@ -259,7 +287,14 @@ public sealed class LmEvalBackendTests
         Assert.Equal("prompt", (string?)body!["error"]!["param"]);
         // 10,000 prompts (100 kB): the body cap (64 KiB here) answers first.
         string many = "[" + string.Join(',', Enumerable.Repeat("[7,7,7,7]", 10_000)) + "]";
-        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, (await s.Post("/v1/completions", $$"""{"prompt": {{many}}, "max_tokens": 0, "echo": true, "logprobs": 1}""")).Status);
+        // On a connection of its own: the server closes a connection whose body it refused.
+        using (var own = new HttpClient { BaseAddress = s.Http.BaseAddress, Timeout = TimeSpan.FromSeconds(60) })
+        {
+            own.DefaultRequestHeaders.Authorization = new("Bearer", "k");
+            own.DefaultRequestHeaders.ConnectionClose = true;
+            using var res = await own.PostAsync("/v1/completions", new StringContent($$"""{"prompt": {{many}}, "max_tokens": 0, "echo": true, "logprobs": 1}""", Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, res.StatusCode);
+        }
         // Every prompt of a list is checked against the context, in 64 bits.
         string longOne = string.Join(' ', Enumerable.Repeat("cat", 300));
         var (st2, b2) = await s.Post("/v1/completions", $$"""{"prompt": ["the cat", "{{longOne}}"], "max_tokens": 1}""");
@@ -276,5 +311,6 @@ public sealed class LmEvalBackendTests
         // The API key applies to the new paths too.
         s.Http.DefaultRequestHeaders.Authorization = null;
         Assert.Equal(HttpStatusCode.Unauthorized, (await s.Post("/v1/completions", """{"prompt": ["a", "b"], "max_tokens": 0, "echo": true, "logprobs": 1}""")).Status);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await s.Post("/tokenize", """{"prompt": "a"}""")).Status);
     }
 }
