@@ -41,10 +41,8 @@ static class DemoCommand
             DepthDemoOptions? depth = null;
             if (taskName != "word-problems")
             {
-                depth = (parse.GetValue(quick) ? DepthDemoOptions.QuickRun : DepthDemoOptions.Default) with
-                {
-                    Task = taskName == "running-sum" ? Recur.Data.DepthTaskKind.Sum : Recur.Data.DepthTaskKind.Chains,
-                };
+                depth = (parse.GetValue(quick) ? DepthDemoOptions.QuickRun : DepthDemoOptions.Default)
+                    .ForTask(taskName == "running-sum" ? Recur.Data.DepthTaskKind.Sum : Recur.Data.DepthTaskKind.Chains);
                 if (parse.GetValue(config) is { } cfgPath)
                 {
                     if (!File.Exists(cfgPath)) throw new RecurUserException($"--config {cfgPath}: file not found");

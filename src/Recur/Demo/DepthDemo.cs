@@ -31,31 +31,31 @@ public sealed record DepthDemoOptions
     public int DistractorMaxHops { get; init; } = 4;
     public int Tail { get; init; } = 2;
     public string Names { get; init; } = VariableChains.DefaultNames;
-    public int MaxOffset { get; init; } = 9;
+    public int MaxOffset { get; init; } = 2;
     /// <summary>Gapped sum rows: probability that each intermediate value is written.</summary>
     public double WriteProbability { get; init; } = 0.5;
     /// <summary>Extra queries in a training row (more supervised lookups per forward); test problems ask one.</summary>
     public int Queries { get; init; } = 3;
 
     // a. Pretraining: worked rows teach the step; partial rows ask for the last k hops.
-    public int PretrainRows { get; init; } = 40_000;
-    public int PretrainSteps { get; init; } = 600;
-    public double PretrainWorked { get; init; } = 0.5;
+    public int PretrainRows { get; init; } = 10_000;
+    public int PretrainSteps { get; init; } = 150;
+    public double PretrainWorked { get; init; } = 0.4;
     public double PretrainDirect { get; init; }
     /// <summary>Fraction of gapped rows (sums: several gaps of hidden additions per row, each written value a target).</summary>
-    public double PretrainGapped { get; init; }
+    public double PretrainGapped { get; init; } = 0.4;
     public int PretrainMinK { get; init; } = 1;
-    public int PretrainMaxK { get; init; } = 4;
+    public int PretrainMaxK { get; init; } = 6;
     public double PretrainMuonLr { get; init; } = 0.02;
     public double PretrainAdamWLr { get; init; } = 0.004;
     public double PretrainWarmup { get; init; } = 0.05;
 
     // b–d. Post-training: mostly direct rows over a wider k range.
-    public int PostRows { get; init; } = 40_000;
-    public int RecurrentSteps { get; init; } = 300;
-    public double PostWorked { get; init; } = 0.25;
+    public int PostRows { get; init; } = 10_000;
+    public int RecurrentSteps { get; init; } = 100;
+    public double PostWorked { get; init; } = 0.1;
     public double PostDirect { get; init; } = 1.0;
-    public double PostGapped { get; init; }
+    public double PostGapped { get; init; } = 0.5;
     public int PostMinK { get; init; } = 1;
     public int PostMaxK { get; init; } = 8;
     public double MuonLr { get; init; } = 0.01;
@@ -68,8 +68,9 @@ public sealed record DepthDemoOptions
     // e. Evaluation.
     public int TestMinK { get; init; } = 1;
     public int TestMaxK { get; init; } = 12;
-    /// <summary>Test problems per k; 320 gives 640 per two-k bucket, a binomial SE ≤ 2 points (sums at k ≤ 2 have fewer, see VariableChains.PerKCap).</summary>
-    public int TestPerK { get; init; } = 320;
+    /// <summary>Test problems per k; 100 gives 200 per two-k bucket, a binomial SE ≤ 3.5 points (paired differences are
+    /// tighter); sums at small k have fewer, see VariableChains.PerKCap.</summary>
+    public int TestPerK { get; init; } = 100;
     /// <summary>Difficulty buckets "lo-hi", in order.</summary>
     public string[] Buckets { get; init; } = ["1-2", "3-4", "5-6", "7-8", "9-12"];
     public int[] Recurrences { get; init; } = [1, 2, 4, 6, 8, 16, 32];
@@ -85,10 +86,18 @@ public sealed record DepthDemoOptions
     /// </summary>
     public string? BaseModel { get; init; }
 
+    /// <summary>
+    /// The default run: running sums with terms 0–2 and gapped rows (docs/demo.md, pilots B2 and C1 — the setup in which
+    /// the base shows a graded depth cliff and the retrofitted model's accuracy rises with T).
+    /// </summary>
     public static DepthDemoOptions Default => new();
 
+    /// <summary>These options for <paramref name="task"/>: gapped rows exist for sums only, so chains get none.</summary>
+    public DepthDemoOptions ForTask(DepthTaskKind task) =>
+        this with { Task = task, PretrainGapped = task == DepthTaskKind.Sum ? PretrainGapped : 0, PostGapped = task == DepthTaskKind.Sum ? PostGapped : 0 };
+
     /// <summary>
-    /// Smoke-sized: every stage of the pipeline on a few rows (≈ 1 CPU-minute); its numbers mean nothing. Ten recurrent
+    /// Smoke-sized: every stage of the pipeline on a few rows (≈ 2 CPU-minutes); its numbers mean nothing. Ten recurrent
     /// steps keep the equal-FLOPs baseline's whole-step rounding within 5 %.
     /// </summary>
     public static DepthDemoOptions QuickRun => new()

@@ -85,6 +85,18 @@ public class DemoTests
     }
 
     [Fact]
+    public void Default_options_carry_gapped_rows_for_sums_and_none_for_chains()
+    {
+        var sum = DepthDemoOptions.Default.ForTask(Recur.Data.DepthTaskKind.Sum).Validate("default");
+        Assert.True(sum.PretrainGapped > 0 && sum.PostGapped > 0);
+        // Gapped rows exist for sums only: the chains task must still validate from the same defaults.
+        var chains = DepthDemoOptions.Default.ForTask(Recur.Data.DepthTaskKind.Chains).Validate("default");
+        Assert.Equal(0.0, chains.PretrainGapped);
+        Assert.Equal(0.0, chains.PostGapped);
+        Assert.Contains("running sum", Assert.Throws<RecurUserException>(() => (DepthDemoOptions.Default with { Task = Recur.Data.DepthTaskKind.Chains }).Validate("x")).Message);
+    }
+
+    [Fact]
     public void Paired_standard_error_is_the_se_of_per_problem_differences()
     {
         // Two models right on the same 3 of 4 problems except one swap: differences 0, 0, +1, −1.
