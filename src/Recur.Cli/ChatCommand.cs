@@ -128,7 +128,7 @@ static class ChatCommand
             catch (RecurUserException e)
             {
                 session.DropPendingUser();
-                error.WriteLine($"error: {e.Message}");
+                error.WriteLine($"error: {Common.Describe(e)}");
                 return;
             }
 

@@ -32,8 +32,8 @@ static class Common
             if (g < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {g})");
             return g;
         }
-        int fit = Math.Max(1, context / 4);
-        if (fit >= @default) return @default;
+        int fit = Recur.Engine.GenerationBudget.Fit(@default, context);
+        if (fit == @default) return @default;
         notes.WriteLine($"note: --max-new-tokens {fit}: a quarter of the model's {context}-token context (the default, {@default}, does not fit it)");
         return fit;
     }
@@ -74,6 +74,27 @@ static class Common
         torch.set_num_threads(threads > 0 ? threads : Environment.ProcessorCount);
     }
 
+    /// <summary>
+    /// The flag for each API parameter the library names in its errors (<see cref="RecurUserException.Parameters"/>):
+    /// the library says <c>MaxNewTokens</c> or <c>overwrite: true</c>, the command line says --max-new-tokens or --force.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> Flags = new Dictionary<string, string>
+    {
+        ["overwrite: true"] = "--force",
+        ["MaxNewTokens"] = "--max-new-tokens",
+        ["Temperature"] = "--temperature",
+        ["TopK"] = "--top-k",
+        ["TopP"] = "--top-p",
+        ["Shape"] = "--shape",
+        ["Layers"] = "--layers",
+        ["ChatTemplate"] = "--chat-template",
+        ["SkipBadLines"] = "--skip-bad-lines",
+        ["override"] = "--set",
+    };
+
+    /// <summary>An error's one-line message in the command line's terms (flags instead of API parameter names).</summary>
+    public static string Describe(Exception e) => e is RecurUserException u ? u.MessageWith(Flags) : e.Message;
+
     /// <summary>Runs a verb: user errors become one line on stderr and exit code 1; anything else exit code 2.</summary>
     public static int Run(ParseResult parse, Func<int> body)
     {
@@ -89,7 +110,7 @@ static class Common
         {
             case RecurUserException:
             case IOException or UnauthorizedAccessException:
-                Console.Error.WriteLine($"error: {prefix}{e.Message}");
+                Console.Error.WriteLine($"error: {prefix}{Describe(e)}");
                 if (verbose) Console.Error.WriteLine(e);
                 return 1;
             case OperationCanceledException:

@@ -29,8 +29,8 @@ static class InitCommand
             using var m = new DecoderModel(cfg);
             using (no_grad())
                 foreach (var (name, p) in m.named_parameters())
-                    if (name.Contains("norm")) p.fill_(1.0);
-                    else p.copy_(randn(p.shape, generator: gen) * parse.GetValue(std));
+                    if (name.Contains("norm")) p.fill_(Scalars.One);
+                    else p.copy_(Scalars.Mul(randn(p.shape, generator: gen), parse.GetValue(std)));
             HfCheckpoint.Save(m, dst, storeType, force: parse.GetValue(force));
             Console.WriteLine($"wrote {dst}: {parse.GetValue(preset)} ({Common.Count(m.parameters().Sum(p => p.numel()))} parameters, random, {HfCheckpoint.DTypeName(storeType)})");
             return 0;

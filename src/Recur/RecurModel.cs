@@ -106,8 +106,14 @@ public sealed record EvaluateOptions
     /// <summary>Prompts or log-likelihood rows per forward pass.</summary>
     public int BatchSize { get; init; } = 32;
 
-    /// <summary>Generation budget for GSM8K/MATH.</summary>
-    public int MaxNewTokens { get; init; } = 256;
+    /// <summary>
+    /// Generation budget for GSM8K/MATH; null: <see cref="DefaultMaxNewTokens"/> capped at a quarter of the model's
+    /// context (<see cref="GenerationBudget.Fit"/>, the rule of <c>recur eval</c>), e.g. 64 tokens on a 256-token model.
+    /// </summary>
+    public int? MaxNewTokens { get; init; }
+
+    /// <summary>The generation budget on models whose context is at least four times as long (<c>recur eval</c>'s default).</summary>
+    public const int DefaultMaxNewTokens = 256;
 
     /// <summary>Row length for val_loss; null: 1024 or the model's context if shorter.</summary>
     public int? SeqLen { get; init; }
@@ -125,7 +131,7 @@ public sealed record EvaluationRun(string Task, int? Recurrences, EvalResult Res
 
 /// <summary>
 /// How a <see cref="RecurModel.Train"/> call ended. <see cref="Completed"/> is false when it was cancelled (a checkpoint
-/// was written; <c>recur train --resume OutDir</c> continues it). <see cref="ModelDir"/> is the exported final model.
+/// was written; <c>Train(recipe, outDir, resume: true)</c> continues it). <see cref="ModelDir"/> is the exported final model.
 /// </summary>
 public sealed record TrainResult(bool Completed, string OutDir, string? ModelDir, string? LastCheckpoint, StepMetrics? LastStep);
 
@@ -405,31 +411,70 @@ public sealed class RecurModel : IDisposable
     /// <summary>
     /// Trains this model in place with <paramref name="recipe"/> (METHOD §3–5: Muon + AdamW, the depth curriculum,
     /// truncated backpropagation, phases), as <c>recur train</c> does but without console output. Metrics, checkpoints
-    /// and the recipe go to <paramref name="outDir"/>, which must be empty or absent; the final model is exported to
-    /// <c>outDir/model</c>. The recipe's <c>model</c>, <c>tokenizer</c>, <c>retrofit</c> and <c>device</c> fields are not
-    /// used: this model and its tokenizer train where they are (call <see cref="Retrofit"/> first to make it recurrent).
+    /// and the recipe go to <paramref name="outDir"/>; the final model is exported to <c>outDir/model</c>. The recipe's
+    /// <c>model</c>, <c>tokenizer</c>, <c>retrofit</c> and <c>device</c> fields are not used: this model and its
+    /// tokenizer train where they are (call <see cref="Retrofit"/> first to make it recurrent).
     /// </summary>
     /// <param name="progress">Receives every optimizer step's metrics.</param>
     /// <param name="cancel">Stops after the current step and writes a checkpoint (<see cref="TrainResult.Completed"/> is false).</param>
-    /// <exception cref="RecurUserException">No tokenizer, parameters not fp32, a non-empty <paramref name="outDir"/>, or a bad recipe.</exception>
-    public TrainResult Train(TrainRecipe recipe, string outDir, IProgress<StepMetrics>? progress = null, CancellationToken cancel = default)
+    /// <param name="overwrite">Replace a run folder that already holds a run (otherwise that is an error).</param>
+    /// <param name="resume">
+    /// Continue the run in <paramref name="outDir"/> from its newest checkpoint: this model's weights are replaced by
+    /// the checkpoint's, and the optimizer, schedule and data position continue where they stopped. The recipe must be
+    /// the run's own (<c>outDir/recipe.json</c>). A finished run returns at once with <see cref="TrainResult.Completed"/>
+    /// true; a run stopped before its first checkpoint starts again.
+    /// </param>
+    /// <exception cref="RecurUserException">No tokenizer, parameters not fp32, an <paramref name="outDir"/> holding a run
+    /// without <paramref name="overwrite"/> or <paramref name="resume"/>, a checkpoint of another model, or a bad recipe.</exception>
+    public TrainResult Train(TrainRecipe recipe, string outDir, IProgress<StepMetrics>? progress = null, CancellationToken cancel = default,
+        bool overwrite = false, bool resume = false)
     {
         var tok = RequireTokenizer("training");
+        if (overwrite && resume) throw RecurUserException.About("overwrite: true and resume: true exclude each other", "overwrite: true", "resume: true");
         if (recipe.Recurrent && Model is not RecurrentModel)
             throw new RecurUserException("recipe: 'retrofit' asks for a recurrent model but this one is plain: call Retrofit() first, then Train()");
         var module = (nn.Module)Model;
         if (module.parameters().Any(p => p.dtype != ScalarType.Float32))
             throw new RecurUserException("training needs fp32 parameters (the recipe's dtype sets the compute dtype): load with DType = \"fp32\"");
-        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
-            throw new RecurUserException($"{outDir}: run folder already exists and is not empty");
+        string recipeFile = System.IO.Path.Combine(outDir, TrainRun.RecipeFile);
+        string? checkpoint = resume && Directory.Exists(outDir) ? Trainer.LatestCheckpoint(outDir) : null;
+        TrainerState? state = null;
+        if (checkpoint is not null)
+        {
+            var stored = File.Exists(recipeFile) ? TrainRecipe.Load(recipeFile) : throw new RecurUserException($"{outDir}: no {TrainRun.RecipeFile}; not a run folder");
+            if (stored.ToJson() != recipe.ToJson())
+                throw RecurUserException.About($"{outDir}: the recipe differs from the run's {TrainRun.RecipeFile}; resume: true continues a run with its own recipe (TrainRecipe.Load(\"{recipeFile}\"))", "resume: true");
+            state = Trainer.ReadState(checkpoint);
+            long lastPhaseSteps = stored.Phase(stored.PhaseCount - 1, recipeFile).Steps;
+            if (state.Phase == stored.PhaseCount - 1 && state.Step >= lastPhaseSteps)
+            {
+                // A finished run: nothing to train; make sure its final model is there.
+                string done = System.IO.Path.Combine(outDir, TrainRun.FinalModelDir);
+                if (!Directory.Exists(done)) TrainRun.ExportModel(checkpoint, done);
+                return new TrainResult(true, outDir, done, checkpoint, null);
+            }
+        }
+        else if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any() && !overwrite && !TrainRun.NothingToResume(outDir))
+            throw RecurUserException.About($"{outDir}: run folder already exists and is not empty (pass resume: true to continue it, or overwrite: true to replace it)",
+                "resume: true", "overwrite: true");
         lock (_gate)
         {
             ThrowIfDisposed();
             var savedCompute = Model.ComputeDType;
             string scratch = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"recur-tok-{Guid.NewGuid():N}");
-            Directory.CreateDirectory(outDir);
-            string recipeFile = System.IO.Path.Combine(outDir, TrainRun.RecipeFile);
-            AtomicFile.WriteAllText(recipeFile, recipe.ToJson());
+            if (checkpoint is not null)
+            {
+                LoadWeights(checkpoint);
+                foreach (var _ in TrainRun.CleanLeftovers(outDir)) { }
+                TrainRun.TruncateMetrics(outDir, state!.GlobalStep);
+            }
+            else
+            {
+                // A fresh start (also over a run that stopped before its first checkpoint, or with overwrite: true).
+                if (Directory.Exists(outDir)) Directory.Delete(outDir, recursive: true);
+                Directory.CreateDirectory(outDir);
+                AtomicFile.WriteAllText(recipeFile, recipe.ToJson());
+            }
             StepMetrics? last = null;
             bool finished;
             try
@@ -444,7 +489,7 @@ public sealed class RecurModel : IDisposable
                         progress?.Report(m);
                     },
                 };
-                using var trainer = new Trainer(recipe, recipeFile, outDir, Model, hooks, null, TrainRun.TokenizerFiles(tok, scratch));
+                using var trainer = new Trainer(recipe, recipeFile, outDir, Model, hooks, state, TrainRun.TokenizerFiles(tok, scratch));
                 finished = trainer.Run(cancel);
             }
             finally
@@ -454,15 +499,28 @@ public sealed class RecurModel : IDisposable
                 Model.ComputeDType = savedCompute;
                 try { if (Directory.Exists(scratch)) Directory.Delete(scratch, true); } catch (IOException) { }
             }
-            var checkpoint = Trainer.LatestCheckpoint(outDir);
+            var latest = Trainer.LatestCheckpoint(outDir);
             string? final = null;
-            if (finished && checkpoint is not null)
+            if (finished && latest is not null)
             {
                 final = System.IO.Path.Combine(outDir, TrainRun.FinalModelDir);
-                TrainRun.ExportModel(checkpoint, final);
+                TrainRun.ExportModel(latest, final);
             }
-            return new TrainResult(finished, outDir, final, checkpoint, last);
+            return new TrainResult(finished, outDir, final, latest, last);
         }
+    }
+
+    /// <summary>Copies a run checkpoint's weights into this model, which must have the same parameters.</summary>
+    void LoadWeights(string checkpoint)
+    {
+        var module = (nn.Module)Model;
+        using var saved = ModelLoader.Load(checkpoint, ScalarType.Float32, CPU);
+        var source = ((nn.Module)saved).named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+        var target = module.named_parameters().ToList();
+        if (source.Count != target.Count || target.Any(t => !source.TryGetValue(t.name, out var p) || !p.shape.SequenceEqual(t.parameter.shape)))
+            throw new RecurUserException($"{checkpoint}: the checkpoint is not this model (its parameters differ); resume a run with the model it trained");
+        using var _ = no_grad();
+        foreach (var (name, p) in target) p.copy_(source[name]);
     }
 
     /// <summary>
@@ -495,7 +553,8 @@ public sealed class RecurModel : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
-            var settings = new EvalSettings(o.Shots, fewshot, o.Limit, o.SkipBadLines, o.BatchSize, o.MaxNewTokens,
+            int maxNew = o.MaxNewTokens ?? GenerationBudget.Fit(EvaluateOptions.DefaultMaxNewTokens, Model.MaxPositions);
+            var settings = new EvalSettings(o.Shots, fewshot, o.Limit, o.SkipBadLines, o.BatchSize, maxNew,
                 o.SeqLen ?? Math.Min(1024, Model.MaxPositions));
             var lt = EvalTasks.Load(info, dataPath, settings, tok);
             var rm = Model as RecurrentModel;

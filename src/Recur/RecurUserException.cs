@@ -1,3 +1,5 @@
+using System.Text.RegularExpressions;
+
 namespace Recur;
 
 /// <summary>
@@ -5,6 +7,11 @@ namespace Recur;
 /// belong to the model...). Its message is a single line meant to be shown as is: the CLI prints
 /// it without a stack trace.
 /// </summary>
+/// <remarks>
+/// The library speaks in its own terms: a message about an API parameter names it as a caller of the API writes it
+/// (<c>overwrite: true</c>, <c>MaxNewTokens</c>) and lists those names in <see cref="Parameters"/>; a front end with
+/// its own names for them (the CLI's flags) shows <see cref="MessageWith"/> instead of <see cref="Exception.Message"/>.
+/// </remarks>
 public sealed class RecurUserException : Exception
 {
     public RecurUserException(string message)
@@ -15,6 +22,34 @@ public sealed class RecurUserException : Exception
     public RecurUserException(string message, Exception? innerException)
         : base(OneLine(message), innerException)
     {
+    }
+
+    RecurUserException(string message, IReadOnlyList<string> parameters)
+        : base(OneLine(message))
+    {
+        Parameters = parameters;
+    }
+
+    /// <summary>
+    /// An error whose message names the API parameters <paramref name="parameters"/>, each written exactly as it
+    /// appears in <paramref name="message"/> (e.g. <c>"MaxNewTokens"</c>, <c>"overwrite: true"</c>).
+    /// </summary>
+    public static RecurUserException About(string message, params string[] parameters) => new(message, parameters);
+
+    /// <summary>The API parameters this message names, as written in it; empty for errors about files and data.</summary>
+    public IReadOnlyList<string> Parameters { get; } = [];
+
+    /// <summary>
+    /// The message with each of <see cref="Parameters"/> that <paramref name="names"/> maps replaced by its
+    /// front-end name (whole words only); parameters without a mapping keep the API's name.
+    /// </summary>
+    public string MessageWith(IReadOnlyDictionary<string, string> names)
+    {
+        string m = Message;
+        foreach (var p in Parameters)
+            if (names.TryGetValue(p, out var name))
+                m = Regex.Replace(m, $@"(?<![\w.-]){Regex.Escape(p)}(?![\w])", name.Replace("$", "$$", StringComparison.Ordinal));
+        return m;
     }
 
     // Messages often embed text from other libraries (JSON parser positions, native errors) that

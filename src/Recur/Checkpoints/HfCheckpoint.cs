@@ -65,7 +65,7 @@ public static class HfCheckpoint
     {
         folder = Path.GetFullPath(folder.TrimEnd('/'));
         if (Directory.Exists(folder) && !force)
-            throw new RecurUserException($"{folder}: output folder already exists (use --force to overwrite)");
+            throw RecurUserException.About($"{folder}: output folder already exists (pass overwrite: true to replace it)", "overwrite: true");
         var parent = Path.GetDirectoryName(folder)!;
         Directory.CreateDirectory(parent);
         var tmp = Path.Combine(parent, $".{Path.GetFileName(folder)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");

@@ -21,8 +21,8 @@ public sealed record LayerMap(int[] Prelude, int[] Core, int[] Coda)
 
     static void CheckShape(int layers, int p, int r, int c)
     {
-        if (p < 0 || r < 1 || c < 0) throw new RecurUserException($"--shape {p},{r},{c}: need p ≥ 0, r ≥ 1, c ≥ 0");
-        if (p + r + c > layers) throw new RecurUserException($"--shape {p},{r},{c} needs {p + r + c} layers, but the base model has {layers}");
+        if (p < 0 || r < 1 || c < 0) throw RecurUserException.About($"Shape {p},{r},{c}: need p ≥ 0, r ≥ 1, c ≥ 0", "Shape");
+        if (p + r + c > layers) throw RecurUserException.About($"Shape {p},{r},{c} needs {p + r + c} layers, but the base model has {layers}", "Shape");
     }
 
     /// <summary>Parses <c>prelude=0-3,core=10-17,coda=18-21</c> (single indices and comma-free ranges) and checks it.</summary>
@@ -33,23 +33,23 @@ public sealed record LayerMap(int[] Prelude, int[] Core, int[] Coda)
         {
             var kv = item.Split('=', 2);
             if (kv.Length != 2 || kv[0] is not ("prelude" or "core" or "coda"))
-                throw new RecurUserException($"--layers: '{item}' is not of the form prelude=A-B, core=A-B or coda=A-B");
+                throw RecurUserException.About($"Layers: '{item}' is not of the form prelude=A-B, core=A-B or coda=A-B", "Layers");
             var range = kv[1].Split('-', 2);
             if (!int.TryParse(range[0], out int a) || !int.TryParse(range.Length > 1 ? range[1] : range[0], out int b))
-                throw new RecurUserException($"--layers: '{item}' has a range that is not A-B with integers");
-            if (b < a) throw new RecurUserException($"--layers: '{item}' runs backwards ({a} > {b})");
-            if (parts.ContainsKey(kv[0])) throw new RecurUserException($"--layers: '{kv[0]}' is given twice");
+                throw RecurUserException.About($"Layers: '{item}' has a range that is not A-B with integers", "Layers");
+            if (b < a) throw RecurUserException.About($"Layers: '{item}' runs backwards ({a} > {b})", "Layers");
+            if (parts.ContainsKey(kv[0])) throw RecurUserException.About($"Layers: '{kv[0]}' is given twice", "Layers");
             parts[kv[0]] = [.. Enumerable.Range(a, b - a + 1)];
         }
         var map = new LayerMap(parts.GetValueOrDefault("prelude", []), parts.GetValueOrDefault("core", []), parts.GetValueOrDefault("coda", []));
-        if (map.Core.Length == 0) throw new RecurUserException("--layers: the core (recurrent block) needs at least one layer");
+        if (map.Core.Length == 0) throw RecurUserException.About("Layers: the core (recurrent block) needs at least one layer", "Layers");
         var all = map.Prelude.Concat(map.Core).Concat(map.Coda).ToList();
         if (all.FirstOrDefault(i => i < 0 || i >= layers, -1) is int bad and >= 0 || all.Any(i => i < 0))
-            throw new RecurUserException($"--layers: layer {all.First(i => i < 0 || i >= layers)} is outside the base model's 0-{layers - 1}");
+            throw RecurUserException.About($"Layers: layer {all.First(i => i < 0 || i >= layers)} is outside the base model's 0-{layers - 1}", "Layers");
         var dup = all.GroupBy(i => i).FirstOrDefault(g => g.Count() > 1);
-        if (dup is not null) throw new RecurUserException($"--layers: layer {dup.Key} is used twice (sections must not overlap)");
+        if (dup is not null) throw RecurUserException.About($"Layers: layer {dup.Key} is used twice (sections must not overlap)", "Layers");
         if (shape is { } s && s != map.Shape)
-            throw new RecurUserException($"--layers gives ({map.Shape.P},{map.Shape.R},{map.Shape.C}) layers but --shape says ({s.P},{s.R},{s.C})");
+            throw RecurUserException.About($"Layers gives ({map.Shape.P},{map.Shape.R},{map.Shape.C}) layers but Shape says ({s.P},{s.R},{s.C})", "Layers", "Shape");
         return map;
     }
 }
@@ -79,8 +79,8 @@ public static class Retrofit
     {
         var parts = text.Split(',', StringSplitOptions.TrimEntries);
         if (parts.Length != 3 || !int.TryParse(parts[0], out int p) || !int.TryParse(parts[1], out int r) || !int.TryParse(parts[2], out int c))
-            throw new RecurUserException($"--shape '{text}' must be three integers p,r,c (e.g. 4,8,4)");
-        if (p < 0 || r < 1 || c < 0) throw new RecurUserException($"--shape {text}: need p ≥ 0, r ≥ 1, c ≥ 0");
+            throw RecurUserException.About($"Shape '{text}' must be three integers p,r,c (e.g. 4,8,4)", "Shape");
+        if (p < 0 || r < 1 || c < 0) throw RecurUserException.About($"Shape {text}: need p ≥ 0, r ≥ 1, c ≥ 0", "Shape");
         return (p, r, c);
     }
 
@@ -163,7 +163,7 @@ public static class Retrofit
         {
             using var gen = new Generator((ulong)seed);
             double bound = 1.0 / Math.Sqrt(2 * h);
-            w.copy_(rand([h, 2 * h], generator: gen) * (2 * bound) - bound);
+            w.copy_(Scalars.Add(Scalars.Mul(rand([h, 2 * h], generator: gen), 2 * bound), -bound));
         }
     }
 

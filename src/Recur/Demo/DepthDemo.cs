@@ -376,7 +376,7 @@ public static class DepthDemo
                 for (int j = 0; j < prompts[r].Length; j++) flat[r * width + j] = prompts[r][j];
             var hidden = model.Hidden(tensor(flat, [idx.Length, width]).to(model.Device));
             var last = tensor(prompts.Select(p => (long)p.Length - 1).ToArray()).to(model.Device);
-            var rows = arange(idx.Length, dtype: ScalarType.Int64, device: model.Device) * width + last;
+            var rows = Scalars.Add(Scalars.Mul(Scalars.Arange(0, idx.Length, model.Device), width), last);
             var h = hidden.reshape(idx.Length * width, -1).index_select(0, rows);
             var logp = model.Logits(h).log_softmax(-1);
             var target = tensor(idx.Select(i => (long)tok.Inner.Encode(test[i].Answer.ToString(), addBos: false)[0]).ToArray()).to(model.Device);

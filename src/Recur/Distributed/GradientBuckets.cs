@@ -36,6 +36,7 @@ public sealed class GradientBuckets(long capBytes = GradientBuckets.DefaultCapBy
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
+        using TorchSharp.Scalar ranks = world; // held across every division (Model/Scalars.cs)
         Replan(gradients);
         for (int b = 0; b < _plan.Count; b++)
         {
@@ -44,7 +45,7 @@ public sealed class GradientBuckets(long capBytes = GradientBuckets.DefaultCapBy
             {
                 var g = gradients[bucket.Start];
                 sumInPlace(g.view(-1));
-                g.div_(world);
+                g.div_(ranks);
                 continue;
             }
             for (int i = 0; i < bucket.Count; i++)
@@ -53,7 +54,7 @@ public sealed class GradientBuckets(long capBytes = GradientBuckets.DefaultCapBy
                 flat.narrow(0, bucket.Offsets[i], g.numel()).copy_(g.reshape(-1));
             }
             sumInPlace(flat);
-            flat.div_(world);
+            flat.div_(ranks);
             for (int i = 0; i < bucket.Count; i++)
             {
                 var g = gradients[bucket.Start + i];

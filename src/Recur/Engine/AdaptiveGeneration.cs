@@ -55,6 +55,9 @@ public sealed class AdaptiveStats
 /// </remarks>
 public static class AdaptiveGeneration
 {
+    // The latent criterion's denominator floor, held for the process (Model/Scalars.cs).
+    static readonly TorchSharp.Scalar Tiny = 1e-12;
+
     /// <summary>
     /// Like <see cref="Generation.Generate"/>, with per-token depth from <paramref name="adaptive"/>; see <see cref="Stream"/>.
     /// </summary>
@@ -180,7 +183,7 @@ public static class AdaptiveGeneration
             Tensor? probe = null;
             if (depthOverride is null && o.Criterion == ExitCriterion.Latent)
             {
-                var ratio = ((nA - sA).to(ScalarType.Float32).flatten(1).norm(1) / nA.to(ScalarType.Float32).flatten(1).norm(1).clamp_min(1e-12))
+                var ratio = ((nA - sA).to(ScalarType.Float32).flatten(1).norm(1) / nA.to(ScalarType.Float32).flatten(1).norm(1).clamp_min(Tiny))
                     .cpu().data<float>().ToArray();
                 for (int a = 0; a < active.Count; a++) exit[a] |= ratio[a] < threshold;
             }

@@ -103,7 +103,7 @@ public sealed class ChatTemplate
         "llama2" => new(ChatFormat.Inst, bosToken, eosToken, instSystemBlock: true),
         "mistral" => new(ChatFormat.Inst, bosToken, eosToken, instSystemBlock: false),
         "huginn" => new(ChatFormat.Huginn, bosToken, eosToken),
-        _ => throw new RecurUserException($"--chat-template must be auto, plain, llama3, llama3.1, chatml, llama2, mistral or huginn (got '{name}')"),
+        _ => throw RecurUserException.About($"ChatTemplate must be auto, plain, llama3, llama3.1, chatml, llama2, mistral or huginn (got '{name}')", "ChatTemplate"),
     };
 
     /// <summary>

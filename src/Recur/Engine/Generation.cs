@@ -162,7 +162,7 @@ public static class Generation
                 if (id < 0 || id >= model.VocabSize) throw new RecurUserException($"prompt token id {id} is outside the model's vocabulary (0..{model.VocabSize - 1})");
         int b = prompts.Count, maxLen = prompts.Max(p => p.Length);
         if ((long)maxLen + options.MaxNewTokens > model.MaxPositions) // 64-bit: a huge limit must not wrap negative
-            throw new RecurUserException($"prompt ({maxLen} tokens) plus --max-new-tokens {options.MaxNewTokens} exceeds the model's context of {model.MaxPositions} positions");
+            throw RecurUserException.About($"prompt ({maxLen} tokens) plus MaxNewTokens {options.MaxNewTokens} exceeds the model's context of {model.MaxPositions} positions", "MaxNewTokens");
         var ids = new long[b * maxLen];
         var real = new bool[b * maxLen];
         for (int r = 0; r < b; r++)

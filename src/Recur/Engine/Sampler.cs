@@ -10,9 +10,9 @@ public sealed record SamplingOptions(double Temperature = 0.0, int TopK = 0, dou
 
     public SamplingOptions Validate()
     {
-        if (!double.IsFinite(Temperature) || Temperature < 0) throw new RecurUserException($"--temperature must be a finite number ≥ 0 (got {Temperature})");
-        if (TopK < 0) throw new RecurUserException($"--top-k must be ≥ 0 (got {TopK})");
-        if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1) throw new RecurUserException($"--top-p must be in (0, 1] (got {TopP})");
+        if (!double.IsFinite(Temperature) || Temperature < 0) throw RecurUserException.About($"Temperature must be a finite number ≥ 0 (got {Temperature})", "Temperature");
+        if (TopK < 0) throw RecurUserException.About($"TopK must be ≥ 0 (got {TopK})", "TopK");
+        if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1) throw RecurUserException.About($"TopP must be in (0, 1] (got {TopP})", "TopP");
         return this;
     }
 }

@@ -6,6 +6,9 @@ namespace Recur.Engine;
 /// <summary>Log-likelihood of continuations and token-level loss, batched, for evaluation.</summary>
 public static class Scoring
 {
+    // The ignored label, held for the process (Model/Scalars.cs).
+    static readonly TorchSharp.Scalar IgnoreIndex = -100;
+
     /// <summary>
     /// For each (context, continuation) pair of token ids: the summed log-probability of the continuation
     /// given the context, and whether every continuation token is the greedy choice (lm-eval's loglikelihood
@@ -66,7 +69,7 @@ public static class Scoring
         var logits = model.Logits(model.Hidden(inputs.to(model.Device)));
         var flatLabels = labels.to(model.Device).reshape(-1);
         var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), flatLabels, ignore_index: -100, reduction: nn.Reduction.Sum);
-        long n = flatLabels.ne(-100).sum().item<long>();
+        long n = flatLabels.ne(IgnoreIndex).sum().item<long>();
         return (loss.item<float>(), n);
     }
 }

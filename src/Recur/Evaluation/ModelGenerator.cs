@@ -76,10 +76,10 @@ public sealed class ModelGenerator : IGenerator
     /// <summary>Like <see cref="Generate"/>, with the ids and finish reason of every row.</summary>
     public IReadOnlyList<Generated> GenerateDetailed(IReadOnlyList<string> prompts, IReadOnlyList<string> stopSequences, int maxNewTokens)
     {
-        if (maxNewTokens < 1) throw new RecurUserException($"max new tokens must be at least 1 (got {maxNewTokens})");
+        if (maxNewTokens < 1) throw RecurUserException.About($"MaxNewTokens must be at least 1 (got {maxNewTokens})", "MaxNewTokens");
         int maxPrompt = _model.MaxPositions - maxNewTokens;
         if (maxPrompt < 1)
-            throw new RecurUserException($"--max-new-tokens {maxNewTokens} leaves no room for a prompt in the model's context of {_model.MaxPositions} positions");
+            throw RecurUserException.About($"MaxNewTokens {maxNewTokens} leaves no room for a prompt in the model's context of {_model.MaxPositions} positions", "MaxNewTokens");
         var encoded = prompts.Select(p => PromptEncoding.EncodePrompt(_tokenizer, p)).ToArray();
         var order = Enumerable.Range(0, encoded.Length).OrderByDescending(i => encoded[i].Length).ThenBy(i => i).ToArray();
         var results = new Generated[encoded.Length];

@@ -107,7 +107,7 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
         var dt = x.dtype;
         var xf = x.to(ScalarType.Float32);
         // mean(x²) as ‖x‖²/h: one full-size pass (a norm) instead of two (square, mean), forward and backward.
-        var y = xf * rsqrt(linalg.vector_norm(xf, 2, [-1L], keepdim: true).square().div(_dimScalar).add(_epsScalar, Ops.One));
+        var y = xf * rsqrt(Scalars.Square(xf.norm(-1, keepdim: true)).div(_dimScalar).add(_epsScalar, Ops.One));
         var r = _castBeforeWeight ? y.to(dt) * weight.to(dt) : (y * weight.to(ScalarType.Float32)).to(dt);
         return r.MoveToOuterDisposeScope();
     }
@@ -204,17 +204,11 @@ public sealed class Rope
 /// <summary>Attention and linear helpers shared by the plain and the recurrent decoder.</summary>
 public static class Ops
 {
-    /// <summary>
-    /// The alpha of a + b, alive for the whole process. TorchSharp's a + b passes a temporary Scalar 1 to
-    /// libtorch and keeps no reference to it during the call; a garbage collection on another thread can then
-    /// finalize it while libtorch reads it, and add_Tensor fails with "Expected false to be true … toFloat at
-    /// c10/core/Scalar.h" (a server batch failed once in 5,133 requests; reproduced in about 1 of 10^5 additions
-    /// under constant collections). Hot paths therefore add with this Scalar and keep their constants as fields.
-    /// </summary>
-    public static readonly Scalar One = 1;
+    /// <summary>The alpha of a + b, alive for the whole process (<see cref="Scalars"/> explains why).</summary>
+    public static readonly Scalar One = Scalars.One;
 
-    /// <summary>a + b with a long-lived alpha (see <see cref="One"/>).</summary>
-    public static Tensor Add(Tensor a, Tensor b) => a.add(b, One);
+    /// <summary>a + b with a long-lived alpha (<see cref="Scalars.Add(Tensor, Tensor)"/>).</summary>
+    public static Tensor Add(Tensor a, Tensor b) => Scalars.Add(a, b);
 
     /// <summary>
     /// y = x·Wᵀ in x's dtype: fp32 master weights are cast at use, the explicit replacement for autocast (METHOD §4.2).
@@ -270,10 +264,10 @@ public static class Ops
         using var scope = NewDisposeScope();
         if (g > 1) { k = k.repeat_interleave(g, 1); v = v.repeat_interleave(g, 1); }
         long s = q.shape[2], sk = k.shape[2];
-        var scores = (q * (1.0 / Math.Sqrt(q.shape[3]))).matmul(k.transpose(-2, -1)); // scaling q is cheaper than scaling the scores
+        var scores = Scalars.Mul(q, 1.0 / Math.Sqrt(q.shape[3])).matmul(k.transpose(-2, -1)); // scaling q is cheaper than scaling the scores
         // In place: the matmul's backward needs its inputs, not its output.
-        if (mask is not null) scores.masked_fill_(mask.logical_not(), double.NegativeInfinity);
-        else if (causal) scores.masked_fill_(ones(s, sk, ScalarType.Bool, q.device).triu(sk - s + 1), double.NegativeInfinity);
+        if (mask is not null) scores.masked_fill_(mask.logical_not(), Scalars.NegativeInfinity);
+        else if (causal) scores.masked_fill_(ones(s, sk, ScalarType.Bool, q.device).triu(sk - s + 1), Scalars.NegativeInfinity);
         // libtorch's CPU softmax accumulates reduced-precision inputs in fp32 internally; the output is rounded once.
         return scores.softmax(-1).matmul(v).MoveToOuterDisposeScope();
     }
@@ -341,12 +335,12 @@ public static class Ops
         bool causal = false;
         if (keyPadding is null)
         {
-            positions = arange(past, past + s, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(batch, s);
+            positions = Scalars.Arange(past, past + s, device).unsqueeze(0).expand(batch, s);
             if (s > 1 && past == 0) causal = true;
             else if (s > 1)
             {
-                var qi = arange(past, past + s, device: device).unsqueeze(1);
-                var ki = arange(0, past + s, device: device).unsqueeze(0);
+                var qi = Scalars.Arange(past, past + s, device).unsqueeze(1);
+                var ki = Scalars.Arange(0, past + s, device).unsqueeze(0);
                 mask = ki.le(qi).unsqueeze(0).unsqueeze(0); // [1,1,S,past+S]
             }
         }
@@ -355,11 +349,11 @@ public static class Ops
             if (keyPadding.shape[0] != batch || keyPadding.shape[1] != past + s)
                 throw new ArgumentException($"key padding mask must be [{batch}, {past + s}], got [{string.Join(", ", keyPadding.shape)}]");
             var real = keyPadding.to(ScalarType.Bool).to(device);
-            var all = real.to(ScalarType.Int64).cumsum(1) - 1;
-            all = all.masked_fill(real.logical_not(), 1);
+            var all = real.to(ScalarType.Int64).cumsum(1).sub(Scalars.One);
+            all = all.masked_fill(real.logical_not(), Scalars.One);
             positions = all.narrow(1, past, s);
-            var qi = arange(past, past + s, device: device).unsqueeze(1);
-            var ki = arange(0, past + s, device: device).unsqueeze(0);
+            var qi = Scalars.Arange(past, past + s, device).unsqueeze(1);
+            var ki = Scalars.Arange(0, past + s, device).unsqueeze(0);
             var causalMask = ki.le(qi).unsqueeze(0);                      // [1, S, K]
             var allowed = causalMask.logical_and(real.unsqueeze(1));      // [B, S, K]
             var self = ki.eq(qi).unsqueeze(0);                            // a pad query attends to itself

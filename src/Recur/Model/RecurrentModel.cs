@@ -56,8 +56,8 @@ public sealed class RavenAttention : nn.Module
             // A bias [heads, d] added after the head view equals its flattened [heads·d] added before it.
             if (q_norm is not null) { qkv[0] = q_norm.call(qkv[0]); qkv[1] = k_norm!.call(qkv[1]); }
             var b = ctx.W(qk_bias).reshape(2, _nh * _d);
-            qkv[0] = qkv[0] + b[0];
-            qkv[1] = qkv[1] + b[1];
+            qkv[0] = Scalars.Add(qkv[0], b[0]);
+            qkv[1] = Scalars.Add(qkv[1], b[1]);
         }
         var o = Ops.Attention(qkv[0], qkv[1], qkv[2], qk_bias is null ? q_norm : null, qk_bias is null ? k_norm : null, _nh, _nkv, _d, ctx, slot);
         return Ops.Linear(o, ctx.W(proj.weight!)).MoveToOuterDisposeScope();
@@ -113,8 +113,8 @@ public sealed class RavenBlock : nn.Module
             return Ops.Block(x, _type, h => attn.Forward(h, ctx, slot), h => mlp.Forward(h, ctx), norm_1, norm_2);
         // Huginn's sandwich: x = norm_2(x + attn(norm_1(x))); x = norm_4(x + mlp(norm_3(x))).
         using var scope = NewDisposeScope();
-        x = norm_2.call(x + attn.Forward(norm_1.call(x), ctx, slot));
-        return norm_4!.call(x + mlp.Forward(norm_3!.call(x), ctx)).MoveToOuterDisposeScope();
+        x = norm_2.call(Scalars.Add(x, attn.Forward(norm_1.call(x), ctx, slot)));
+        return norm_4!.call(Scalars.Add(x, mlp.Forward(norm_3!.call(x), ctx))).MoveToOuterDisposeScope();
     }
 }
 
@@ -294,7 +294,7 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     public Tensor Prelude(Tensor inputIds, ForwardContext ctx)
     {
         var x = transformer.wte.call(inputIds).to(ComputeDType);
-        if (Config.InitValues.EmbedScale != 1.0) x = x * Config.InitValues.EmbedScale;
+        if (Config.InitValues.EmbedScale != 1.0) x = Scalars.Mul(x, Config.InitValues.EmbedScale);
         for (int j = 0; j < Config.NLayersInPrelude; j++) x = transformer.prelude[j].Forward(x, ctx.Attention, j);
         return x;
     }
@@ -334,10 +334,10 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         double std = Config.InitValues.Std;
         if (std == 0) return zeros_like(like);
         using var scope = NewDisposeScope();
-        var u = rand(like.shape, ScalarType.Float64, generator: generator) * (CdfPlus3 - CdfMinus3) + CdfMinus3;
-        var z = (u * 2 - 1).erfinv() * Math.Sqrt(2.0);
-        var s = z.clamp(-3.0, 3.0) * std;
-        if (Config.InitValues.EmbedScale != 1.0) s = s * Config.InitValues.EmbedScale;
+        var u = Scalars.Add(Scalars.Mul(rand(like.shape, ScalarType.Float64, generator: generator), CdfPlus3 - CdfMinus3), CdfMinus3);
+        var z = Scalars.Mul(Scalars.Add(Scalars.Mul(u, 2), -1).erfinv(), Math.Sqrt(2.0));
+        var s = Scalars.Mul(Scalars.Clamp(z, -3.0, 3.0), std);
+        if (Config.InitValues.EmbedScale != 1.0) s = Scalars.Mul(s, Config.InitValues.EmbedScale);
         return s.to(like.dtype).to(like.device).MoveToOuterDisposeScope();
     }
 }

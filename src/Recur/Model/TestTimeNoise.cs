@@ -30,5 +30,5 @@ public static class TestTimeNoise
         return result.MoveToOuterDisposeScope();
     }
 
-    static Tensor Mix(Tensor state, Tensor eps, double a) => state * (1 - a) + eps * a;
+    static Tensor Mix(Tensor state, Tensor eps, double a) => Scalars.Add(Scalars.Mul(state, 1 - a), Scalars.Mul(eps, a));
 }

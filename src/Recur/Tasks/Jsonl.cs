@@ -116,7 +116,7 @@ public static class Jsonl
                 }
                 catch (JsonlLineException e)
                 {
-                    if (!options.SkipBadLines) throw new RecurUserException(e.Message + " (--skip-bad-lines skips and counts such lines)", e);
+                    if (!options.SkipBadLines) throw RecurUserException.About(e.Message + " (SkipBadLines skips and counts such lines)", "SkipBadLines");
                     skipped++;
                     firstSkip ??= e.Message;
                 }

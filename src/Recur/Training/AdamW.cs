@@ -1,3 +1,5 @@
+using Recur.Model;
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -62,14 +64,17 @@ public sealed class AdamW : IOptimizer
             var p = _params[i].Param;
             // As in RR's auxiliary Adam (KellerJordan/Muon MuonWithAuxAdam), a missing gradient counts as zeros.
             var g = p.grad ?? zeros_like(p);
-            _step[i].add_(1);
+            _step[i].add_(Scalars.One, Scalars.One);
             double t = _step[i].item<long>();
-            p.mul_(1 - lr * wd);
-            _expAvg[i].lerp_(g, 1 - b1); // = b1·m + (1 − b1)·g in one pass
-            _expAvgSq[i].mul_(b2).addcmul_(g, g, value: 1 - b2);
             double bias1 = 1 - Math.Pow(b1, t), bias2 = 1 - Math.Pow(b2, t);
-            var denom = _expAvgSq[i].sqrt().div_(Math.Sqrt(bias2)).add_(Options.Eps);
-            p.addcdiv_(_expAvg[i], denom, value: -lr / bias1);
+            // Each number held across its native call (Model/Scalars.cs explains why).
+            using Scalar decay = 1 - lr * wd, beta2 = b2, oneMinusBeta2 = 1 - b2, rootBias2 = Math.Sqrt(bias2),
+                eps = Options.Eps, stepSize = -lr / bias1;
+            p.mul_(decay);
+            _expAvg[i].lerp_(g, 1 - b1); // = b1·m + (1 − b1)·g in one pass
+            _expAvgSq[i].mul_(beta2).addcmul_(g, g, value: oneMinusBeta2);
+            var denom = _expAvgSq[i].sqrt().div_(rootBias2).add_(eps, Scalars.One);
+            p.addcdiv_(_expAvg[i], denom, value: stepSize);
         }
     }
 

@@ -1,3 +1,4 @@
+using Recur.Model;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -81,7 +82,7 @@ public sealed class DepthSampler
         using var gen = new Generator(0, CPU);
         gen.manual_seed(Seed(dataStep));
         var rate = zeros(new long[] { 1 }, ScalarType.Float32).log_normal_(mu, Sigma, gen);
-        var p = poisson(rate, gen) + 1;
+        var p = Scalars.Add(poisson(rate, gen), 1);
         float lambda = rate.item<float>();
         int total = checked((int)p.item<float>());
         int n = Math.Max(total - s, 0), k = Math.Min(s, total);

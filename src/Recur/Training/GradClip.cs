@@ -1,3 +1,4 @@
+using Recur.Model;
 using static TorchSharp.torch;
 
 namespace Recur.Training;
@@ -30,12 +31,13 @@ public static class GradClip
         if (list.Count == 0) return new ClipResult(0, 1);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var norms = stack(list.Select(g => linalg.vector_norm(g, 2).to(ScalarType.Float32)).ToList());
-        double norm = linalg.vector_norm(norms, 2).item<float>();
+        // Tensor.norm() takes its order as a float; linalg.vector_norm builds a temporary Scalar (Model/Scalars.cs).
+        var norms = stack(list.Select(g => g.norm().to(ScalarType.Float32)).ToList());
+        double norm = norms.norm().item<float>();
         if (!double.IsFinite(norm)) return new ClipResult(norm, double.NaN);
         double coefficient = Math.Min(1.0, maxNorm / (norm + Epsilon));
         if (coefficient < 1.0)
-            foreach (var g in list) g.mul_(coefficient);
+            foreach (var g in list) Scalars.MulInPlace(g, coefficient);
         return new ClipResult(norm, coefficient);
     }
 }

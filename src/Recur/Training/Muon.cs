@@ -1,3 +1,4 @@
+using Recur.Model;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -80,13 +81,13 @@ public sealed class Muon : IOptimizer
         var x = g.to(dtype);
         bool transposed = g.shape[0] > g.shape[1];
         if (transposed) x = x.t();
-        x = x / (x.norm() + NsEpsilon);
+        x = x / Scalars.Add(x.norm(), NsEpsilon);
         for (int i = 0; i < steps; i++)
         {
             var gram = x.mm(x.t());
             // KellerJordan/Muon:muon.py writes `b * A + c * A @ A`, which Python evaluates as (c*A) @ A; same order here.
-            var poly = gram * b + (gram * c).mm(gram);
-            x = x * a + poly.mm(x);
+            var poly = Scalars.Add(Scalars.Mul(gram, b), Scalars.Mul(gram, c).mm(gram));
+            x = Scalars.Add(Scalars.Mul(x, a), poly.mm(x));
         }
         if (transposed) x = x.t();
         return x.contiguous().MoveToOuterDisposeScope();
@@ -107,7 +108,7 @@ public sealed class Muon : IOptimizer
         var u = nesterov ? grad.lerp(momentum, beta) : momentum;
         var o = NewtonSchulz5(u, steps, ScalarType.BFloat16, coefficients);
         // The reference multiplies in place on the bf16 result, so the scale is applied in bf16 too.
-        o = o * UpdateScale(grad.shape[0], grad.shape[1]);
+        o = Scalars.Mul(o, UpdateScale(grad.shape[0], grad.shape[1]));
         return o.MoveToOuterDisposeScope();
     }
 
@@ -122,8 +123,9 @@ public sealed class Muon : IOptimizer
             // RR's Muon (KellerJordan/Muon MuonWithAuxAdam) turns a missing gradient into zeros rather than skipping.
             var g = p.grad ?? zeros_like(p);
             var o = Update(g, _momentum[i], Options.Momentum, Options.Nesterov, Options.NsSteps, Options.Coefficients);
-            p.mul_(1 - lr * wd);
-            p.add_(o.reshape(p.shape), alpha: -lr);
+            using Scalar decay = 1 - lr * wd, step = -lr; // held across the calls (Model/Scalars.cs)
+            p.mul_(decay);
+            p.add_(o.reshape(p.shape), alpha: step);
         }
     }
 

@@ -140,7 +140,7 @@ public sealed record TrainRecipe
     public static void ApplySet(JsonObject obj, string set)
     {
         int eq = set.IndexOf('=');
-        if (eq <= 0) throw new RecurUserException($"--set '{set}' must be key=value");
+        if (eq <= 0) throw RecurUserException.About($"override '{set}' must be key=value", "override");
         var keys = set[..eq].Split('.');
         JsonNode? value;
         string raw = set[(eq + 1)..];
@@ -190,6 +190,11 @@ public sealed record TrainRecipe
             Check(rf.AdapterInit is "default" or "identity", "retrofit.adapter_init", "must be default or identity");
             Check(rf.StateStd >= 0, "retrofit.state_std", "must be ≥ 0");
         }
+        // The lr schedule's own rule (whole warm-up and cool-down steps must fit in the phase), and every later phase
+        // with its overrides: checked here, so that a recipe the trainer would refuse leaves no run folder behind.
+        try { _ = new WsdSchedule(Steps, Warmup, Cooldown, MinLrRatio); }
+        catch (RecurUserException e) { throw new RecurUserException($"{source}: 'steps/warmup/cooldown': {e.Message}"); }
+        for (int i = 1; i < PhaseCount; i++) Phase(i, source);
         return this;
     }
 

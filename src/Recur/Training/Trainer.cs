@@ -73,6 +73,9 @@ public sealed class TrainerHooks
 
 public sealed class Trainer : IDisposable
 {
+    // The ignored label, held for the process (Model/Scalars.cs).
+    static readonly Scalar IgnoreIndex = -100;
+
     public const string StateFile = "trainer_state.json";
     public const string OptimizerFile = "optimizer.safetensors";
 
@@ -217,7 +220,7 @@ public sealed class Trainer : IDisposable
                     x = x.to(_device); y = y.to(_device);
                     var logits = _rec is not null ? _rec.Forward(x, n, k, s0: RowStates(TrainNoise, dataStep, x)) : _dec!.Forward(x);
                     var l = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), y.reshape(-1), ignore_index: -100);
-                    (l / r.Accumulation).backward();
+                    Scalars.Div(l, r.Accumulation).backward();
                     loss += l.item<float>() / r.Accumulation;
                 }
                 // Data parallelism: every rank saw its slice of the global batch; average before clipping (METHOD §4.6).
@@ -298,7 +301,7 @@ public sealed class Trainer : IDisposable
                     x = x.to(_device); y = y.to(_device).reshape(-1);
                     var logits = _rec is not null ? _rec.Forward(x, t, 0, s0: RowStates(ValNoise + (ulong)t, b, x)) : _dec!.Forward(x);
                     sum += F.cross_entropy(logits.reshape(-1, logits.shape[^1]), y, ignore_index: -100, reduction: nn.Reduction.Sum).item<float>();
-                    count += y.ne(-100).sum().item<long>();
+                    count += y.ne(IgnoreIndex).sum().item<long>();
                 }
                 if (sync.WorldSize > 1) { sum = sync.Mean(sum); count = sync.Mean(count); }
                 result[_rec is null ? "T=-" : $"T={t}"] = count > 0 ? sum / count : double.NaN;

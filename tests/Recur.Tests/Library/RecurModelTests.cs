@@ -114,6 +114,120 @@ public sealed class RecurModelTests
         Assert.Throws<RecurUserException>(() => m.Train(r, dir)); // the run folder is not empty
     }
 
+    static TrainRecipe SmokeRecipe(params string[] sets) =>
+        TrainRecipe.Load(Path.Combine(SharedAssets.RepoRoot ?? ".", "recipes", "smoke.json"),
+            ["val_every=0", "peak_flops=1e9", "micro_batch=2", "seq_len=32", .. sets]);
+
+    static List<Tensor> Weights(RecurModel m) => [.. ((nn.Module)m.Model).parameters().Select(p => p.detach().clone())];
+
+    /// <summary>
+    /// resume: true continues a cancelled run from its checkpoint — into a model whose weights were changed since,
+    /// which the checkpoint's replace — and ends with the same weights as the run that was never stopped; on the
+    /// finished run it returns at once.
+    /// </summary>
+    [Fact]
+    public void Train_resume_continues_a_cancelled_run_to_the_weights_of_an_uninterrupted_one()
+    {
+        var r = SmokeRecipe("steps=4", "checkpoint_every=2", "keep_checkpoints=2");
+        var tok = TrainRun.LoadTokenizer(r);
+        string root = TestModels.TempDir();
+        using var straight = RecurModel.FromModel(TrainRun.BuildModel(r, tok, CPU), TrainRun.LoadTokenizer(r));
+        Assert.True(straight.Train(r, Path.Combine(root, "a")).Completed);
+
+        string dir = Path.Combine(root, "b");
+        using var m = RecurModel.FromModel(TrainRun.BuildModel(r, tok, CPU), tok);
+        using var cts = new CancellationTokenSource();
+        var first = m.Train(r, dir, new SyncProgress<StepMetrics>(s => { if (s.GlobalStep == 2) cts.Cancel(); }), cts.Token);
+        Assert.False(first.Completed);
+        Assert.Equal(2, first.LastStep!.GlobalStep);
+        var e = Assert.Throws<RecurUserException>(() => m.Train(r, dir));
+        Assert.Contains("resume: true", e.Message);
+        Assert.Contains("overwrite: true", e.Message);
+        using (no_grad())
+            foreach (var p in ((nn.Module)m.Model).parameters()) p.mul_(Scalars.MinusOne); // the checkpoint must win
+
+        var steps = new List<long>();
+        var resumed = m.Train(r, dir, new SyncProgress<StepMetrics>(s => steps.Add(s.GlobalStep)), resume: true);
+
+        Assert.True(resumed.Completed);
+        Assert.Equal([3L, 4L], steps);
+        Assert.Equal(4, TrainRun.ReadMetrics(dir).Count);
+        Assert.All(Weights(straight).Zip(Weights(m)), p => Assert.True(TensorAssert.Same(p.First, p.Second), "resumed weights differ"));
+        var again = m.Train(r, dir, resume: true);
+        Assert.True(again.Completed);
+        Assert.Null(again.LastStep);
+        Assert.Equal(4, TrainRun.ReadMetrics(dir).Count);
+        Assert.Throws<RecurUserException>(() => m.Train(SmokeRecipe("steps=5", "checkpoint_every=2"), dir, resume: true)); // not the run's recipe
+    }
+
+    [Fact]
+    public void Train_with_overwrite_replaces_a_finished_run()
+    {
+        var r = SmokeRecipe("steps=2", "checkpoint_every=0");
+        var tok = TrainRun.LoadTokenizer(r);
+        using var m = RecurModel.FromModel(TrainRun.BuildModel(r, tok, CPU), tok);
+        string dir = Path.Combine(TestModels.TempDir(), "run");
+        Assert.True(m.Train(r, dir).Completed);
+        File.WriteAllText(Path.Combine(dir, "stale.txt"), "from before");
+        Assert.Throws<RecurUserException>(() => m.Train(r, dir));
+        Assert.Throws<RecurUserException>(() => m.Train(r, dir, overwrite: true, resume: true));
+
+        var result = m.Train(r, dir, overwrite: true);
+
+        Assert.True(result.Completed);
+        Assert.Equal(2, TrainRun.ReadMetrics(dir).Count);
+        Assert.False(File.Exists(Path.Combine(dir, "stale.txt")));
+    }
+
+    /// <summary>
+    /// Library errors name the API's parameters, never the CLI's flags; the CLI shows its flags for the same errors.
+    /// </summary>
+    [Fact]
+    public void Library_errors_name_api_parameters_and_the_cli_maps_them_to_flags()
+    {
+        string dir = ChatModels.Recurrent(seed: 12);
+        using var m = RecurModel.Load(dir);
+        string copy = Path.Combine(TestModels.TempDir(), "copy");
+        m.Save(copy);
+        using var plain = RecurModel.Load(ChatModels.Plain(seed: 21), new RecurLoadOptions { ChatTemplate = "jinja" });
+        (Action Call, string Parameter)[] cases =
+        [
+            (() => m.Save(copy), "overwrite: true"),
+            (() => m.Generate("the cat", new GenerateOptions { MaxNewTokens = 10_000 }), "MaxNewTokens"),
+            (() => m.Generate("the cat", new GenerateOptions { Temperature = double.PositiveInfinity }), "Temperature"),
+            (() => m.Generate("the cat", new GenerateOptions { TopK = -1 }), "TopK"),
+            (() => m.Generate("the cat", new GenerateOptions { TopP = 2 }), "TopP"),
+            (() => plain.Retrofit(new RecurRetrofitOptions { Shape = "9,9,9" }), "Shape"),
+            (() => plain.Retrofit(new RecurRetrofitOptions { Layers = "core=7-1" }), "Layers"),
+            (() => _ = plain.ChatTemplate, "ChatTemplate"),
+        ];
+        foreach (var (call, parameter) in cases)
+        {
+            var e = Assert.Throws<RecurUserException>(call);
+            Assert.Contains(parameter, e.Message);
+            Assert.DoesNotContain("--", e.Message);
+            Assert.Contains(parameter, e.Parameters);
+            string cli = Recur.Cli.Common.Describe(e);
+            Assert.Contains(Recur.Cli.Common.Flags[parameter], cli);
+            Assert.DoesNotContain(parameter, cli);
+        }
+    }
+
+    /// <summary>The default generation budget (256) would leave no room for a prompt on the 256-token test model.</summary>
+    [Fact]
+    public void Evaluate_picks_a_generation_budget_that_fits_a_small_context()
+    {
+        using var m = RecurModel.Load(ChatModels.Recurrent(seed: 12));
+        Assert.Equal(256, m.ContextLength);
+        string data = Path.Combine(TestModels.TempDir(), "test.jsonl");
+        File.WriteAllText(data, "{\"question\": \"the cat sat on the mat\", \"answer\": \"the dog ran #### 4\"}\n");
+        var run = Assert.Single(m.Evaluate("gsm8k", data, [1], new EvaluateOptions { Shots = 0 }));
+        Assert.Equal(1, run.Result.Samples);
+        Assert.Equal(64, GenerationBudget.Fit(EvaluateOptions.DefaultMaxNewTokens, m.ContextLength));
+        var e = Assert.Throws<RecurUserException>(() => m.Evaluate("gsm8k", data, [1], new EvaluateOptions { Shots = 0, MaxNewTokens = 256 }));
+        Assert.Contains("MaxNewTokens 256 leaves no room", e.Message);
+    }
+
     [Fact]
     public void Evaluate_val_loss_at_each_recurrence_reproducibly()
     {

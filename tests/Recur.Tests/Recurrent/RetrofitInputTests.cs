@@ -27,7 +27,7 @@ public class RetrofitInputTests
     public void Layer_map_must_agree_with_the_shape()
     {
         var e = Assert.Throws<RecurUserException>(() => LayerMap.Parse("prelude=0-1,core=4-5,coda=6-7", 8, (1, 2, 2)));
-        Assert.Contains("--shape says (1,2,2)", e.Message);
+        Assert.Contains("Shape says (1,2,2)", e.Message);
         Assert.Equal(new[] { 4, 5 }, LayerMap.Parse("prelude=0-1,core=4-5,coda=6-7", 8, (2, 2, 2)).Core);
     }
 

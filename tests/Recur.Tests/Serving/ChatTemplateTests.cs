@@ -105,7 +105,7 @@ public sealed class ChatTemplateTests
     {
         foreach (var name in new[] { "plain", "llama3", "llama3.1", "chatml", "llama2", "mistral" })
             Assert.Equal(name, ChatTemplate.Named(name, "<s>", "</s>").Name);
-        Assert.Contains("--chat-template", Assert.Throws<RecurUserException>(() => ChatTemplate.Named("jinja", null, null)).Message);
+        Assert.Contains("ChatTemplate must be", Assert.Throws<RecurUserException>(() => ChatTemplate.Named("jinja", null, null)).Message);
     }
 
     [Fact]

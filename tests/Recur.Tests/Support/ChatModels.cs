@@ -53,7 +53,7 @@ static class ChatModels
         var m = new DecoderModel(Presets.TinyTest);
         using (no_grad())
             foreach (var (name, p) in m.named_parameters())
-                p.copy_(name.Contains("norm") ? ones_like(p) + randn(p.shape, generator: gen) * 0.1 : randn(p.shape, generator: gen) * 0.05);
+                p.copy_(name.Contains("norm") ? Scalars.Add(Scalars.Mul(randn(p.shape, generator: gen), 0.1), 1) : Scalars.Mul(randn(p.shape, generator: gen), 0.05));
         m.eval();
         return m;
     }

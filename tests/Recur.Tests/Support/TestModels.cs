@@ -17,8 +17,10 @@ static class TestModels
         using (no_grad())
             foreach (var (name, p) in m.named_parameters())
             {
-                if (name.Contains("norm")) p.copy_(1 + randn(p.shape, generator: gen) * 0.1);
-                else p.copy_(randn(p.shape, generator: gen) * 0.05);
+                // Through Scalars: `1 + t * 0.1` makes Scalars a collection can free mid-call (Model/Scalars.cs), which
+                // once failed a parallel test run in toFloat.
+                if (name.Contains("norm")) p.copy_(Scalars.Add(Scalars.Mul(randn(p.shape, generator: gen), 0.1), 1));
+                else p.copy_(Scalars.Mul(randn(p.shape, generator: gen), 0.05));
             }
         m.eval();
         return m;

@@ -80,6 +80,31 @@ public sealed class RunFolderTests
     }
 
     [Fact]
+    public void An_lr_schedule_that_does_not_fit_fails_before_the_run_folder_is_created()
+    {
+        string root = TestModels.TempDir();
+        string data = Path.Combine(root, "d.txt");
+        File.WriteAllText(data, string.Concat(Enumerable.Repeat("the cat sat on the mat. ", 40)));
+        string outDir = Path.Combine(root, "out");
+        // 3 steps with warm-up 0.5 and cool-down 0.5: ⌈1.5⌉ + ⌈1.5⌉ = 4 whole steps do not fit, although 0.5 + 0.5 ≤ 1.
+        var r = CliProcess.Run("train", "--recipe", Recipe(root, data), "--set", "steps=3", "--set", "warmup=0.5", "--set", "cooldown=0.5", "--out", outDir);
+        Assert.Equal(1, r.Code);
+        Assert.Contains("leave no room in 3 steps", r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+        Assert.False(Directory.Exists(outDir), "the run folder was created for a recipe whose lr schedule cannot run");
+    }
+
+    [Fact]
+    public void A_later_phase_with_a_bad_override_is_refused_when_the_recipe_is_loaded()
+    {
+        string root = TestModels.TempDir();
+        string path = Recipe(root, Path.Combine(root, "d.txt"));
+        var e = Assert.Throws<RecurUserException>(() => TrainRecipe.Load(path, ["phases=[{\"steps\": 0}]"]));
+        Assert.Contains("phase 2", e.Message);
+        Assert.Contains("'steps' must be ≥ 1", e.Message);
+    }
+
+    [Fact]
     public void A_run_stopped_before_its_first_checkpoint_starts_again_without_force_and_a_char_tokenizer_reads_a_data_file()
     {
         string root = TestModels.TempDir();
