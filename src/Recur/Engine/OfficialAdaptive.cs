@@ -53,7 +53,8 @@ sealed class OfficialAdaptiveForward : IStepForward
         var e = _model.Prelude(input, ctx);
         var state = _model.InitialState(e, _generator);
         // log p_0: uniform over the vocabulary (KLExitEvaluator.init).
-        var prev = full([b, _model.VocabSize], -Math.Log(_model.VocabSize), ScalarType.Float32, device);
+        using TorchSharp.Scalar logUniform = -Math.Log(_model.VocabSize); // held across the call (Model/Scalars.cs)
+        var prev = full([b, _model.VocabSize], logUniform, ScalarType.Float32, device);
         var exited = new bool[b];
         var depths = Enumerable.Repeat(max, b).ToArray();
         var logits = zeros([b, _model.VocabSize], ScalarType.Float32, device);
@@ -106,7 +107,7 @@ sealed class OfficialAdaptiveForward : IStepForward
         // A prompt is one step, so only single-token steps come after earlier positions.
         if (s != 1) throw new InvalidOperationException("kl-official: a multi-token step after earlier positions");
         var present = ones([1, 1, 1, past + 1], ScalarType.Bool, device);
-        present.index_fill_(3, tensor(absent.Select(t => (long)t).ToArray(), ScalarType.Int64).to(device), false);
+        present.index_fill_(3, tensor(absent.Select(t => (long)t).ToArray(), ScalarType.Int64).to(device), Scalars.False);
         // With left padding the context's mask [B, 1, 1, K] already keeps pads out; without it there is none for one query.
         var mask = ctx.Attention.Mask is { } m ? m.logical_and(present) : present;
         var a = ctx.Attention;

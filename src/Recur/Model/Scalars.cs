@@ -26,7 +26,7 @@ namespace Recur.Model;
 /// </remarks>
 public static class Scalars
 {
-    public static readonly Scalar One = 1, Zero = 0, MinusOne = -1, NegativeInfinity = double.NegativeInfinity;
+    public static readonly Scalar One = 1, Zero = 0, MinusOne = -1, NegativeInfinity = double.NegativeInfinity, False = false;
 
     /// <summary>a + b (TorchSharp's a + b passes a temporary alpha of 1).</summary>
     public static Tensor Add(Tensor a, Tensor b) => a.add(b, One);
