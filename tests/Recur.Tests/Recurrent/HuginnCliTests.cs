@@ -116,6 +116,23 @@ public sealed class HuginnCliTests
     }
 
     [Fact]
+    public void Eval_runs_a_generation_task_with_huginns_own_adaptive_rule()
+    {
+        var dir = Folder();
+        var outDir = Path.Combine(TestModels.TempDir("recur-eval-out"), "out");
+        var (code, _, err) = EvalCliTests.Eval("--model", dir, "--tasks", "gsm8k_cot_sean",
+            "--data", Recur.Tests.Tasks.TaskFixtures.Path("gsm8k_test.jsonl"), "--fewshot-data", Recur.Tests.Tasks.TaskFixtures.Path("gsm8k_train.jsonl"),
+            "--max-new-tokens", "4", "--batch-size", "1", "--recurrences", "2,adaptive:kl-official=0.1,max=4", "--out", outDir);
+        Assert.True(code == 0, err);
+        var gsm = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, EvalCommand.ResultsFile)))!["tasks"]!["gsm8k_cot_sean"]!;
+        Assert.Equal(["2", "adaptive:kl-official=0.1,max=4"], gsm["results"]!.AsObject().Select(kv => kv.Key));
+        var a = gsm["adaptive"]!["adaptive:kl-official=0.1,max=4"]!;
+        long tokens = (long)a["generated_tokens"]!, iterations = (long)a["iterations"]!;
+        Assert.True(tokens > 0);
+        Assert.InRange(iterations, tokens, 4 * tokens);
+    }
+
+    [Fact]
     public async Task Serve_answers_a_chat_completion_at_two_T()
     {
         var dir = Folder();
