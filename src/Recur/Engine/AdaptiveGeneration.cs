@@ -91,7 +91,7 @@ public static class AdaptiveGeneration
     sealed class AdaptiveForward(RecurrentModel model, Generator? generator, AdaptiveOptions adaptive, int batch, int capacity,
         AdaptiveStats? stats, Action<int, Tensor>? onLogits, Func<int, int, int>? depthOverride) : IStepForward
     {
-        readonly AdaptiveKvCache _cache = new(model.Config, adaptive.MaxIterations, batch, capacity, adaptive.Cache);
+        readonly AdaptiveKvCache _cache = new(model.Config, adaptive.MaxIterations, batch, capacity, adaptive.Cache) { MatVec = true };
         Tensor? _lastState; // [B, 1, h]: each row's final state of its previous token (continuous compute)
 
         public Tensor Forward(Tensor input, Tensor? keyPadding, int step, IReadOnlyList<bool> finished)
@@ -107,7 +107,7 @@ public static class AdaptiveGeneration
                 var state = model.InitialState(e, generator);
                 for (int i = 0; i < max; i++) state = model.Iterate(state, e, ctx, pre + i * rec);
                 var h = model.Coda(state, ctx, pre + rec * max);
-                logits = model.Logits(h.narrow(1, len - 1, 1)).squeeze(1);
+                logits = model.Logits(h.narrow(1, len - 1, 1), ctx).squeeze(1);
                 _cache.Commit(len, Enumerable.Repeat(max, batch).ToArray());
                 SetLast(ref _lastState, state.narrow(1, len - 1, 1));
             }
@@ -189,7 +189,7 @@ public static class AdaptiveGeneration
             }
             else if (depthOverride is null && o.NeedsDistribution)
             {
-                probe = model.Logits(model.Coda(nA, sub, codaSlot)).squeeze(1);
+                probe = model.Logits(model.Coda(nA, sub, codaSlot), sub).squeeze(1);
                 stats?.AddProbes(active.Count);
                 var logp = probe.log_softmax(-1);
                 if (i > 0)
@@ -242,7 +242,7 @@ public static class AdaptiveGeneration
                     var subLeave = allLeave ? ctx : Subset(ctx, leaveRows, model.ComputeDType);
                     cache.ActiveRows = allLeave ? null : leaveRows;
                     var sLeave = allLeave ? state : state.index_select(0, leaveRows);
-                    outLogits = model.Logits(model.Coda(sLeave, subLeave, codaSlot)).squeeze(1);
+                    outLogits = model.Logits(model.Coda(sLeave, subLeave, codaSlot), subLeave).squeeze(1);
                 }
                 var globalRows = tensor(leaving.Select(a => (long)active[a]).ToArray(), ScalarType.Int64).to(device);
                 logits = leaving.Length == b ? outLogits : logits.index_copy(0, globalRows, outLogits);

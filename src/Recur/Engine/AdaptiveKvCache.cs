@@ -45,6 +45,9 @@ public sealed class AdaptiveKvCache : IKvCache, IDisposable
     public AdaptiveCacheMode Mode { get; }
     public int MaxIterations => _max;
     public int Slots => _p + _r * _max + _c;
+
+    /// <summary>Forwards into this cache may use the GEMV kernel for single-row products (set by the generation engine).</summary>
+    public bool MatVec { get; init; }
     /// <summary>Committed tokens per row.</summary>
     public int Length { get; private set; }
     public int Capacity => _capacity;

@@ -178,7 +178,8 @@ public static class Generation
     /// <summary>Fixed depth: the fast batch-1 decoder when it applies (<see cref="FastDecoder"/>), else the model's reference Forward.</summary>
     sealed class FixedDepthForward(ICausalLM model, int capacity) : IStepForward
     {
-        readonly KvCache _cache = new(model.CacheSlots, capacity);
+        // The decode cache opts in to the GEMV kernel for single-row products the reference forward still does.
+        readonly KvCache _cache = new(model.CacheSlots, capacity) { MatVec = true };
 
         public Tensor Forward(Tensor input, Tensor? keyPadding, int step, IReadOnlyList<bool> finished) =>
             (FastDecoder.TryForward(model, input, keyPadding, _cache) ?? model.Forward(input, keyPadding, _cache, lastOnly: true)).squeeze(1);

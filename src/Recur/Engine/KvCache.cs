@@ -31,6 +31,9 @@ public sealed class KvCache : IRawKvCache, IDisposable
 
     public int Slots => _k.Length;
 
+    /// <summary>Forwards into this cache may use the GEMV kernel for single-row products (set by the generation engine).</summary>
+    public bool MatVec { get; init; }
+
     /// <summary>The fast decoder's weights by address for the model generating into this cache (FastDecoder.cs); one generation, one plan.</summary>
     internal object? DecodePlan { get; set; }
     public int Length => _fill.Length == 0 ? 0 : _fill[0];

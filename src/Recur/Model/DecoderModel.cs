@@ -45,11 +45,11 @@ public sealed class SelfAttention : nn.Module
     public Tensor Forward(Tensor x, AttentionContext ctx, int slot)
     {
         using var scope = NewDisposeScope();
-        var q = Ops.Linear(x, ctx.W(q_proj.weight!));
-        var k = Ops.Linear(x, ctx.W(k_proj.weight!));
-        var v = Ops.Linear(x, ctx.W(v_proj.weight!));
+        var q = ctx.Linear(x, q_proj.weight!);
+        var k = ctx.Linear(x, k_proj.weight!);
+        var v = ctx.Linear(x, v_proj.weight!);
         var o = Ops.Attention(q, k, v, q_norm, k_norm, _nh, _nkv, _d, ctx, slot);
-        return Ops.Linear(o, ctx.W(o_proj.weight!)).MoveToOuterDisposeScope();
+        return ctx.Linear(o, o_proj.weight!).MoveToOuterDisposeScope();
     }
 }
 
@@ -68,8 +68,8 @@ public sealed class SwiGlu : nn.Module
     public Tensor Forward(Tensor x, AttentionContext ctx)
     {
         using var scope = NewDisposeScope();
-        var h = F.silu(Ops.Linear(x, ctx.W(gate_proj.weight!))) * Ops.Linear(x, ctx.W(up_proj.weight!));
-        return Ops.Linear(h, ctx.W(down_proj.weight!)).MoveToOuterDisposeScope();
+        var h = F.silu(ctx.Linear(x, gate_proj.weight!)) * ctx.Linear(x, up_proj.weight!);
+        return ctx.Linear(h, down_proj.weight!).MoveToOuterDisposeScope();
     }
 }
 
@@ -156,7 +156,7 @@ public sealed class DecoderModel : nn.Module, ICausalLM
         using var scope = NewDisposeScope();
         var h = Hidden(inputIds, keyPadding, cache);
         if (lastOnly) h = h.narrow(1, h.shape[1] - 1, 1);
-        return Ops.Linear(h, HeadWeight).to(ScalarType.Float32).MoveToOuterDisposeScope();
+        return Ops.Linear(h, HeadWeight, cache?.MatVec == true).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
     public Tensor Logits(Tensor hidden) => Ops.Linear(hidden, HeadWeight).to(ScalarType.Float32);

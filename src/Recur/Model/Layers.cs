@@ -20,6 +20,12 @@ public interface IKvCache
 
     /// <summary>Appends <paramref name="k"/>/<paramref name="v"/> [B, n_kv, S_new, d] to a slot and returns all of that slot's keys and values.</summary>
     (Tensor K, Tensor V) Append(int slot, Tensor k, Tensor v);
+
+    /// <summary>
+    /// Whether forwards into this cache may send single-row products to the <see cref="Gemv"/> kernel. The generation
+    /// engine opts in for its decode caches; every other forward is the reference, libtorch's F.linear throughout.
+    /// </summary>
+    bool MatVec => false;
 }
 
 /// <summary>Per-call inputs shared by every attention layer: rotary tables, mask, cache.</summary>
@@ -38,6 +44,9 @@ public sealed class AttentionContext
 
     /// <summary>The weight in the compute dtype (cached per forward call).</summary>
     public Tensor W(Tensor weight) => Weights?.Get(weight) ?? weight;
+
+    /// <summary>y = x·Wᵀ with the weight in the compute dtype, through the kernel the cache chose (<see cref="IKvCache.MatVec"/>).</summary>
+    public Tensor Linear(Tensor x, Tensor weight) => Ops.Linear(x, W(weight), Cache?.MatVec == true);
 }
 
 /// <summary>
@@ -212,11 +221,12 @@ public static class Ops
 
     /// <summary>
     /// y = x·Wᵀ in x's dtype: fp32 master weights are cast at use, the explicit replacement for autocast (METHOD §4.2).
-    /// A single row without autograd (batch-1 decoding) goes to the bandwidth-bound <see cref="Gemv"/> kernel.
+    /// With <paramref name="matVec"/> (the caller's explicit choice, <see cref="IKvCache.MatVec"/>) a single row without
+    /// autograd goes to the bandwidth-bound <see cref="Gemv"/> kernel; otherwise, and always by default, to F.linear.
     /// </summary>
-    public static Tensor Linear(Tensor x, Tensor weight) =>
+    public static Tensor Linear(Tensor x, Tensor weight, bool matVec = false) =>
         weight.dtype != x.dtype ? F.linear(x, weight.to(x.dtype))
-        : Gemv.Handles(x, weight) ? Gemv.Apply(x, weight)
+        : matVec && Gemv.Handles(x, weight) ? Gemv.Apply(x, weight)
         : F.linear(x, weight);
 
     /// <summary>

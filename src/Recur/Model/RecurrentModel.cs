@@ -13,7 +13,8 @@
 //  - T given as (n iterations without grad, k with grad): truncated backpropagation (§3.2);
 //  - a KV cache with one slot per unrolled layer application, p + r·T + c slots (§7.2);
 //  - optional activation checkpointing of the grad iterations (IterationCheckpoint.cs).
-// This is the reference forward; the batch-1 decode kernel path lives beside it (Engine/FastDecoder.cs).
+// This is the reference forward; the batch-1 decode kernel path lives beside it (Engine/FastDecoder.cs), and single-row
+// products use the GEMV kernel only when the caller's KV cache asks for it (IKvCache.MatVec).
 //
 // Field names are the Raven state-dict names (transformer.core_block.3.attn.Wqkv.weight, …).
 using TorchSharp;
@@ -49,7 +50,7 @@ public sealed class RavenAttention : nn.Module
     public Tensor Forward(Tensor x, AttentionContext ctx, int slot)
     {
         using var scope = NewDisposeScope();
-        var qkv = Ops.Linear(x, ctx.W(Wqkv.weight!)).split([_nh * _d, _nkv * _d, _nkv * _d], -1);
+        var qkv = ctx.Linear(x, Wqkv.weight!).split([_nh * _d, _nkv * _d, _nkv * _d], -1);
         if (qk_bias is not null)
         {
             // Official order: q/k norm on the full vectors, then the per-head bias, then RoPE (inside Attention).
@@ -60,7 +61,7 @@ public sealed class RavenAttention : nn.Module
             qkv[1] = Scalars.Add(qkv[1], b[1]);
         }
         var o = Ops.Attention(qkv[0], qkv[1], qkv[2], qk_bias is null ? q_norm : null, qk_bias is null ? k_norm : null, _nh, _nkv, _d, ctx, slot);
-        return Ops.Linear(o, ctx.W(proj.weight!)).MoveToOuterDisposeScope();
+        return ctx.Linear(o, proj.weight!).MoveToOuterDisposeScope();
     }
 }
 
@@ -78,7 +79,7 @@ public sealed class RavenMlp : nn.Module
     public Tensor Forward(Tensor x, AttentionContext ctx)
     {
         using var scope = NewDisposeScope();
-        return Ops.Linear(Ops.SwiGluFused(Ops.Linear(x, ctx.W(fc.weight!))), ctx.W(proj.weight!)).MoveToOuterDisposeScope();
+        return ctx.Linear(Ops.SwiGluFused(ctx.Linear(x, fc.weight!)), proj.weight!).MoveToOuterDisposeScope();
     }
 }
 
@@ -241,10 +242,13 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         using var scope = NewDisposeScope();
         var h = Hidden(inputIds, recurrence, s0, keyPadding, cache);
         if (lastOnly) h = h.narrow(1, h.shape[1] - 1, 1);
-        return Ops.Linear(h, lm_head.weight!).to(ScalarType.Float32).MoveToOuterDisposeScope();
+        return Ops.Linear(h, lm_head.weight!, cache?.MatVec == true).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
     public Tensor Logits(Tensor hidden) => Ops.Linear(hidden, lm_head.weight!).to(ScalarType.Float32);
+
+    /// <summary>fp32 logits of hidden states from a stage-by-stage forward, through the kernel its cache chose (<see cref="IKvCache.MatVec"/>).</summary>
+    public Tensor Logits(Tensor hidden, ForwardContext ctx) => Ops.Linear(hidden, lm_head.weight!, ctx.Attention.Cache?.MatVec == true).to(ScalarType.Float32);
 
     public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) =>
         Hidden(inputIds, Recurrence.Fixed(DefaultRecurrences), keyPadding: keyPadding, cache: cache);
@@ -308,7 +312,7 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
             // Huginn renormalises the noisy state with the last core block's norm_4 (its _maybe_inject_noise, renorm=True).
             if (Config.BlockType == BlockType.Sandwich) state = transformer.core_block[Config.NLayersInRecurrentBlock - 1].norm_4!.call(state);
         }
-        state = Ops.Linear(cat([state, e], -1), ctx.Attention.W(transformer.adapter.weight!));
+        state = ctx.Attention.Linear(cat([state, e], -1), transformer.adapter.weight!);
         for (int j = 0; j < Config.NLayersInRecurrentBlock; j++) state = transformer.core_block[j].Forward(state, ctx.Attention, firstSlot + j);
         return state;
     }
