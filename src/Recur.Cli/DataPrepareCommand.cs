@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using Recur.Checkpoints;
 using Recur.Data;
+using Recur.Model;
 using Recur.Tokenization;
 
 namespace Recur.Cli;
@@ -142,7 +143,7 @@ public static class DataPrepareCommand
                 var input = batch.Inputs.AsSpan(i * data.SeqLen, data.SeqLen);
                 var label = batch.Labels.AsSpan(i * data.SeqLen, data.SeqLen);
                 int supervised = 0;
-                foreach (long l in label) if (l != PackedDataset.IgnoreIndex) supervised++;
+                foreach (long l in label) if (l != Loss.IgnoreIndex) supervised++;
                 // The row's real tokens: the inputs up to the first padded label, plus that last label.
                 var ids = new List<int>(data.RowLength);
                 for (int j = 0; j <= supervised && j < data.SeqLen; j++) ids.Add((int)input[j]);

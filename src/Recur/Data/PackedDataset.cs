@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using Recur.Model;
 using Recur.Tokenization;
 
 namespace Recur.Data;
@@ -47,9 +48,6 @@ public sealed class PackedSource
 /// </summary>
 public sealed class PackedDataset : IDisposable
 {
-    /// <summary>The label of positions that do not count in the loss (PyTorch's cross-entropy default).</summary>
-    public const long IgnoreIndex = -100;
-
     private readonly List<PackedSource> _sources;
 
     public DataSpec Spec { get; }
@@ -169,7 +167,7 @@ public sealed class PackedDataset : IDisposable
     /// Packs row <paramref name="row"/> of source <paramref name="source"/>: tokens
     /// [row·(L+1), (row+1)·(L+1)) of the source's stream, padded with <see cref="PadId"/> past
     /// its end (only the last row is short). inputs = row[:-1]; labels = row[1:], with
-    /// <see cref="IgnoreIndex"/> where row[1:] is padding (TRL: labels −100 where attention_mask is 0).
+    /// <see cref="Loss.IgnoreIndex"/> where row[1:] is padding (TRL: labels −100 where attention_mask is 0).
     /// </summary>
     public void ReadRow(int source, long row, Span<long> inputs, Span<long> labels)
     {
@@ -187,7 +185,7 @@ public sealed class PackedDataset : IDisposable
         buf[1..].CopyTo(labels);
         // Label j is token j+1 of the row; it is padding when j+1 ≥ valid.
         if (valid - 1 < SeqLen)
-            labels[Math.Max(0, valid - 1)..].Fill(IgnoreIndex);
+            labels[Math.Max(0, valid - 1)..].Fill(Loss.IgnoreIndex);
     }
 
     /// <summary>Reads the rows <paramref name="refs"/> into one batch.</summary>

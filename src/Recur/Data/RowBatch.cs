@@ -1,3 +1,4 @@
+using Recur.Model;
 using static TorchSharp.torch;
 
 namespace Recur.Data;
@@ -8,7 +9,7 @@ public readonly record struct RowRef(int Source, long Row);
 /// <summary>
 /// A batch of packed rows (METHOD §4.1): <see cref="Inputs"/> = row[:-1] and
 /// <see cref="Labels"/> = row[1:], row-major [<see cref="Rows"/>, <see cref="SeqLen"/>], with
-/// labels <see cref="PackedDataset.IgnoreIndex"/> (−100) where the label would be padding.
+/// labels <see cref="Loss.IgnoreIndex"/> (−100) where the label would be padding.
 /// </summary>
 public sealed record RowBatch(long[] Inputs, long[] Labels, int Rows, int SeqLen, IReadOnlyList<RowRef> RowRefs)
 {
@@ -18,7 +19,7 @@ public sealed record RowBatch(long[] Inputs, long[] Labels, int Rows, int SeqLen
         get
         {
             long n = 0;
-            foreach (long l in Labels) if (l != PackedDataset.IgnoreIndex) n++;
+            foreach (long l in Labels) if (l != Loss.IgnoreIndex) n++;
             return n;
         }
     }

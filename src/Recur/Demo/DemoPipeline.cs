@@ -206,7 +206,7 @@ public static class DemoPipeline
             for (int b = 0; b < Math.Max(1, rows.Rows / o.MicroBatch); b++)
             {
                 var (x, y) = rows.Next();
-                var (s, c) = Scoring.Loss(scored, x, y);
+                var (s, c) = Loss.Sum(scored, x, y);
                 sum += s; n += c;
             }
             valLoss[t] = sum / Math.Max(1, n);

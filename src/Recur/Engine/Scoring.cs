@@ -3,12 +3,9 @@ using static TorchSharp.torch;
 
 namespace Recur.Engine;
 
-/// <summary>Log-likelihood of continuations and token-level loss, batched, for evaluation.</summary>
+/// <summary>Log-likelihood of continuations, batched, for evaluation (token-level loss: <see cref="Loss.Sum"/>).</summary>
 public static class Scoring
 {
-    // The ignored label, held for the process (Model/Scalars.cs).
-    static readonly TorchSharp.Scalar IgnoreIndex = -100;
-
     /// <summary>
     /// For each (context, continuation) pair of token ids: the summed log-probability of the continuation
     /// given the context, and whether every continuation token is the greedy choice (lm-eval's loglikelihood
@@ -59,17 +56,5 @@ public static class Scoring
             progress?.Invoke(done);
         }
         return results;
-    }
-
-    /// <summary>Summed cross-entropy and counted tokens for inputs/labels [B, S] (labels −100 are ignored).</summary>
-    public static (double SumLoss, long Tokens) Loss(ICausalLM model, Tensor inputs, Tensor labels)
-    {
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var logits = model.Logits(model.Hidden(inputs.to(model.Device)));
-        var flatLabels = labels.to(model.Device).reshape(-1);
-        var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), flatLabels, ignore_index: -100, reduction: nn.Reduction.Sum);
-        long n = flatLabels.ne(IgnoreIndex).sum().item<long>();
-        return (loss.item<float>(), n);
     }
 }

@@ -89,7 +89,7 @@ public static class ValLossTask
             var row = data.Rows[i];
             var inputs = tensor(row[..^1].Select(x => (long)x).ToArray(), [1, row.Length - 1]);
             var labels = tensor(row[1..].Select(x => (long)x).ToArray(), [1, row.Length - 1]);
-            var (sum, n) = Scoring.Loss(model, inputs, labels);
+            var (sum, n) = Loss.Sum(model, inputs, labels);
             samples.Add(new ValLossSample(i, (int)n, sum / n));
             progress?.Invoke(i + 1, data.Rows.Count);
         }

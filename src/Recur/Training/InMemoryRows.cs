@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Recur.Model;
 using static TorchSharp.torch;
 
 namespace Recur.Training;
@@ -82,7 +83,7 @@ public sealed class InMemoryRows : IBatchSource
             for (int t = 0; t < _seqLen; t++)
             {
                 inputs[b * _seqLen + t] = row[t] < 0 ? ~row[t] : row[t];
-                labels[b * _seqLen + t] = t + 1 < _valid[r] && row[t + 1] >= 0 ? row[t + 1] : -100;
+                labels[b * _seqLen + t] = t + 1 < _valid[r] && row[t + 1] >= 0 ? row[t + 1] : Loss.IgnoreIndex;
             }
         }
         return (tensor(inputs, [_batch, _seqLen]), tensor(labels, [_batch, _seqLen]));

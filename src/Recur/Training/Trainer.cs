@@ -10,7 +10,6 @@ using Recur.Checkpoints;
 using Recur.Model;
 using TorchSharp;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace Recur.Training;
 
@@ -73,9 +72,6 @@ public sealed class TrainerHooks
 
 public sealed class Trainer : IDisposable
 {
-    // The ignored label, held for the process (Model/Scalars.cs).
-    static readonly Scalar IgnoreIndex = -100;
-
     public const string StateFile = "trainer_state.json";
     public const string OptimizerFile = "optimizer.safetensors";
 
@@ -218,8 +214,7 @@ public sealed class Trainer : IDisposable
                     using var scope = NewDisposeScope();
                     var (x, y) = train.Next();
                     x = x.to(_device); y = y.to(_device);
-                    var logits = _rec is not null ? _rec.Forward(x, n, k, s0: RowStates(TrainNoise, dataStep, x)) : _dec!.Forward(x);
-                    var l = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), y.reshape(-1), ignore_index: -100);
+                    var l = _rec is not null ? Loss.Of(_rec, x, y, new Recurrence(n, k), RowStates(TrainNoise, dataStep, x)) : Loss.Of(_dec!, x, y);
                     Scalars.Div(l, r.Accumulation).backward();
                     loss += l.item<float>() / r.Accumulation;
                 }
@@ -298,10 +293,10 @@ public sealed class Trainer : IDisposable
                     using var scope = NewDisposeScope();
                     var (x, y) = src.Next();
                     if (x.shape[0] == 0) continue; // this rank's share of a short last batch
-                    x = x.to(_device); y = y.to(_device).reshape(-1);
-                    var logits = _rec is not null ? _rec.Forward(x, t, 0, s0: RowStates(ValNoise + (ulong)t, b, x)) : _dec!.Forward(x);
-                    sum += F.cross_entropy(logits.reshape(-1, logits.shape[^1]), y, ignore_index: -100, reduction: nn.Reduction.Sum).item<float>();
-                    count += y.ne(IgnoreIndex).sum().item<long>();
+                    x = x.to(_device);
+                    var (s, n) = _rec is not null ? Loss.Sum(_rec, x, y, new Recurrence(t, 0), RowStates(ValNoise + (ulong)t, b, x)) : Loss.Sum(_dec!, x, y);
+                    sum += s;
+                    count += n;
                 }
                 if (sync.WorldSize > 1) { sum = sync.Mean(sum); count = sync.Mean(count); }
                 result[_rec is null ? "T=-" : $"T={t}"] = count > 0 ? sum / count : double.NaN;

@@ -1,4 +1,5 @@
 using Recur.Data;
+using Recur.Model;
 using Xunit;
 using static Recur.Tests.Data.DataTestKit;
 
@@ -47,7 +48,7 @@ public sealed class PackingTests : IDisposable
         // The final row holds the last 4 tokens, padded with EOS; padding is never a label.
         var (lastIn, lastLab) = Row(data, 0, 2);
         Assert.Equal([stream[12], stream[13], stream[14], stream[15], Eos], lastIn);
-        Assert.Equal([stream[13], stream[14], stream[15], PackedDataset.IgnoreIndex, PackedDataset.IgnoreIndex], lastLab);
+        Assert.Equal([stream[13], stream[14], stream[15], Loss.IgnoreIndex, Loss.IgnoreIndex], lastLab);
         Assert.Equal(Eos, data.PadId);
     }
 
@@ -61,7 +62,7 @@ public sealed class PackingTests : IDisposable
         Assert.Equal(2, data.Sources[0].Rows);
         var (inputs, labels) = Row(data, 0, 1);
         Assert.Equal([Eos, Eos, Eos, Eos], inputs);          // the real last token (EOS) then EOS padding
-        Assert.All(labels, l => Assert.Equal(PackedDataset.IgnoreIndex, l));
+        Assert.All(labels, l => Assert.Equal(Loss.IgnoreIndex, l));
         var batch = data.ReadRows([new RowRef(0, 0), new RowRef(0, 1)]);
         Assert.Equal(4, batch.SupervisedTokens);
     }
@@ -78,7 +79,7 @@ public sealed class PackingTests : IDisposable
         var (inputs, labels) = Row(data, 0, 0);
         Assert.Equal(stream, inputs.Take(stream.Count));
         Assert.Equal(stream.Skip(1), labels.Take(stream.Count - 1));
-        Assert.All(labels.Skip(stream.Count - 1), l => Assert.Equal(PackedDataset.IgnoreIndex, l));
+        Assert.All(labels.Skip(stream.Count - 1), l => Assert.Equal(Loss.IgnoreIndex, l));
     }
 
     [Fact]
