@@ -41,16 +41,7 @@ static class Common
     /// <summary>Help text of a --max-new-tokens whose default depends on the model.</summary>
     public static string MaxNewTokensDefault(int @default) => $"[default: {@default}, at most a quarter of the model's context]";
 
-    public static Device ParseDevice(string name)
-    {
-        if (name == "cpu") return CPU;
-        if (name.StartsWith("cuda", StringComparison.Ordinal))
-        {
-            if (!cuda.is_available()) throw new RecurUserException($"--device {name}: CUDA is not available (this build uses the CPU TorchSharp package, or no GPU is visible; build with -p:TorchBackend=cuda)");
-            return device(name);
-        }
-        throw new RecurUserException($"--device must be cpu or cuda[:N] (got '{name}')");
-    }
+    public static Device ParseDevice(string name) => Recur.Model.Devices.Parse(name, "--device");
 
     public static ScalarType ParseDType(string? name) => name is null ? ScalarType.Float32 : HfCheckpoint.ParseDType(name);
 

@@ -11,8 +11,10 @@ namespace Recur.Cli;
 /// error (throw), so that the tests can check what the other ranks do. Not for users.
 /// When <c>RECUR_TEST_FAULT_LOG</c> names a file, the fault is also recorded there before it strikes: mpiexec may
 /// drop a killed rank's last forwarded output, a flushed file cannot lose it.
+/// Internal on purpose: a test hook of tests/Recur.Tests/Distributed/MpiTrainTests.cs, not part of the command line or the
+/// library (no help text or doc lists the variables; the type is visible only to the test assembly).
 /// </summary>
-sealed record TestFault(int Batch, string Mode)
+internal sealed record TestFault(int Batch, string Mode)
 {
     public const string Variable = "RECUR_TEST_FAULT";
     public const string LogVariable = "RECUR_TEST_FAULT_LOG";

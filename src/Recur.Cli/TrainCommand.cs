@@ -84,9 +84,9 @@ static class TrainCommand
             // Killed saves leave a model and optimizer state each; they are never resumed from, so they go.
             if (lead)
                 foreach (var left in TrainRun.CleanLeftovers(dir)) Console.Error.WriteLine($"note: removed {left}, left by an interrupted save");
-            checkpoint = Trainer.LatestCheckpoint(dir) ?? throw new RecurUserException(
+            checkpoint = RunCheckpoints.Latest(dir) ?? throw new RecurUserException(
                 $"{dir}: no checkpoint to resume from (the run stopped before its first save); start it again with --recipe {Path.Combine(dir, TrainRun.RecipeFile)} --out {dir}");
-            state = Trainer.ReadState(checkpoint);
+            state = RunCheckpoints.ReadState(checkpoint);
             long lastPhaseSteps = r.Phase(r.PhaseCount - 1, Path.Combine(dir, TrainRun.RecipeFile)).Steps;
             if (state.Phase == r.PhaseCount - 1 && state.Step >= lastPhaseSteps)
             {
@@ -203,7 +203,7 @@ static class TrainCommand
             Console.Error.WriteLine($"interrupted: checkpoint written; continue with: {Common.CommandName()} train --resume {dir}");
             return 130;
         }
-        var last = Trainer.LatestCheckpoint(dir)!;
+        var last = RunCheckpoints.Latest(dir)!;
         var final = Path.Combine(dir, TrainRun.FinalModelDir);
         TrainRun.ExportModel(last, final);
         Console.WriteLine($"done: final model in {final}; metrics in {Path.Combine(dir, TrainRun.MetricsFile)}; plots in {dir}");

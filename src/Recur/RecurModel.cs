@@ -499,7 +499,7 @@ public sealed class RecurModel : IDisposable
                 Model.ComputeDType = savedCompute;
                 try { if (Directory.Exists(scratch)) Directory.Delete(scratch, true); } catch (IOException) { }
             }
-            var latest = Trainer.LatestCheckpoint(outDir);
+            var latest = RunCheckpoints.Latest(outDir);
             string? final = null;
             if (finished && latest is not null)
             {
@@ -651,15 +651,5 @@ public sealed class RecurModel : IDisposable
         ? new CharTokenizerAdapter(c.Inner, c.SourcePath)
         : TokenizerLoader.Load(tok.SourcePath);
 
-    static Device ParseDevice(string name)
-    {
-        if (name == "cpu") return CPU;
-        if (name.StartsWith("cuda", StringComparison.Ordinal))
-        {
-            if (!cuda.is_available())
-                throw new RecurUserException($"device {name}: CUDA is not available (this build uses the CPU TorchSharp package, or no GPU is visible; build with -p:TorchBackend=cuda)");
-            return device(name);
-        }
-        throw new RecurUserException($"device must be cpu or cuda[:N] (got '{name}')");
-    }
+    static Device ParseDevice(string name) => Devices.Parse(name, "device");
 }

@@ -138,8 +138,6 @@ public sealed class SafeTensorsFile : IDisposable
         return ((FileInfo)info).Length;
     }
 
-    public static ScalarType ToScalarType(string dtype) => DTypes[dtype].Type;
-
     /// <summary>Reads one tensor (CPU) in its stored dtype, or converted to <paramref name="dtype"/>.</summary>
     public unsafe Tensor Read(string name, ScalarType? dtype = null)
     {

@@ -1,6 +1,7 @@
 // Shared by both demo tasks (DemoPipeline: word problems; DepthDemo: depth-bound tasks): the paper's post-training
 // recipe shape scaled to the demo's model, and one training run from in-memory rows to a final model folder.
 using System.Diagnostics;
+using Recur.Checkpoints;
 using Recur.Model;
 using Recur.Tokenization;
 using Recur.Training;
@@ -49,11 +50,11 @@ static class DemoTraining
         using (var trainer = new Trainer(r with { CheckpointEvery = 0 }, r.Name!, dir, model, hooks, null, files))
             if (!trainer.Run(cancel)) throw new OperationCanceledException();
         double flops = curve.Count > 0 ? curve[^1].Item1 : 0;
-        var ckpt = Trainer.LatestCheckpoint(dir)!;
+        var ckpt = RunCheckpoints.Latest(dir)!;
         var final = Path.Combine(dir, TrainRun.FinalModelDir);
         Directory.CreateDirectory(final);
         foreach (var f in Directory.GetFiles(ckpt))
-            if (Path.GetFileName(f) is not (Trainer.OptimizerFile or Trainer.StateFile)) File.Copy(f, Path.Combine(final, Path.GetFileName(f)), true);
+            if (Path.GetFileName(f) is not (RunCheckpoints.OptimizerFile or RunCheckpoints.StateFile)) File.Copy(f, Path.Combine(final, Path.GetFileName(f)), true);
         Directory.Delete(Path.Combine(dir, "checkpoints"), true);
         Directory.Delete(scratch, true);
         return new DemoTrainOutcome(final, flops, sw.Elapsed.TotalSeconds, curve);

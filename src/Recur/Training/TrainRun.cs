@@ -81,7 +81,7 @@ public static class TrainRun
     public static bool NothingToResume(string outDir)
     {
         if (!Directory.Exists(outDir)) return true;
-        if (Trainer.LatestCheckpoint(outDir) is not null) return false;
+        if (RunCheckpoints.Latest(outDir) is not null) return false;
         foreach (var e in Directory.EnumerateFileSystemEntries(outDir))
         {
             string n = Path.GetFileName(e);
@@ -217,7 +217,7 @@ public static class TrainRun
                 spec.Validate("recipe data");
                 var ds = PackedDataset.Open(spec, tok, r.DataCache ?? DefaultDataCache, progress);
                 Func<IBatchSource>? packedVal = ds.ValRows > 0 ? () => new PackedValidation(ds, r.MicroBatch * world, rank, world) : null;
-                return (new PackedSource(ds, r.MicroBatch * world, rank, world), packedVal);
+                return (new PackedBatchSource(ds, r.MicroBatch * world, rank, world), packedVal);
             }
             var (train, val) = Documents(r, tok);
             Func<IBatchSource>? valFactory = val.Count > 0 ? () => new InMemoryRows(val, r.SeqLen, r.MicroBatch, 0, pad, rank, world) : null;
@@ -227,7 +227,7 @@ public static class TrainRun
 
     /// <summary>Appends a metrics line; on resume, lines past the checkpoint are dropped first so the file reads as one run.</summary>
     public static void AppendMetrics(string outDir, StepMetrics m) =>
-        File.AppendAllText(Path.Combine(outDir, MetricsFile), JsonSerializer.Serialize(m, Trainer.StateJson).Replace("\n", "").Replace("  ", "") + "\n");
+        File.AppendAllText(Path.Combine(outDir, MetricsFile), JsonSerializer.Serialize(m, RunCheckpoints.Json).Replace("\n", "").Replace("  ", "") + "\n");
 
     public static void TruncateMetrics(string outDir, long globalStep)
     {
@@ -245,7 +245,7 @@ public static class TrainRun
     {
         var p = Path.Combine(outDir, MetricsFile);
         if (!File.Exists(p)) return [];
-        return File.ReadAllLines(p).Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<StepMetrics>(l, Trainer.StateJson)!).ToList();
+        return File.ReadAllLines(p).Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<StepMetrics>(l, RunCheckpoints.Json)!).ToList();
     }
 
     /// <summary>The final model folder: the last checkpoint without optimizer and trainer state (replaces <paramref name="dst"/>).</summary>
@@ -256,7 +256,7 @@ public static class TrainRun
         foreach (var f in Directory.GetFiles(checkpoint))
         {
             var name = Path.GetFileName(f);
-            if (name is Trainer.OptimizerFile or Trainer.StateFile) continue;
+            if (name is RunCheckpoints.OptimizerFile or RunCheckpoints.StateFile) continue;
             File.Copy(f, Path.Combine(tmp, name));
         }
         if (Directory.Exists(dst)) Directory.Delete(dst, true);

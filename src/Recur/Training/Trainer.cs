@@ -72,9 +72,6 @@ public sealed class TrainerHooks
 
 public sealed class Trainer : IDisposable
 {
-    public const string StateFile = "trainer_state.json";
-    public const string OptimizerFile = "optimizer.safetensors";
-
     readonly TrainRecipe _recipe;
     readonly string _source;
     readonly string _out;
@@ -178,7 +175,7 @@ public sealed class Trainer : IDisposable
         if (split.AdamW.Count > 0) optimizers.Add(new AdamW(split.AdamW, new AdamWOptions(r.AdamWLr, 0.9, 0.95, r.Optimizer == "adamw" ? 1e-8 : r.AdamWEps, r.WeightDecay)));
         try
         {
-            if (_state.Step > 0) LoadOptimizers(optimizers);
+            if (_state.Step > 0) RunCheckpoints.LoadOptimizers(_out, optimizers);
             var curriculum = _rec is null ? null
                 : r.Curriculum == "constant" ? RecurrenceCurriculum.Constant(r.TrainRecurrence, r.Steps)
                 : new RecurrenceCurriculum(RecurrenceCurriculum.ParseKind(r.Curriculum, _source), r.TrainRecurrence, r.Steps, r.CurriculumFraction);
@@ -335,12 +332,9 @@ public sealed class Trainer : IDisposable
         return cat(parts, 0).MoveToOuterDisposeScope();
     }
 
-    static string CheckpointName(int phase, long step) => $"phase{phase + 1}-step{step:D7}";
-
     /// <summary>
-    /// Writes checkpoints/phaseP-stepS/ atomically: a loadable model folder (config + weights + tokenizer) plus
-    /// optimizer state and trainer_state.json; then prunes to the newest <c>keep_checkpoints</c>. The previous
-    /// checkpoint is untouched until the new one is complete.
+    /// Writes the checkpoint (RunCheckpoints.Save: a loadable model folder plus optimizer state and trainer_state.json,
+    /// atomically), then prunes to the newest <c>keep_checkpoints</c>.
     /// </summary>
     void SaveCheckpoint(TrainRecipe r, List<IOptimizer> optimizers, IBatchSource train)
     {
@@ -351,68 +345,21 @@ public sealed class Trainer : IDisposable
             _hooks.Sync.Barrier();
             return;
         }
-        try { SaveCheckpointRank0(r, optimizers, train); }
-        finally { _hooks.Sync.Barrier(); }
-    }
-
-    void SaveCheckpointRank0(TrainRecipe r, List<IOptimizer> optimizers, IBatchSource train)
-    {
-        var dir = Path.Combine(_out, "checkpoints", CheckpointName(_state.Phase, _state.Step));
-        var state = _state with { Data = train.SaveState(), StateGenerator = null };
-        var tmpFiles = new Dictionary<string, string>(_extraFiles);
-        var scratch = Path.Combine(_out, $".scratch-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(scratch);
         try
         {
-            var optState = optimizers.SelectMany(o => o.StateDict().Select(kv => new KeyValuePair<string, Tensor>($"{o.Name}.{kv.Key}", kv.Value))).ToList();
-            SafeTensorsFile.Save(Path.Combine(scratch, OptimizerFile), optState);
-            File.WriteAllText(Path.Combine(scratch, StateFile), JsonSerializer.Serialize(state, StateJson));
-            tmpFiles[OptimizerFile] = Path.Combine(scratch, OptimizerFile);
-            tmpFiles[StateFile] = Path.Combine(scratch, StateFile);
-            if (_rec is not null) RecurrentCheckpoint.Save(_rec, dir, ScalarType.Float32, force: true, extraFiles: tmpFiles);
-            else HfCheckpoint.SaveFolder(dir, _dec!.Config.ToJson(),
-                _dec.named_parameters().Select(kv => new KeyValuePair<string, Tensor>(kv.name, kv.parameter)).ToList(),
-                ScalarType.Float32, 4L << 30, force: true, tmpFiles);
+            var state = _state with { Data = train.SaveState(), StateGenerator = null };
+            var dir = RunCheckpoints.Save(_out, state, optimizers, _extraFiles, (folder, files) =>
+            {
+                if (_rec is not null) RecurrentCheckpoint.Save(_rec, folder, ScalarType.Float32, force: true, extraFiles: files);
+                else HfCheckpoint.SaveFolder(folder, _dec!.Config.ToJson(),
+                    _dec.named_parameters().Select(kv => new KeyValuePair<string, Tensor>(kv.name, kv.parameter)).ToList(),
+                    ScalarType.Float32, 4L << 30, force: true, files);
+            });
+            _state = state;
+            _hooks.OnCheckpoint?.Invoke(dir);
+            RunCheckpoints.Prune(_out, r.KeepCheckpoints);
         }
-        finally { Directory.Delete(scratch, recursive: true); }
-        _state = state;
-        _hooks.OnCheckpoint?.Invoke(dir);
-        var all = ListCheckpoints(_out);
-        foreach (var old in all.Take(Math.Max(0, all.Count - r.KeepCheckpoints))) Directory.Delete(old, recursive: true);
-    }
-
-    void LoadOptimizers(List<IOptimizer> optimizers)
-    {
-        var dir = LatestCheckpoint(_out) ?? throw new RecurUserException($"{_out}: no checkpoint to resume the optimizer state from");
-        using var f = SafeTensorsFile.Open(Path.Combine(dir, OptimizerFile));
-        foreach (var o in optimizers)
-        {
-            string prefix = o.Name + ".";
-            var state = f.Entries.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal))
-                .ToDictionary(k => k[prefix.Length..], k => f.Read(k));
-            o.LoadStateDict(state, Path.Combine(dir, OptimizerFile));
-        }
-    }
-
-    internal static readonly JsonSerializerOptions StateJson = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
-
-    /// <summary>Checkpoint folders of a run, oldest first (names sort by phase, then step).</summary>
-    public static List<string> ListCheckpoints(string outDir)
-    {
-        var root = Path.Combine(outDir, "checkpoints");
-        if (!Directory.Exists(root)) return [];
-        return Directory.GetDirectories(root, "phase*-step*")
-            .Where(d => File.Exists(Path.Combine(d, StateFile)))
-            .OrderBy(d => d, StringComparer.Ordinal).ToList();
-    }
-
-    public static string? LatestCheckpoint(string outDir) => ListCheckpoints(outDir).LastOrDefault();
-
-    public static TrainerState ReadState(string checkpointDir)
-    {
-        var p = Path.Combine(checkpointDir, StateFile);
-        try { return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(p), StateJson) ?? throw new JsonException("empty"); }
-        catch (JsonException e) { throw new RecurUserException($"{p}: unreadable trainer state ({e.Message.Split('\n')[0]})"); }
+        finally { _hooks.Sync.Barrier(); }
     }
 
     public void Dispose()

@@ -114,8 +114,8 @@ public class MpiTrainTests
         // Resume the 2-rank run on 1 rank and the 1-rank run on 2 ranks from step 2: same global batch, same result.
         foreach (var dir in new[] { one, two })
         {
-            Directory.Delete(Trainer.LatestCheckpoint(dir)!, recursive: true);
-            Assert.EndsWith("phase1-step0000002", Trainer.LatestCheckpoint(dir));
+            Directory.Delete(RunCheckpoints.Latest(dir)!, recursive: true);
+            Assert.EndsWith("phase1-step0000002", RunCheckpoints.Latest(dir));
         }
         var bad = Run(3, ["train", "--resume", two]);
         Assert.NotEqual(0, bad.Code);

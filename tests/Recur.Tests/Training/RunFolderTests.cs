@@ -1,4 +1,5 @@
 using Recur.Data;
+using Recur.Checkpoints;
 using Recur.Tests.Support;
 using Recur.Tokenization;
 using Recur.Training;
@@ -26,7 +27,7 @@ public sealed class RunFolderTests
         if (withCheckpoint)
         {
             Directory.CreateDirectory(Path.Combine(dir, "checkpoints", "phase1-step000010"));
-            File.WriteAllText(Path.Combine(dir, "checkpoints", "phase1-step000010", Trainer.StateFile), "{}");
+            File.WriteAllText(Path.Combine(dir, "checkpoints", "phase1-step000010", RunCheckpoints.StateFile), "{}");
         }
         return dir;
     }
@@ -122,7 +123,7 @@ public sealed class RunFolderTests
             "train", "--recipe", recipe, "--out", outDir);
         Assert.True(again.Code == 0, again.Stderr + again.Stdout);
         Assert.Contains("starting it again", again.Stderr);
-        Assert.NotNull(Trainer.LatestCheckpoint(outDir));
+        Assert.NotNull(RunCheckpoints.Latest(outDir));
     }
 
     [Fact]

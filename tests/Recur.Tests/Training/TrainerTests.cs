@@ -24,8 +24,8 @@ public class TrainerTests
         TrainerState? state = null;
         if (resume)
         {
-            var ckpt = Trainer.LatestCheckpoint(dir)!;
-            state = Trainer.ReadState(ckpt);
+            var ckpt = RunCheckpoints.Latest(dir)!;
+            state = RunCheckpoints.ReadState(ckpt);
             model = ModelLoader.Load(ckpt, ScalarType.Float32, CPU);
         }
         else model = TrainRun.BuildModel(r, tok, CPU);
@@ -73,13 +73,13 @@ public class TrainerTests
     {
         var dir = TestModels.TempDir();
         Run(Recipe("keep_checkpoints=2"), dir);
-        var cks = Trainer.ListCheckpoints(dir);
+        var cks = RunCheckpoints.List(dir);
         Assert.Equal(2, cks.Count);
         Assert.EndsWith("phase1-step0000012", cks[^1]);
         using var m = ModelLoader.Load(cks[^1], ScalarType.Float32, CPU);
         Assert.IsType<RecurrentModel>(m);
         Assert.True(File.Exists(Path.Combine(cks[^1], "char_tokenizer.json")));
-        Assert.Equal(12, Trainer.ReadState(cks[^1]).Step);
+        Assert.Equal(12, RunCheckpoints.ReadState(cks[^1]).Step);
     }
 
     [Fact]
@@ -87,12 +87,12 @@ public class TrainerTests
     {
         var dir = TestModels.TempDir();
         Run(Recipe("steps=4"), dir);
-        var good = Trainer.LatestCheckpoint(dir)!;
+        var good = RunCheckpoints.Latest(dir)!;
         // A half-written checkpoint is a temporary folder that never got renamed: simulate one and check it is ignored.
         var partial = Path.Combine(dir, "checkpoints", ".phase1-step0000008.tmp-1-x");
         Directory.CreateDirectory(partial);
         File.WriteAllText(Path.Combine(partial, "model.safetensors"), "truncated");
-        Assert.Equal(good, Trainer.LatestCheckpoint(dir));
+        Assert.Equal(good, RunCheckpoints.Latest(dir));
         // And a write over that very checkpoint that fails midway (after the weights, at a missing extra file)
         // leaves it as it was: same files, same weights, same state.
         var files = Directory.GetFiles(good).Select(f => (Path.GetFileName(f), File.ReadAllBytes(f))).OrderBy(f => f.Item1).ToList();
@@ -105,8 +105,8 @@ public class TrainerTests
         Assert.All(files.Zip(after), p => Assert.True(p.First.Item2.AsSpan().SequenceEqual(p.Second.Item2), $"{p.First.Item1} changed"));
         using var again = (RecurrentModel)ModelLoader.Load(good, ScalarType.Float32, CPU);
         Assert.True((again.lm_head.weight! - model.lm_head.weight!).abs().max().item<float>() >= 0.5f, "the old weights are still there");
-        Assert.Equal(4, Trainer.ReadState(good).Step);
-        Assert.Equal(good, Trainer.LatestCheckpoint(dir));
+        Assert.Equal(4, RunCheckpoints.ReadState(good).Step);
+        Assert.Equal(good, RunCheckpoints.Latest(dir));
     }
 
     [Fact]

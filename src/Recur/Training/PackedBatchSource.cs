@@ -5,14 +5,14 @@ using static TorchSharp.torch;
 namespace Recur.Training;
 
 /// <summary>Training batches from a tokenised, packed dataset (Recur.Data), with its cursor as the saved state.</summary>
-public sealed class PackedSource : IBatchSource
+public sealed class PackedBatchSource : IBatchSource
 {
     readonly PackedDataset _data;
     readonly bool _ownsData;
     readonly int _globalBatch, _rank, _world;
     DataLoader _loader;
 
-    public PackedSource(PackedDataset data, int globalBatch, int rank = 0, int world = 1, bool ownsData = true)
+    public PackedBatchSource(PackedDataset data, int globalBatch, int rank = 0, int world = 1, bool ownsData = true)
     {
         _data = data; _ownsData = ownsData; _globalBatch = globalBatch; _rank = rank; _world = world;
         _loader = data.Train(globalBatch, rank, world);
