@@ -1,6 +1,7 @@
 // Recur benchmarks. Each suite measures its peers in the same run and reports ratios, because the
 // machine is shared and absolute numbers drift. Usage:
 //   dotnet run -c Release --project bench/Recur.Bench -- decode [--threads 2] [--shapes stories15m,stories110m]
+//   dotnet run -c Release --project bench/Recur.Bench -- generate [--threads 2] [--shapes stories15m,stories110m] [--tokens 64] [--rounds 3]
 //   dotnet run -c Release --project bench/Recur.Bench -- ttft --peer /path/to/llama2.c/run [--recur src/Recur.Cli/bin/Release/net10.0/linux-x64/Recur.Cli]
 //       [--baseline another/Recur.Cli] [--rounds 5] [--shapes stories15m,stories110m] [--threads 2]
 //   dotnet run -c Release --project bench/Recur.Bench -- eval [--threads 2] [--problems 64] [--max-new 32] [--items 64] [--batch 32]
@@ -28,6 +29,7 @@ if ((MpiLaunch.FromEnvironment()?.Rank ?? 0) == 0)
 switch (suite)
 {
     case "decode": Decode(); break;
+    case "generate": GenerateSuite.Run(shapes, Arg("--tokens", 64), Arg("--rounds", 3)); break;
     case "eval": Eval(); break;
     case "train": Train(); break;
     case "recurrence": RecurrenceDecode(); break;
@@ -35,7 +37,7 @@ switch (suite)
     case "serve": Serve(); break;
     case "gemv": GemvSuite(); break;
     case "ttft": Ttft(); break;
-    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, gemv, ttft, eval, train, recurrence, allreduce, serve)"); return 2;
+    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, generate, gemv, ttft, eval, train, recurrence, allreduce, serve)"); return 2;
 }
 return 0;
 

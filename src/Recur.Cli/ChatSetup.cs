@@ -30,9 +30,8 @@ static class ChatSetup
     {
         modelPath = Recur.Hub.HubCache.Resolve(modelPath); // a folder, or a repo id in the HF cache
         ModelLoader.Detect(modelPath);
-        string tokPath = tokenizerPath
-            ?? (Directory.Exists(modelPath) && TokenizerLoader.TryResolve(modelPath) is not null ? modelPath
-                : throw new RecurUserException($"{modelPath}: no tokenizer.json or tokenizer.model in the model folder; {verb} needs text, so pass --tokenizer PATH"));
+        string tokPath = TokenizerLoader.PathFor(modelPath, tokenizerPath)
+            ?? throw new RecurUserException($"{modelPath}: no tokenizer.json or tokenizer.model in the model folder; {verb} needs text, so pass --tokenizer PATH");
         var tok = TokenizerLoader.Load(tokPath);
         ICausalLM? model = null;
         try

@@ -87,7 +87,7 @@ static class EvalCommand
             var dev = Common.ParseDevice(parse.GetValue(device)!);
             var dt = Common.ParseDType(parse.GetValue(dtype));
             var format = ModelLoader.Detect(modelPath!);
-            string? tokPath = parse.GetValue(tokenizer) ?? (Directory.Exists(modelPath) && TokenizerLoader.TryResolve(modelPath!) is not null ? modelPath : null);
+            string? tokPath = TokenizerLoader.PathFor(modelPath!, parse.GetValue(tokenizer));
             if (tokPath is null) throw new RecurUserException($"{modelPath}: no tokenizer found beside the model; pass --tokenizer PATH");
             PrepareOutput(outDir, parse.GetValue(force));
 

@@ -52,7 +52,7 @@ static class GenerateCommand
             StartupTrace.Mark("arguments parsed");
 
             ITokenizer? tok = null;
-            string? tokPath = parse.GetValue(tokenizer) ?? (Directory.Exists(path) && TokenizerLoader.TryResolve(path) is not null ? path : null);
+            string? tokPath = TokenizerLoader.PathFor(path, parse.GetValue(tokenizer));
             if (texts.Length > 0 || (tokPath is not null && !parse.GetValue(outputIds)))
             {
                 if (tokPath is null) throw new RecurUserException($"{path}: no tokenizer found; pass --tokenizer PATH, or use --prompt-ids with --output-ids");

@@ -243,7 +243,7 @@ public sealed class RecurModel : IDisposable
         var device = ParseDevice(o.Device);
         var dtype = HfCheckpoint.ParseDType(o.DType);
         ModelLoader.Detect(path);
-        string? tokPath = o.Tokenizer ?? (Directory.Exists(path) && TokenizerLoader.TryResolve(path) is not null ? path : null);
+        string? tokPath = TokenizerLoader.PathFor(path, o.Tokenizer);
         var tok = tokPath is null ? null : TokenizerLoader.Load(tokPath);
         ICausalLM? model = null;
         try

@@ -47,6 +47,13 @@ public static class TokenizerLoader
         return full;
     }
 
+    /// <summary>
+    /// The tokenizer of a model: <paramref name="given"/> when the user named one, else the model folder when a tokenizer lies
+    /// beside the weights, else null. The one rule of the library facade and every CLI verb.
+    /// </summary>
+    public static string? PathFor(string modelPath, string? given) =>
+        given ?? (Directory.Exists(modelPath) && TryResolve(modelPath) is not null ? modelPath : null);
+
     /// <summary>The tokenizer file in a model folder, or null when the folder has none.</summary>
     public static string? TryResolve(string folder)
     {
