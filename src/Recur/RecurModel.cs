@@ -437,14 +437,14 @@ public sealed class RecurModel : IDisposable
         if (module.parameters().Any(p => p.dtype != ScalarType.Float32))
             throw new RecurUserException("training needs fp32 parameters (the recipe's dtype sets the compute dtype): load with DType = \"fp32\"");
         string recipeFile = System.IO.Path.Combine(outDir, TrainRun.RecipeFile);
-        string? checkpoint = resume && Directory.Exists(outDir) ? Trainer.LatestCheckpoint(outDir) : null;
+        string? checkpoint = resume && Directory.Exists(outDir) ? RunCheckpoints.Latest(outDir) : null;
         TrainerState? state = null;
         if (checkpoint is not null)
         {
             var stored = File.Exists(recipeFile) ? TrainRecipe.Load(recipeFile) : throw new RecurUserException($"{outDir}: no {TrainRun.RecipeFile}; not a run folder");
             if (stored.ToJson() != recipe.ToJson())
                 throw RecurUserException.About($"{outDir}: the recipe differs from the run's {TrainRun.RecipeFile}; resume: true continues a run with its own recipe (TrainRecipe.Load(\"{recipeFile}\"))", "resume: true");
-            state = Trainer.ReadState(checkpoint);
+            state = RunCheckpoints.ReadState(checkpoint);
             long lastPhaseSteps = stored.Phase(stored.PhaseCount - 1, recipeFile).Steps;
             if (state.Phase == stored.PhaseCount - 1 && state.Step >= lastPhaseSteps)
             {
