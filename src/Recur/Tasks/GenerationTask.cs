@@ -58,7 +58,8 @@ public interface ILogLikelihoodTask : IEvalTask
 
 /// <summary>
 /// What the generation tasks share, as lm-eval's <c>ConfigurableTask</c> does for <c>generate_until</c>:
-/// few-shot exemplars (the first K of a training file, lm-eval's <c>first_n</c> sampler), the prompt
+/// few-shot exemplars (the first K of a training file, lm-eval's <c>first_n</c> sampler, or, when
+/// <see cref="FewshotSeed"/> is set, lm-eval's default seeded sampler), the prompt
 /// (<c>doc_to_text</c> of each exemplar, the target delimiter " ", its target, the fewshot delimiter "\n\n", then
 /// <c>doc_to_text</c> of the question), generation in batches, scoring and aggregation.
 /// </summary>
@@ -88,6 +89,31 @@ public abstract class GenerationTask<TDoc, TSample> : IGenerationTask where TSam
     public GenerationTaskOptions Options { get; }
     public string? FewshotSource { get; }
     public IReadOnlyList<Exemplar> ExemplarPool => _pool;
+
+    /// <summary>
+    /// When set, exemplars are drawn as lm-eval's default <c>ContextSampler</c> draws them (lm_eval/api/samplers.py):
+    /// one <c>random.Random(seed)</c> per task, <c>sample(pool, K)</c> called once per document in document order, so
+    /// document i gets the (i+1)-th draw; the pool is the whole few-shot file in file order. Nothing is excluded,
+    /// as lm-eval excludes the document only when the few-shot split is the test split. Null: the first K.
+    /// </summary>
+    public int? FewshotSeed { get; protected init; }
+
+    readonly List<int[]> _draws = [];
+    PythonRandom? _rng;
+    readonly Lock _drawLock = new();
+
+    /// <summary>Pool indices of the exemplars document <paramref name="docIndex"/> gets under <see cref="FewshotSeed"/>.</summary>
+    public IReadOnlyList<int> SeededDraw(int docIndex)
+    {
+        if (FewshotSeed is not int seed) throw new InvalidOperationException($"{Name}: exemplars are the first K, not seeded draws");
+        ArgumentOutOfRangeException.ThrowIfNegative(docIndex);
+        lock (_drawLock)
+        {
+            _rng ??= new PythonRandom((ulong)seed);
+            while (_draws.Count <= docIndex) _draws.Add(_rng.SampleIndices(_pool.Count, Options.NumFewshot));
+            return _draws[docIndex];
+        }
+    }
 
     /// <summary>lm-eval's <c>generation_kwargs.until</c>; the engine adds the model's EOS.</summary>
     public abstract IReadOnlyList<string> StopSequences { get; }
@@ -129,9 +155,16 @@ public abstract class GenerationTask<TDoc, TSample> : IGenerationTask where TSam
     /// The full prompt: for each exemplar <c>DocToText(q) + " " + target + "\n\n"</c> (lm-eval's
     /// <c>target_delimiter</c> and <c>fewshot_delimiter</c>), then <c>DocToText(question)</c>.
     /// </summary>
-    public string BuildPrompt(string question)
+    /// <param name="docIndex">The document's position in evaluation order; chooses the draw under <see cref="FewshotSeed"/>.</param>
+    public string BuildPrompt(string question, int docIndex = 0)
     {
         var sb = new StringBuilder();
+        if (FewshotSeed is not null)
+        {
+            foreach (int i in SeededDraw(docIndex))
+                sb.Append(DocToText(_pool[i].Question)).Append(' ').Append(_pool[i].Target).Append("\n\n");
+            return sb.Append(DocToText(question)).ToString();
+        }
         int used = 0;
         foreach (var ex in _pool)
         {
@@ -148,7 +181,7 @@ public abstract class GenerationTask<TDoc, TSample> : IGenerationTask where TSam
     /// <summary>Generates an answer for every document and scores it.</summary>
     public EvalRun<TSample> Evaluate(IGenerator generator, TaskData<TDoc> data, int batchSize = 32, Action<int, int>? progress = null)
     {
-        var prompts = data.Docs.Select(d => BuildPrompt(QuestionOf(d))).ToList();
+        var prompts = data.Docs.Select((d, i) => BuildPrompt(QuestionOf(d), i)).ToList();
         var outputs = TaskUtil.Batched(prompts, batchSize, b => generator.Generate(b, StopSequences, Options.MaxNewTokens), progress);
         var samples = data.Docs.Select((d, i) => ScoreDoc(i, prompts[i], outputs[i], d)).ToList();
         return new EvalRun<TSample>(Aggregate(samples, Settings, data.Warnings), samples);
@@ -171,7 +204,7 @@ public abstract class GenerationTask<TDoc, TSample> : IGenerationTask where TSam
     EvalResult IGenerationTask.AggregateSamples(IReadOnlyList<IEvalSample> samples, IReadOnlyDictionary<string, string> settings, IReadOnlyList<string> warnings) =>
         Aggregate(samples.Cast<TSample>().ToList(), settings, warnings);
 
-    /// <summary>Reads the first <paramref name="count"/> rows of a training jsonl as exemplars (fewer if the file is shorter).</summary>
-    protected static IReadOnlyList<Exemplar> LoadExemplars(string path, int count, Func<JsonlRow, Exemplar> convert) =>
+    /// <summary>Reads the first <paramref name="count"/> rows of a training jsonl as exemplars (fewer if the file is shorter; all when null).</summary>
+    protected static IReadOnlyList<Exemplar> LoadExemplars(string path, int? count, Func<JsonlRow, Exemplar> convert) =>
         Jsonl.Read(path, convert, new TaskLoadOptions(Limit: count)).Docs;
 }

@@ -68,13 +68,23 @@ public sealed class Gsm8kTask : GenerationTask<Gsm8kDoc, Gsm8kSample>
         : base(NameOf(variant), options, exemplarPool, fewshotSource)
     {
         Variant = variant;
+        // gsm8k.yaml has no fewshot_config.sampler, so lm-eval uses its default seeded sampler with
+        // --fewshot_random_seed's default 1234 (lm_eval/evaluator.py, set_fewshot_seed); the CoT yamls use first_n.
+        if (variant == Gsm8kVariant.Gsm8k) FewshotSeed = LmEvalFewshotSeed;
     }
 
-    /// <summary>Builds the task, reading the first K (+1 spare) exemplars from <paramref name="fewshotPath"/> when K &gt; 0.</summary>
+    /// <summary>lm-eval's default <c>fewshot_random_seed</c>.</summary>
+    public const int LmEvalFewshotSeed = 1234;
+
+    /// <summary>
+    /// Builds the task. <c>gsm8k</c> reads the whole training file (the pool lm-eval samples from, in file order);
+    /// the CoT variants read the first K (+1 spare) problems. Nothing is read when K = 0.
+    /// </summary>
     public static Gsm8kTask Create(Gsm8kVariant variant, GenerationTaskOptions options, string? fewshotPath)
     {
         if (options.NumFewshot == 0 || fewshotPath is null) return new Gsm8kTask(variant, options, [], fewshotPath);
-        return new Gsm8kTask(variant, options, LoadExemplars(fewshotPath, options.NumFewshot + 1, variant), fewshotPath);
+        int? count = variant == Gsm8kVariant.Gsm8k ? null : options.NumFewshot + 1;
+        return new Gsm8kTask(variant, options, LoadExemplars(fewshotPath, count, variant), fewshotPath);
     }
 
     public Gsm8kVariant Variant { get; }
@@ -102,6 +112,7 @@ public sealed class Gsm8kTask : GenerationTask<Gsm8kDoc, Gsm8kSample>
         {
             var s = new Dictionary<string, string>(base.Settings);
             if (IsCot) s["exemplars"] = "first K training problems as 'reasoning. The answer is N.' (not the yaml's 8 hand-written ones)";
+            else if (Options.NumFewshot > 0) s["exemplars"] = $"lm-eval's seeded draw: random.Random({FewshotSeed}).sample(train, K) per document in order";
             return s;
         }
     }
@@ -119,8 +130,8 @@ public sealed class Gsm8kTask : GenerationTask<Gsm8kDoc, Gsm8kSample>
         return data with { Warnings = [.. data.Warnings, w] };
     }
 
-    /// <summary>Reads the first <paramref name="count"/> problems of a training jsonl as exemplars in the variant's target form.</summary>
-    public static IReadOnlyList<Exemplar> LoadExemplars(string path, int count, Gsm8kVariant variant) =>
+    /// <summary>Reads the first <paramref name="count"/> problems of a training jsonl (all when null) as exemplars in the variant's target form.</summary>
+    public static IReadOnlyList<Exemplar> LoadExemplars(string path, int? count, Gsm8kVariant variant) =>
         LoadExemplars(path, count, row =>
         {
             var answer = row.String("answer");

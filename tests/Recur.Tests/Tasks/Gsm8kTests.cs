@@ -178,10 +178,12 @@ public class Gsm8kTests
     [Fact]
     public void Plain_gsm8k_uses_question_answer_prompt_whole_answer_exemplars_and_its_stop_string()
     {
+        // lm-eval's seeded draw over this 3-row file gives row 1 to document 0 and row 0 to document 1
+        // (random.Random(1234).sample(range(3), 1) twice; PythonRandomTests checks the generator against CPython).
         var task = Task(Gsm8kVariant.Gsm8k);
         var train = File.ReadLines(TaskFixtures.Path("gsm8k_train.jsonl")).Select(l => JsonNode.Parse(l)!.AsObject()).First();
         // gsm8k.yaml: doc_to_text "Question: {{question}}\nAnswer:", doc_to_target "{{answer}}" (annotations and '#### N' kept).
-        Assert.Equal("Question: " + TrainQ + "\nAnswer: " + (string)train["answer"]! + "\n\nQuestion: " + TestQ + "\nAnswer:", task.BuildPrompt(TestQ));
+        Assert.Equal("Question: " + TrainQ + "\nAnswer: " + (string)train["answer"]! + "\n\nQuestion: " + TestQ + "\nAnswer:", task.BuildPrompt(TestQ, docIndex: 1));
         Assert.Equal(["Question:", "</s>", "<|im_end|>"], task.StopSequences);
         Assert.Equal("gsm8k", task.Name);
     }
@@ -201,5 +203,42 @@ public class Gsm8kTests
         Assert.Equal(strict, s.StrictExtracted);
         Assert.Equal(strictOk, s.StrictCorrect);
         Assert.Equal(flexibleOk, s.FlexibleCorrect);
+    }
+}
+
+public class Gsm8kSeededFewshotTests
+{
+    static List<Exemplar> Pool(int n) => Enumerable.Range(0, n).Select(i => new Exemplar($"train question {i}?", $"answer {i}\n#### {i}")).ToList();
+
+    static int[][] PythonDraws(int seed, int n, int k)
+    {
+        var c = JsonNode.Parse(File.ReadAllText(TaskFixtures.Path("python_random_draws.json")))!["cases"]!.AsArray()
+            .Single(c => c!["draws"] is not null && c["seed"]!.GetValue<long>() == seed && c["n"]!.GetValue<int>() == n && c["k"]!.GetValue<int>() == k);
+        return c!["draws"]!.AsArray().Select(d => d!.AsArray().Select(v => v!.GetValue<int>()).ToArray()).ToArray();
+    }
+
+    static string Expected(IReadOnlyList<Exemplar> pool, int[] draw, string question) =>
+        string.Concat(draw.Select(i => "Question: " + pool[i].Question + "\nAnswer: " + pool[i].Target + "\n\n")) + "Question: " + question + "\nAnswer:";
+
+    [Fact]
+    public void Each_document_in_order_gets_the_next_draw_of_pythons_seeded_sample()
+    {
+        var pool = Pool(10);
+        var draws = PythonDraws(Gsm8kTask.LmEvalFewshotSeed, 10, 2);
+        var task = new Gsm8kTask(Gsm8kVariant.Gsm8k, new GenerationTaskOptions(NumFewshot: 2), pool);
+        var gen = new FakeGenerator(_ => "#### 1");
+        var docs = Enumerable.Range(0, draws.Length).Select(i => new Gsm8kDoc(i + 1, $"test question {i}?", "#### 1")).ToList();
+        task.Evaluate(gen, new TaskData<Gsm8kDoc>("test.jsonl", docs, 0, []), batchSize: 3);
+        var prompts = gen.Calls.SelectMany(c => c.Prompts).ToList();
+        Assert.Equal(draws.Select((d, i) => Expected(pool, d, docs[i].Question)).ToList(), prompts);
+        Assert.NotEqual(draws[0], draws[1]);
+    }
+
+    [Fact]
+    public void Cot_variants_keep_the_first_k_exemplars()
+    {
+        var task = new Gsm8kTask(Gsm8kVariant.Cot, new GenerationTaskOptions(NumFewshot: 2), Pool(10));
+        Assert.Null(task.FewshotSeed);
+        Assert.StartsWith("Q: train question 0?", task.BuildPrompt("q?", docIndex: 3));
     }
 }
