@@ -20,6 +20,13 @@ public sealed unsafe class MpiGradientSync : IGradientSync
     /// <summary>Exit code of a job aborted because a collective timed out.</summary>
     public const int TimeoutExitCode = 2;
 
+    /// <summary>
+    /// How long a rank that is about to abort the job waits after writing its error: MPI_Abort makes the launcher kill
+    /// every rank and its forwarding proxies at once, and a line still on its way to mpiexec is lost (seen under load
+    /// with 300 ms). Aborts are rare; a second costs nothing.
+    /// </summary>
+    static readonly TimeSpan ForwardingPause = TimeSpan.FromSeconds(1);
+
     readonly Mpi _mpi;
     readonly CollectiveWatchdog _watchdog;
     readonly GradientBuckets _buckets;
@@ -65,6 +72,7 @@ public sealed unsafe class MpiGradientSync : IGradientSync
         Console.Error.WriteLine($"error: rank {Rank} of {WorldSize}: {what} has waited {waited.TotalSeconds:0} s for the other ranks " +
             $"(limit ${TimeoutVariable}={Timeout.TotalSeconds:0} s): another rank has died or hangs; aborting the job");
         Console.Error.Flush();
+        Thread.Sleep(ForwardingPause);
         // FUNNELED promises that only the main thread calls MPI; MPI_Abort from this thread works with MPICH (tried
         // with ch4 at every thread level), and should it ever return or block, _exit still ends this process, which
         // makes the launcher end the others.
@@ -144,7 +152,7 @@ public sealed unsafe class MpiGradientSync : IGradientSync
         Console.Error.Flush();
         // MPI_Abort makes the launcher kill every rank and its own forwarding proxies at once; lines a rank has
         // just written (its error) can be lost on the way to the terminal. A short pause lets them through.
-        Thread.Sleep(300);
+        Thread.Sleep(ForwardingPause);
         _mpi.Abort(code);
     }
 
