@@ -1,10 +1,10 @@
 // Recur benchmarks. Each suite measures its peers in the same run and reports ratios, because the
 // machine is shared and absolute numbers drift. Usage:
-//   dotnet run -c Release --project bench/Recur.Bench -- decode [--threads 2] [--shapes stories15m,stories110m]
+//   dotnet run -c Release --project bench/Recur.Bench -- decode [--threads 2] [--shapes stories15m,stories110m] [--rounds 3] [--peer /path/to/llama2.c/run]
 //   dotnet run -c Release --project bench/Recur.Bench -- generate [--threads 2] [--shapes stories15m,stories110m] [--tokens 64] [--rounds 3]
 //   dotnet run -c Release --project bench/Recur.Bench -- ttft --peer /path/to/llama2.c/run [--recur src/Recur.Cli/bin/Release/net10.0/linux-x64/Recur.Cli]
 //       [--baseline another/Recur.Cli] [--rounds 5] [--shapes stories15m,stories110m] [--threads 2]
-//   dotnet run -c Release --project bench/Recur.Bench -- eval [--threads 2] [--problems 64] [--max-new 32] [--items 64] [--batch 32]
+//   dotnet run -c Release --project bench/Recur.Bench -- eval [--threads 2] [--problems 64] [--max-new 32] [--items 64] [--batch 32] [--single 0] [--mc 0]
 //   mpiexec -n 2 bench/Recur.Bench/bin/Release/net10.0/linux-x64/Recur.Bench allreduce --threads 1 [--sizes-mb 16,64,256] [--reference 16:4.1,...]
 //     (run by bench/mpi/run.sh, which passes the C program's GB/s as --reference)
 using System.Diagnostics;
@@ -107,11 +107,20 @@ void Decode()
 {
     using var _ = no_grad();
     double bw = ReadBandwidth();
-    double peak32 = MatmulPeak(ScalarType.Float32), peak16 = MatmulPeak(ScalarType.BFloat16);
+    // --matmul 0 skips the matmul peaks (a 2048² bf16 matmul takes seconds on a host without AVX-512 BF16).
+    bool matmul = Arg("--matmul", 1) != 0;
+    double peak32 = matmul ? MatmulPeak(ScalarType.Float32) : double.NaN, peak16 = matmul ? MatmulPeak(ScalarType.BFloat16) : double.NaN;
     Console.WriteLine($"machine: read bandwidth {bw:0.0} GB/s; matmul peak fp32 {peak32:0} GFLOP/s, bf16 {peak16:0} GFLOP/s");
     Console.WriteLine();
-    Console.WriteLine("| shape | dtype | prefill 512 tok/s | prefill GFLOP/s | ÷ matmul peak | decode tok/s | read GB/s | bound tok/s | ÷ bound (median round) | ÷ bound, each round |");
-    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+    // --peer: llama2.c's run.c on the same fp32 weights, one run beside each Recur round (its own "achieved tok/s",
+    // timed from its second token, 144 positions like Recur's 16 + 128), reported as the median and Recur ÷ it.
+    string peer = ArgS("--peer", "");
+    var peerDir = peer.Length > 0 ? Directory.CreateTempSubdirectory("recur-decode-peer-").FullName : "";
+    if (peer.Length > 0) WritePeerTokenizer(Path.Combine(peerDir, "tokenizer.bin"), 32000);
+    int nRounds = Arg("--rounds", 3);
+    string peerHeader = peer.Length > 0 ? " llama2.c fp32 tok/s (median) | Recur ÷ llama2.c |" : "";
+    Console.WriteLine($"| shape | dtype | prefill 512 tok/s | prefill GFLOP/s | ÷ matmul peak | decode tok/s | read GB/s | bound tok/s | ÷ bound (median round) | ÷ bound, each round |{peerHeader}");
+    Console.WriteLine($"|---|---|---|---|---|---|---|---|---|---|{(peer.Length > 0 ? "---|---|" : "")}");
     foreach (var name in shapes)
         foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
         {
@@ -119,6 +128,9 @@ void Decode()
             manual_seed(0);
             using var m = new DecoderModel(cfg);
             using (no_grad()) foreach (var p in m.parameters()) p.normal_(0, 0.02);
+            string peerBin = Path.Combine(peerDir, $"{name}.bin");
+            if (peer.Length > 0 && dt == ScalarType.Float32) WriteLlama2c(m, peerBin); // the same weights, before any cast
+            var peerTps = new List<double>();
             m.to(dt); m.ComputeDType = dt; m.eval();
             long nParams = m.parameters().Sum(p => p.numel());
             long embed = m.model.embed_tokens.weight!.numel();
@@ -141,8 +153,9 @@ void Decode()
             // bound); the round with the median ratio is reported, every round's ratio printed.
             Generation.Generate(m, [p16], opts); // warm-up
             var rounds = new List<(double Tps, double Bw, double Bound, double Ratio)>();
-            for (int round = 0; round < 3; round++)
+            for (int round = 0; round < nRounds; round++)
             {
+                if (peer.Length > 0) peerTps.Add(PeerDecode(peer, peerBin, Path.Combine(peerDir, "tokenizer.bin"), 144, threads));
                 double bwNear = ReadBandwidth();
                 var sw = Stopwatch.StartNew();
                 Generation.Generate(m, [p16], opts);
@@ -151,10 +164,33 @@ void Decode()
                 double b = bwNear * 1e9 / (readParams * (double)elem);
                 rounds.Add((tps, bwNear, b, tps / b));
             }
-            var (decTps, bwMed, bound, _) = rounds.OrderBy(r => r.Ratio).ElementAt(1);
+            var (decTps, bwMed, bound, _) = rounds.OrderBy(r => r.Ratio).ElementAt(nRounds / 2);
             double peak = dt == ScalarType.Float32 ? peak32 : peak16;
-            Console.WriteLine($"| {name} | {(dt == ScalarType.Float32 ? "fp32" : "bf16")} | {preTps:0} | {preGf:0} | {preGf / peak:0.00} | {decTps:0.0} | {bwMed:0.0} | {bound:0.0} | {decTps / bound:0.00} | {string.Join(" ", rounds.Select(r => r.Ratio.ToString("0.00")))} |");
+            string peerCells = "";
+            if (peer.Length > 0)
+            {
+                double pm = peerTps.OrderBy(x => x).ElementAt(nRounds / 2), rm = rounds.Select(r => r.Tps).OrderBy(x => x).ElementAt(nRounds / 2);
+                peerCells = $" {pm:0.0} ({string.Join(" ", peerTps.Select(x => x.ToString("0")))}) | {rm / pm:0.00} (Recur rounds {string.Join(" ", rounds.Select(r => r.Tps.ToString("0")))}) |";
+            }
+            Console.WriteLine($"| {name} | {(dt == ScalarType.Float32 ? "fp32" : "bf16")} | {preTps:0} | {preGf:0} | {preGf / peak:0.00} | {decTps:0.0} | {bwMed:0.0} | {bound:0.0} | {decTps / bound:0.00} | {string.Join(" ", rounds.Select(r => r.Ratio.ToString("0.00")))} |{peerCells}");
         }
+    if (peerDir.Length > 0) Directory.Delete(peerDir, recursive: true);
+}
+
+/// <summary>llama2.c's own decode rate ("achieved tok/s", from its second token on) for a greedy run of <paramref name="steps"/> positions.</summary>
+static double PeerDecode(string peer, string bin, string tokenizer, int steps, int threads)
+{
+    var psi = new ProcessStartInfo(peer) { RedirectStandardError = true, RedirectStandardOutput = true };
+    foreach (var a in new[] { bin, "-z", tokenizer, "-n", steps.ToString(System.Globalization.CultureInfo.InvariantCulture), "-i", "O", "-t", "0" }) psi.ArgumentList.Add(a);
+    psi.Environment["OMP_NUM_THREADS"] = threads.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    using var p = Process.Start(psi)!;
+    var stdout = p.StandardOutput.ReadToEndAsync();
+    string err = p.StandardError.ReadToEnd();
+    p.WaitForExit();
+    _ = stdout.Result;
+    var line = err.Split('\n').FirstOrDefault(l => l.StartsWith("achieved tok/s:", StringComparison.Ordinal))
+        ?? throw new InvalidOperationException($"{peer} printed no rate (exit {p.ExitCode}): {err}");
+    return double.Parse(line["achieved tok/s:".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
 }
 
 /// <summary>
@@ -199,17 +235,23 @@ void Eval()
         .ToList();
     int mcItems = mcRequests.Count / 4;
 
+    // --single 0 skips the one-at-a-time runs, --mc 0 the multiple-choice rows (both unchanged by decode work).
+    bool single = Arg("--single", 1) != 0, mc = Arg("--mc", 1) != 0;
     Console.WriteLine();
-    Console.WriteLine("| task | T | batch | items | seconds | rate | batched ÷ single |");
-    Console.WriteLine("|---|---|---|---|---|---|---|");
+    Console.WriteLine("| task | T | batch | items | seconds | rate | batched ÷ single | answers (SHA-256 of the texts, first 12 hex) |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|");
     foreach (int t in new[] { 1, 4 })
     {
+        string digest = "";
         double Gen(int bs)
         {
             var at = m.At(Recurrence.Fixed(t, new TorchSharp.torch.Generator(0)));
             var sw = Stopwatch.StartNew();
-            new ModelGenerator(at, tok, bs).Generate(prompts, Gsm8kTask.CotStopSequences, maxNew);
-            return sw.Elapsed.TotalSeconds;
+            var outs = new ModelGenerator(at, tok, bs).Generate(prompts, Gsm8kTask.CotStopSequences, maxNew);
+            double secs = sw.Elapsed.TotalSeconds;
+            // Same problems, same answers: a digest of every generated text, compared across builds and batch sizes.
+            digest = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\u0001", outs.Select(o => o.Text)))))[..12].ToLowerInvariant();
+            return secs;
         }
         double Mc(int bs)
         {
@@ -219,12 +261,15 @@ void Eval()
             return sw.Elapsed.TotalSeconds;
         }
         Gen(batch); // warm-up
-        double gb = Gen(batch), g1 = Gen(1);
-        Console.WriteLine($"| gsm8k problems/min | {t} | {batch} | {prompts.Count} | {gb:0.0} | {prompts.Count / gb * 60:0.0} | {g1 / gb:0.00} |");
-        Console.WriteLine($"| gsm8k problems/min | {t} | 1 | {prompts.Count} | {g1:0.0} | {prompts.Count / g1 * 60:0.0} | |");
-        double mb = Mc(batch), m1 = Mc(1);
-        Console.WriteLine($"| multiple choice items/s | {t} | {batch} | {mcItems} | {mb:0.0} | {mcItems / mb:0.0} | {m1 / mb:0.00} |");
-        Console.WriteLine($"| multiple choice items/s | {t} | 1 | {mcItems} | {m1:0.0} | {mcItems / m1:0.0} | |");
+        double gb = Gen(batch);
+        string batchedDigest = digest;
+        double g1 = single ? Gen(1) : double.NaN;
+        Console.WriteLine($"| gsm8k problems/min | {t} | {batch} | {prompts.Count} | {gb:0.0} | {prompts.Count / gb * 60:0.0} | {(single ? $"{g1 / gb:0.00}" : "")} | {batchedDigest} |");
+        if (single) Console.WriteLine($"| gsm8k problems/min | {t} | 1 | {prompts.Count} | {g1:0.0} | {prompts.Count / g1 * 60:0.0} | | {digest} |");
+        if (!mc) continue;
+        double mb = Mc(batch), m1 = single ? Mc(1) : double.NaN;
+        Console.WriteLine($"| multiple choice items/s | {t} | {batch} | {mcItems} | {mb:0.0} | {mcItems / mb:0.0} | {(single ? $"{m1 / mb:0.00}" : "")} | |");
+        if (single) Console.WriteLine($"| multiple choice items/s | {t} | 1 | {mcItems} | {m1:0.0} | {mcItems / m1:0.0} | | |");
     }
 }
 

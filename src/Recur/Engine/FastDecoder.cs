@@ -1,11 +1,11 @@
-// The fast batch-1 decode path, beside the models' reference Forward (STYLE §16).
+// The fast decode path, beside the models' reference Forward (STYLE §16).
 //
 // RecurrentModel.Forward and DecoderModel.Forward are the reference: op by op through libtorch, for any batch,
-// mask, dtype and device. Generating one token for one sequence spends most of that time in libtorch's per-op
-// dispatch (bench/RESULTS.md), so the generation loop asks this decoder first and falls back to Forward when it
-// does not apply (Model/FastDecode.cs lists when it does). The weights by address ("plan") are collected once per
-// KV cache, i.e. once per generation, and kept on the cache. tests/Recur.Tests/Model/FastDecodeTests.cs checks
-// both models against their Forward.
+// mask, dtype and device. Generating one token per sequence spends much of that time in libtorch's per-op dispatch
+// (bench/RESULTS.md), so the generation loop asks this decoder first and falls back to Forward when it does not
+// apply (Model/FastDecode.cs lists when it does): one sequence or a left-padded batch, Llama or OLMo-2 blocks. The
+// weights by address ("plan") and the activation buffers are made once per KV cache, i.e. once per generation, and
+// kept on the cache. tests/Recur.Tests/Model/FastDecodeTests.cs checks both models against their Forward.
 using Recur.Model;
 using static TorchSharp.torch;
 
@@ -14,9 +14,10 @@ namespace Recur.Engine;
 public static class FastDecoder
 {
     /// <summary>
-    /// Logits [1, 1, V] (fp32) for one new token of one sequence through the fast path, or null when the path does not
-    /// apply (then call <see cref="ICausalLM.Forward"/>). <paramref name="model"/> is a <see cref="DecoderModel"/>, a
-    /// <see cref="RecurrentModel"/> (at its default T) or a recurrent model seen at a recurrence.
+    /// Logits [B, 1, V] (fp32) for one new token per row through the fast path, or null when the path does not apply
+    /// (then call <see cref="ICausalLM.Forward"/>). <paramref name="keyPadding"/> is the generation's padding mask
+    /// [B, past + 1] or null. <paramref name="model"/> is a <see cref="DecoderModel"/>, a <see cref="RecurrentModel"/>
+    /// (at its default T) or a recurrent model seen at a recurrence.
     /// </summary>
     public static Tensor? TryForward(ICausalLM model, Tensor inputIds, Tensor? keyPadding, IKvCache? cache) => model switch
     {
@@ -26,91 +27,127 @@ public static class FastDecoder
         _ => null,
     };
 
-    sealed record DecoderWeights(DecoderModel Model, ScalarType DType, DecoderWeights.Matrices Payload)
+    /// <summary>What one generation keeps on its cache: the model's weights by address and the activation buffers.</summary>
+    sealed class State<T>(object model, ScalarType dtype, T payload)
     {
-        public sealed record Matrices(FastDecode.Block[] Blocks, Gemv.Matrix Embedding, Gemv.Matrix Norm, Gemv.Matrix Head);
+        public object Model { get; } = model;
+        public ScalarType DType { get; } = dtype;
+        public T Payload { get; } = payload;
+        FastDecode.Workspace? _work;
+
+        public bool For(object model, ScalarType dtype) => ReferenceEquals(Model, model) && DType == dtype;
+        public FastDecode.Workspace Work(int batch, FastDecode.Shape shape) =>
+            _work is { } w && w.Batch == batch ? w : _work = new FastDecode.Workspace(batch, shape);
     }
 
-    sealed record RecurrentWeights(RecurrentModel Model, ScalarType DType, RecurrentWeights.Matrices Payload)
+    sealed record DecoderMatrices(FastDecode.Block[] Blocks, Gemv.Matrix Embedding, Gemv.Matrix Norm, Gemv.Matrix Head);
+
+    sealed record RecurrentMatrices(FastDecode.Block[] Prelude, FastDecode.Block[] Core, FastDecode.Block[] Coda,
+        Gemv.Matrix Embedding, Gemv.Matrix Adapter, Gemv.Matrix Norm, Gemv.Matrix Head);
+
+    /// <summary>
+    /// One block from its tensors in the order q, k, v (or Wqkv), o, gate, up (or fc), down, norm 1, norm 2[, q norm,
+    /// k norm]: <paramref name="qkv"/> and <paramref name="gateUp"/> say how many tensors the fused groups take.
+    /// </summary>
+    static FastDecode.Block BlockOf(BlockType type, Gemv.Matrix[] t, int qkv, int gateUp)
     {
-        public sealed record Matrices(FastDecode.Block[] Prelude, FastDecode.Block[] Core, FastDecode.Block[] Coda,
-            Gemv.Matrix Embedding, Gemv.Matrix Adapter, Gemv.Matrix Norm, Gemv.Matrix Head);
+        int at = 0;
+        var q = t[at..(at += qkv)];
+        var o = t[at++];
+        var gu = t[at..(at += gateUp)];
+        var down = t[at++];
+        var n1 = t[at++];
+        var n2 = t[at++];
+        return type == BlockType.Olmo2 ? new FastDecode.Block(type, q, o, gu, down, n1, n2, t[at], t[at + 1]) : new FastDecode.Block(type, q, o, gu, down, n1, n2);
     }
 
     static Tensor? TryDecoder(DecoderModel m, Tensor inputIds, Tensor? keyPadding, IKvCache? cache)
     {
-        if (!FastDecode.Applies(inputIds, keyPadding, cache, m.ComputeDType, m.Config.BlockType, m.Device) || cache is not KvCache kv) return null;
-        if (kv.DecodePlan is not DecoderWeights w || !ReferenceEquals(w.Model, m) || w.DType != m.ComputeDType)
+        var type = m.Config.BlockType;
+        if (!FastDecode.Applies(inputIds, keyPadding, cache, m.ComputeDType, type, m.Device) || cache is not KvCache kv) return null;
+        if (kv.DecodePlan is not State<DecoderMatrices> w || !w.For(m, m.ComputeDType))
         {
-            var tensors = m.model.layers.SelectMany(l => new[]
-            {
-                l.self_attn.q_proj.weight!, l.self_attn.k_proj.weight!, l.self_attn.v_proj.weight!, l.self_attn.o_proj.weight!,
-                l.mlp.gate_proj.weight!, l.mlp.up_proj.weight!, l.mlp.down_proj.weight!, l.input_layernorm!.weight, l.post_attention_layernorm.weight,
-            }).Concat([m.model.embed_tokens.weight!, m.model.norm.weight, m.HeadWeight]).ToArray();
-            FastDecode.Plan<DecoderWeights.Matrices>? plan = null;
+            var perLayer = m.model.layers.Select(l => type == BlockType.Olmo2
+                ? new[] { l.self_attn.q_proj.weight!, l.self_attn.k_proj.weight!, l.self_attn.v_proj.weight!, l.self_attn.o_proj.weight!,
+                          l.mlp.gate_proj.weight!, l.mlp.up_proj.weight!, l.mlp.down_proj.weight!, l.post_attention_layernorm.weight,
+                          l.post_feedforward_layernorm!.weight, l.self_attn.q_norm!.weight, l.self_attn.k_norm!.weight }
+                : [l.self_attn.q_proj.weight!, l.self_attn.k_proj.weight!, l.self_attn.v_proj.weight!, l.self_attn.o_proj.weight!,
+                   l.mlp.gate_proj.weight!, l.mlp.up_proj.weight!, l.mlp.down_proj.weight!, l.input_layernorm!.weight, l.post_attention_layernorm.weight]).ToArray();
+            var tensors = perLayer.SelectMany(t => t).Concat([m.model.embed_tokens.weight!, m.model.norm.weight, m.HeadWeight]).ToArray();
+            FastDecode.Plan<DecoderMatrices>? plan = null;
             plan = FastDecode.Reuse(ref plan, tensors, m.ComputeDType, () =>
             {
-                var mx = tensors.Select(FastDecode.M).ToArray();
-                var blocks = Enumerable.Range(0, m.model.layers.Count).Select(i => mx.AsSpan(9 * i, 9).ToArray())
-                    .Select(b => new FastDecode.Block([b[0], b[1], b[2]], b[3], [b[4], b[5]], b[6], b[7], b[8])).ToArray();
-                return new DecoderWeights.Matrices(blocks, mx[^3], mx[^2], mx[^1]);
+                var blocks = perLayer.Select(ts => BlockOf(type, ts.Select(FastDecode.M).ToArray(), 3, 2)).ToArray();
+                return new DecoderMatrices(blocks, FastDecode.M(tensors[^3]), FastDecode.M(tensors[^2]), FastDecode.M(tensors[^1]));
             });
             if (plan is null) return null;
-            kv.DecodePlan = w = new DecoderWeights(m, m.ComputeDType, plan.Payload);
+            kv.DecodePlan = w = new State<DecoderMatrices>(m, m.ComputeDType, plan.Payload);
         }
         var p = w.Payload;
         var shape = FastDecode.ShapeOf(m.Config, m.RopeFor(m.Device), m.ComputeDType);
+        int b = (int)inputIds.shape[0];
+        var rows = FastDecode.Rows.Of(b, keyPadding, kv.Length, shape.InvFreq);
+        var work = w.Work(b, shape);
         var x = FastDecode.Embed(p.Embedding, inputIds);
-        for (int i = 0; i < p.Blocks.Length; i++) FastDecode.Step(x, p.Blocks[i], shape, kv, i);
-        return FastDecode.Logits(x, p.Norm, p.Head, shape.Eps, shape.Bf16);
+        for (int i = 0; i < p.Blocks.Length; i++) FastDecode.Step(x, p.Blocks[i], shape, kv, i, rows, work);
+        return FastDecode.Logits(x, p.Norm, p.Head, shape.Eps, work);
     }
 
     static Tensor? TryRecurrent(RecurrentModel m, Recurrence recurrence, Tensor inputIds, Tensor? keyPadding, IKvCache? cache)
     {
         var c = m.Config;
         int t = recurrence.Iterations;
-        // The fast path knows neither q/k biases nor test-time noise.
+        // The fast path knows neither q/k biases nor test-time noise (nor Huginn's sandwich blocks: Applies).
         if (cache?.Slots != c.EffectiveDepth(t) || c.QkBias || c.TestTimeNoise != 0
             || !FastDecode.Applies(inputIds, keyPadding, cache, m.ComputeDType, c.BlockType, m.Device) || cache is not KvCache kv) return null;
-        if (kv.DecodePlan is not RecurrentWeights w || !ReferenceEquals(w.Model, m) || w.DType != m.ComputeDType)
+        if (kv.DecodePlan is not State<RecurrentMatrices> w || !w.For(m, m.ComputeDType))
         {
             var tf = m.transformer;
             var blocks = tf.prelude.Concat(tf.core_block).Concat(tf.coda).ToArray();
-            var tensors = blocks.SelectMany(b => new[] { b.attn.Wqkv.weight!, b.attn.proj.weight!, b.mlp.fc.weight!, b.mlp.proj.weight!, b.norm_1.weight, b.norm_2.weight })
-                .Concat([tf.wte.weight!, tf.adapter.weight!, tf.ln_f.weight, m.lm_head.weight!]).ToArray();
-            FastDecode.Plan<RecurrentWeights.Matrices>? plan = null;
+            var perBlock = blocks.Select(k =>
+            {
+                Tensor[] ts = [k.attn.Wqkv.weight!, k.attn.proj.weight!, k.mlp.fc.weight!, k.mlp.proj.weight!, k.norm_1.weight, k.norm_2.weight];
+                return c.BlockType == BlockType.Olmo2 ? [.. ts, k.attn.q_norm!.weight, k.attn.k_norm!.weight] : ts;
+            }).ToArray();
+            var tensors = perBlock.SelectMany(x => x).Concat([tf.wte.weight!, tf.adapter.weight!, tf.ln_f.weight, m.lm_head.weight!]).ToArray();
+            FastDecode.Plan<RecurrentMatrices>? plan = null;
             plan = FastDecode.Reuse(ref plan, tensors, m.ComputeDType, () =>
             {
-                var mx = tensors.Select(FastDecode.M).ToArray();
-                var all = Enumerable.Range(0, blocks.Length).Select(i => mx.AsSpan(6 * i, 6).ToArray())
-                    .Select(b => new FastDecode.Block([b[0]], b[1], [b[2]], b[3], b[4], b[5])).ToArray();
+                var all = perBlock.Select(ts => BlockOf(c.BlockType, ts.Select(FastDecode.M).ToArray(), 1, 1)).ToArray();
                 int pre = c.NLayersInPrelude, rec = c.NLayersInRecurrentBlock;
-                return new RecurrentWeights.Matrices(all[..pre], all[pre..(pre + rec)], all[(pre + rec)..], mx[^4], mx[^3], mx[^2], mx[^1]);
+                return new RecurrentMatrices(all[..pre], all[pre..(pre + rec)], all[(pre + rec)..],
+                    FastDecode.M(tensors[^4]), FastDecode.M(tensors[^3]), FastDecode.M(tensors[^2]), FastDecode.M(tensors[^1]));
             });
             if (plan is null) return null;
-            kv.DecodePlan = w = new RecurrentWeights(m, m.ComputeDType, plan.Payload);
+            kv.DecodePlan = w = new State<RecurrentMatrices>(m, m.ComputeDType, plan.Payload);
         }
-        var b = w.Payload;
+        var p = w.Payload;
         var shape = FastDecode.ShapeOf(c.ToBlockConfig(), m.RopeFor(m.Device), m.ComputeDType);
-        int h = shape.Hidden, slot = 0;
-        var e = FastDecode.Embed(b.Embedding, inputIds, c.InitValues.EmbedScale);
-        foreach (var blk in b.Prelude) FastDecode.Step(e, blk, shape, kv, slot++);
+        int h = shape.Hidden, slot = 0, b = (int)inputIds.shape[0];
+        var rows = FastDecode.Rows.Of(b, keyPadding, kv.Length, shape.InvFreq);
+        var work = w.Work(b, shape);
+        var e = FastDecode.Embed(p.Embedding, inputIds, c.InitValues.EmbedScale);
+        foreach (var blk in p.Prelude) FastDecode.Step(e, blk, shape, kv, slot++, rows, work);
         float[] state;
         using (var scope = NewDisposeScope())
         {
-            // s_0 drawn as the reference forward draws it (same generator, same shape), so both paths see the same noise.
-            var s = m.InitialState(zeros([1, 1, h], m.ComputeDType), recurrence.StateGenerator);
+            // s_0 drawn as the reference forward draws it (same generator, same shape [B, 1, h]), so both paths see the same noise.
+            var s = m.InitialState(zeros([b, 1, h], m.ComputeDType), recurrence.StateGenerator);
             state = s.to(ScalarType.Float32).reshape(-1).data<float>().ToArray();
         }
-        var se = new float[2 * h];
+        var joined = work.Joined;
         for (int i = 0; i < t; i++)
         {
-            // Adapter on concat[state, e], state first (§2.1); then the core's layers.
-            state.CopyTo(se, 0); e.CopyTo(se, h);
-            state = FastDecode.Project([b.Adapter], se, h, shape.Bf16);
-            foreach (var blk in b.Core) FastDecode.Step(state, blk, shape, kv, slot++);
+            // Adapter on concat[state, e], state first (§2.1), row by row; then the core's layers.
+            for (int r = 0; r < b; r++)
+            {
+                Array.Copy(state, r * h, joined, r * 2 * h, h);
+                Array.Copy(e, r * h, joined, r * 2 * h + h, h);
+            }
+            FastDecode.Project([p.Adapter], joined, state, b);
+            foreach (var blk in p.Core) FastDecode.Step(state, blk, shape, kv, slot++, rows, work);
         }
-        foreach (var blk in b.Coda) FastDecode.Step(state, blk, shape, kv, slot++);
-        return FastDecode.Logits(state, b.Norm, b.Head, shape.Eps, shape.Bf16);
+        foreach (var blk in p.Coda) FastDecode.Step(state, blk, shape, kv, slot++, rows, work);
+        return FastDecode.Logits(state, p.Norm, p.Head, shape.Eps, work);
     }
 }

@@ -14,7 +14,7 @@ public sealed class KvCache : IRawKvCache, IDisposable
     readonly Tensor?[] _k, _v;
     readonly int[] _fill, _capacity;
     readonly IntPtr[] _kAddress, _vAddress;
-    readonly (long KvHeads, long HeadDim, ScalarType DType)[] _layout;
+    readonly (long Batch, long KvHeads, long HeadDim, ScalarType DType)[] _layout;
     int _capacityHint;
 
     public KvCache(int slots, int capacityHint = 256)
@@ -25,7 +25,7 @@ public sealed class KvCache : IRawKvCache, IDisposable
         _capacity = new int[slots];
         _kAddress = new IntPtr[slots];
         _vAddress = new IntPtr[slots];
-        _layout = new (long, long, ScalarType)[slots];
+        _layout = new (long, long, long, ScalarType)[slots];
         _capacityHint = Math.Max(1, capacityHint);
     }
 
@@ -59,21 +59,21 @@ public sealed class KvCache : IRawKvCache, IDisposable
     }
 
     /// <summary>
-    /// Room for one more position in <paramref name="slot"/> for batch-1 decoding that writes the new key and value
-    /// itself: the addresses of the slot's whole buffers [1, n_kv, capacity, d] (contiguous), the capacity, and the
-    /// position to write.
+    /// Room for one more position in <paramref name="slot"/> for every row of a one-token step that writes the new keys
+    /// and values itself (the fast decoder): the addresses of the slot's whole buffers [batch, n_kv, capacity, d]
+    /// (contiguous), the capacity, and the position to write.
     /// </summary>
-    public (IntPtr K, IntPtr V, int Capacity, int Position) AppendOne(int slot, long kvHeads, long headDim, ScalarType dtype, Device device)
+    public (IntPtr K, IntPtr V, int Capacity, int Position) AppendColumn(int slot, long batch, long kvHeads, long headDim, ScalarType dtype, Device device)
     {
         if (slot < 0 || slot >= _k.Length) throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} outside 0..{_k.Length - 1}");
         int fill = _fill[slot];
-        if (_k[slot] is not null && _layout[slot] != (kvHeads, headDim, dtype))
-            throw new InvalidOperationException($"KV cache slot {slot} holds [1, {_layout[slot].KvHeads}, ·, {_layout[slot].HeadDim}] {_layout[slot].DType} entries (n_kv −1: several rows); a one-token step asked for [1, {kvHeads}, ·, {headDim}] {dtype}");
+        if (_k[slot] is not null && _layout[slot] != (batch, kvHeads, headDim, dtype))
+            throw new InvalidOperationException($"KV cache slot {slot} holds [{_layout[slot].Batch}, {_layout[slot].KvHeads}, ·, {_layout[slot].HeadDim}] {_layout[slot].DType} entries; a one-token step asked for [{batch}, {kvHeads}, ·, {headDim}] {dtype}");
         if (_k[slot] is null || fill + 1 > _capacity[slot])
         {
             int cap = Math.Max(Math.Max(_capacityHint, fill + 1), _k[slot] is null ? 0 : _capacity[slot] * 2);
-            _k[slot] = Grow(_k[slot], [1, kvHeads, cap, headDim], dtype, device, fill);
-            _v[slot] = Grow(_v[slot], [1, kvHeads, cap, headDim], dtype, device, fill);
+            _k[slot] = Grow(_k[slot], [batch, kvHeads, cap, headDim], dtype, device, fill);
+            _v[slot] = Grow(_v[slot], [batch, kvHeads, cap, headDim], dtype, device, fill);
             Track(slot);
         }
         _fill[slot] = fill + 1;
@@ -85,8 +85,7 @@ public sealed class KvCache : IRawKvCache, IDisposable
     {
         var shape = _k[slot]!.shape;
         _capacity[slot] = (int)shape[2];
-        // A batch of several rows can never match a one-token step: record an impossible layout for it.
-        _layout[slot] = shape[0] == 1 ? (shape[1], shape[3], _k[slot]!.dtype) : (-1, -1, _k[slot]!.dtype);
+        _layout[slot] = (shape[0], shape[1], shape[3], _k[slot]!.dtype);
         _kAddress[slot] = Gemv.Address(_k[slot]!);
         _vAddress[slot] = Gemv.Address(_v[slot]!);
     }

@@ -131,6 +131,144 @@ public static unsafe class Gemv
         }
     }
 
+    /// <summary>
+    /// Y = X·[W₁; W₂; …]ᵀ for <paramref name="batch"/> rows: x is [batch × cols], y is [batch × Σ rows] (each row the
+    /// matrices' outputs concatenated), both fp32. One row goes to the streaming kernel (<see cref="ProductStacked"/>);
+    /// several to a register-tiled kernel that reads each weight row once for all of them (two weight rows × four input
+    /// rows per tile: six loads feed eight FMAs), rows of the stack split over the threads as for one row.
+    /// </summary>
+    internal static void ProductRows(Matrix[] ws, float* x, int batch, float* y)
+    {
+        int rows = 0, cols = ws[0].Cols;
+        foreach (var w in ws)
+        {
+            if (w.Cols != cols || w.Bf16 != ws[0].Bf16) throw new ArgumentException("Gemv: stacked matrices need one column count and one dtype");
+            rows += w.Rows;
+        }
+        if (batch == 1) { ProductStacked(ws, Prepare(new ReadOnlySpan<float>(x, cols), ws[0].Bf16), new Span<float>(y, rows)); return; }
+        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 32));
+        int per = (rows + threads - 1) / threads;
+        per += per & 1; // whole pairs of rows per thread
+        var (xAddr, yAddr) = ((IntPtr)x, (IntPtr)y);
+        KernelThreads.Run(threads, t =>
+        {
+            int lo = t * per, hi = Math.Min(rows, lo + per), start = 0;
+            foreach (var w in ws)
+            {
+                int a = Math.Max(lo, start), b = Math.Min(hi, start + w.Rows);
+                if (a < b) RowsBatch(w, (float*)xAddr, batch, (float*)yAddr + start, rows, a - start, b - start);
+                start += w.Rows;
+            }
+        });
+    }
+
+    /// <summary>y[i, r] = W[r]·x[i] for weight rows r0 … r1 − 1 and every input row i; y's rows are <paramref name="ldy"/> apart.</summary>
+    static void RowsBatch(Matrix w, float* x, int batch, float* y, int ldy, int r0, int r1)
+    {
+        int n = w.Cols;
+        bool tiles = Vector256.IsHardwareAccelerated && (!w.Bf16 || System.Runtime.Intrinsics.X86.Avx2.IsSupported);
+        int r = r0;
+        if (tiles)
+            for (; r + 2 <= r1; r += 2)
+            {
+                int i = 0;
+                for (; i + 4 <= batch; i += 4)
+                    if (w.Bf16) Tile2x4Bf16((ushort*)w.Address + (long)r * n, n, x + (long)i * n, y + (long)i * ldy + r, ldy);
+                    else Tile2x4F32((float*)w.Address + (long)r * n, n, x + (long)i * n, y + (long)i * ldy + r, ldy);
+                for (; i < batch; i++)
+                {
+                    y[(long)i * ldy + r] = DotRow(w, r, x + (long)i * n);
+                    y[(long)i * ldy + r + 1] = DotRow(w, r + 1, x + (long)i * n);
+                }
+            }
+        for (; r < r1; r++)
+            for (int i = 0; i < batch; i++) y[(long)i * ldy + r] = DotRow(w, r, x + (long)i * n);
+    }
+
+    /// <summary>W[r]·x for a plain (not deinterleaved) fp32 x.</summary>
+    static float DotRow(Matrix w, int r, float* x)
+    {
+        int n = w.Cols;
+        if (!w.Bf16) return DotF32(x, (float*)w.Address + (long)r * n, n);
+        ushort* p = (ushort*)w.Address + (long)r * n;
+        int i = 0;
+        float s = 0;
+        if (Vector256.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; i + 8 <= n; i += 8) acc = Vector256.FusedMultiplyAdd(WidenBf16(p + i), Vector256.Load(x + i), acc);
+            s = Vector256.Sum(acc);
+        }
+        for (; i < n; i++) s += Bf16ToFloat(p[i]) * x[i];
+        return s;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> WidenBf16(ushort* p) =>
+        Vector256.ShiftLeft(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+
+    /// <summary>Two fp32 weight rows (w, w + n) against four input rows (x, x + n, …): y[i·ldy + j] = W[j]·x[i].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Tile2x4F32(float* w, int n, float* x, float* y, int ldy)
+    {
+        float* w1 = w + n, x1 = x + n, x2 = x1 + n, x3 = x2 + n;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        int k = 0;
+        for (; k + 8 <= n; k += 8)
+        {
+            var u = Vector256.Load(w + k); var v = Vector256.Load(w1 + k);
+            var p = Vector256.Load(x + k); a0 = Vector256.FusedMultiplyAdd(u, p, a0); b0 = Vector256.FusedMultiplyAdd(v, p, b0);
+            p = Vector256.Load(x1 + k); a1 = Vector256.FusedMultiplyAdd(u, p, a1); b1 = Vector256.FusedMultiplyAdd(v, p, b1);
+            p = Vector256.Load(x2 + k); a2 = Vector256.FusedMultiplyAdd(u, p, a2); b2 = Vector256.FusedMultiplyAdd(v, p, b2);
+            p = Vector256.Load(x3 + k); a3 = Vector256.FusedMultiplyAdd(u, p, a3); b3 = Vector256.FusedMultiplyAdd(v, p, b3);
+        }
+        Store2x4(y, ldy, a0, a1, a2, a3, b0, b1, b2, b3);
+        for (; k < n; k++)
+        {
+            y[0] += w[k] * x[k]; y[1] += w1[k] * x[k];
+            y[ldy] += w[k] * x1[k]; y[ldy + 1] += w1[k] * x1[k];
+            y[2 * ldy] += w[k] * x2[k]; y[2 * ldy + 1] += w1[k] * x2[k];
+            y[3 * ldy] += w[k] * x3[k]; y[3 * ldy + 1] += w1[k] * x3[k];
+        }
+    }
+
+    /// <summary><see cref="Tile2x4F32"/> for bf16 weights, widened exactly on load.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Tile2x4Bf16(ushort* w, int n, float* x, float* y, int ldy)
+    {
+        ushort* w1 = w + n;
+        float* x1 = x + n, x2 = x1 + n, x3 = x2 + n;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        int k = 0;
+        for (; k + 8 <= n; k += 8)
+        {
+            var u = WidenBf16(w + k); var v = WidenBf16(w1 + k);
+            var p = Vector256.Load(x + k); a0 = Vector256.FusedMultiplyAdd(u, p, a0); b0 = Vector256.FusedMultiplyAdd(v, p, b0);
+            p = Vector256.Load(x1 + k); a1 = Vector256.FusedMultiplyAdd(u, p, a1); b1 = Vector256.FusedMultiplyAdd(v, p, b1);
+            p = Vector256.Load(x2 + k); a2 = Vector256.FusedMultiplyAdd(u, p, a2); b2 = Vector256.FusedMultiplyAdd(v, p, b2);
+            p = Vector256.Load(x3 + k); a3 = Vector256.FusedMultiplyAdd(u, p, a3); b3 = Vector256.FusedMultiplyAdd(v, p, b3);
+        }
+        Store2x4(y, ldy, a0, a1, a2, a3, b0, b1, b2, b3);
+        for (; k < n; k++)
+        {
+            float u = Bf16ToFloat(w[k]), v = Bf16ToFloat(w1[k]);
+            y[0] += u * x[k]; y[1] += v * x[k];
+            y[ldy] += u * x1[k]; y[ldy + 1] += v * x1[k];
+            y[2 * ldy] += u * x2[k]; y[2 * ldy + 1] += v * x2[k];
+            y[3 * ldy] += u * x3[k]; y[3 * ldy + 1] += v * x3[k];
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store2x4(float* y, int ldy, Vector256<float> a0, Vector256<float> a1, Vector256<float> a2, Vector256<float> a3,
+        Vector256<float> b0, Vector256<float> b1, Vector256<float> b2, Vector256<float> b3)
+    {
+        y[0] = Vector256.Sum(a0); y[1] = Vector256.Sum(b0);
+        y[ldy] = Vector256.Sum(a1); y[ldy + 1] = Vector256.Sum(b1);
+        y[2 * ldy] = Vector256.Sum(a2); y[2 * ldy + 1] = Vector256.Sum(b2);
+        y[3 * ldy] = Vector256.Sum(a3); y[3 * ldy + 1] = Vector256.Sum(b3);
+    }
+
     /// <summary>The first element's address; the tensor (kept alive by the caller) owns the memory.</summary>
     internal static IntPtr Address(Tensor t) => THSTensor_data(t.Handle);
 

@@ -13,7 +13,7 @@
 //  - T given as (n iterations without grad, k with grad): truncated backpropagation (§3.2);
 //  - a KV cache with one slot per unrolled layer application, p + r·T + c slots (§7.2);
 //  - optional activation checkpointing of the grad iterations (IterationCheckpoint.cs).
-// This is the reference forward; the batch-1 decode kernel path lives beside it (Engine/FastDecoder.cs), and single-row
+// This is the reference forward; the fast decode path lives beside it (Engine/FastDecoder.cs), and single-row
 // products use the GEMV kernel only when the caller's KV cache asks for it (IKvCache.MatVec).
 //
 // Field names are the Raven state-dict names (transformer.core_block.3.attn.Wqkv.weight, …).

@@ -8,10 +8,9 @@ using Xunit;
 
 namespace Recur.Tests.Model;
 
-/// <summary>The batch-1 decode path (FastDecode.cs) against the op-by-op forward it replaces.</summary>
+/// <summary>The fast decode path (FastDecode.cs), one sequence and left-padded batches, against the op-by-op forward it replaces.</summary>
 public class FastDecodeTests
 {
-    /// <summary>Logits of a 5-token prefill then <paramref name="steps"/> single-token steps, one tensor per call.</summary>
     /// <summary>
     /// A prompt through the reference forward, then one token at a time through the fast decoder (<paramref name="fast"/>;
     /// it must apply unless <paramref name="mayFallBack"/>) or the reference forward.
@@ -131,11 +130,12 @@ public class FastDecodeTests
     {
         using var cache = new KvCache(1, 4);
         cache.Append(0, zeros(2, 2, 3, 8), zeros(2, 2, 3, 8)); // two rows
-        Assert.Throws<InvalidOperationException>(() => cache.AppendOne(0, 2, 8, ScalarType.Float32, CPU));
+        Assert.Throws<InvalidOperationException>(() => cache.AppendColumn(0, 1, 2, 8, ScalarType.Float32, CPU));
+        Assert.Equal(3, cache.AppendColumn(0, 2, 2, 8, ScalarType.Float32, CPU).Position);
         using var bf = new KvCache(1, 4);
         bf.Append(0, zeros(1, 2, 3, 8, ScalarType.BFloat16), zeros(1, 2, 3, 8, ScalarType.BFloat16));
-        Assert.Throws<InvalidOperationException>(() => bf.AppendOne(0, 2, 8, ScalarType.Float32, CPU));
-        var (_, _, cap, pos) = bf.AppendOne(0, 2, 8, ScalarType.BFloat16, CPU);
+        Assert.Throws<InvalidOperationException>(() => bf.AppendColumn(0, 1, 2, 8, ScalarType.Float32, CPU));
+        var (_, _, cap, pos) = bf.AppendColumn(0, 1, 2, 8, ScalarType.BFloat16, CPU);
         Assert.Equal(3, pos);
         Assert.True(cap >= 4);
     }
@@ -156,16 +156,20 @@ public class FastDecodeTests
     }
 
     [Fact]
-    public void Olmo2_and_fp32_masters_with_bf16_compute_take_the_op_path()
+    public void Fp32_masters_with_bf16_compute_sandwich_blocks_and_prompts_take_the_op_path()
     {
         var cache = new KvCache(2);
         using (no_grad())
         {
-            Assert.True(FastDecode.Applies(ones(1, 1, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
-            Assert.False(FastDecode.Applies(ones(1, 1, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Olmo2, CPU));
-            Assert.False(FastDecode.Applies(ones(2, 1, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
+            var one = ones(1, 1, dtype: ScalarType.Int64);
+            Assert.True(FastDecode.Applies(one, null, cache, ScalarType.Float32, BlockType.Llama, CPU));
+            Assert.True(FastDecode.Applies(one, null, cache, ScalarType.Float32, BlockType.Olmo2, CPU));
+            Assert.True(FastDecode.Applies(ones(2, 1, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
+            Assert.True(FastDecode.Applies(ones(2, 1, dtype: ScalarType.Int64), ones(2, 1, ScalarType.Bool), cache, ScalarType.Float32, BlockType.Llama, CPU));
+            Assert.False(FastDecode.Applies(one, null, cache, ScalarType.Float32, BlockType.Sandwich, CPU));
             Assert.False(FastDecode.Applies(ones(1, 2, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
-            Assert.False(FastDecode.Applies(ones(1, 1, dtype: ScalarType.Int64), ones(1, 1), cache, ScalarType.Float32, BlockType.Llama, CPU));
+            Assert.False(FastDecode.Applies(one, ones(1, 2, ScalarType.Bool), cache, ScalarType.Float32, BlockType.Llama, CPU)); // mask not [B, past + 1]
+            Assert.False(FastDecode.Applies(ones(2, 1, dtype: ScalarType.Int64), ones(1, 1, ScalarType.Bool), cache, ScalarType.Float32, BlockType.Llama, CPU));
         }
         FastDecode.Plan<int>? plan = null;
         Assert.Null(FastDecode.Reuse(ref plan, [randn(4, 4)], ScalarType.BFloat16, () => 1));   // fp32 tensor, bf16 compute
@@ -174,12 +178,136 @@ public class FastDecodeTests
         var first = FastDecode.Reuse(ref plan, [w], ScalarType.Float32, () => 1);
         Assert.Same(first, FastDecode.Reuse(ref plan, [w], ScalarType.Float32, () => 2));       // same tensors: reused
         Assert.NotSame(first, FastDecode.Reuse(ref plan, [randn(4, 4)], ScalarType.Float32, () => 3)); // replaced: rebuilt
-        // An OLMo-2 model and a bf16-compute model with fp32 weights still decode (op path) and agree with themselves.
-        using var o = TestModels.Random(Presets.TinyOlmo2Test, 9);
-        Assert.True(MaxDiff(Decode(o, true, 3, mayFallBack: true), Decode(o, false, 3)) == 0);
-        using (no_grad()) using (var c = new KvCache(o.CacheSlots)) { o.Forward(ones(1, 2, dtype: ScalarType.Int64), cache: c); Assert.Null(FastDecoder.TryForward(o, ones(1, 1, dtype: ScalarType.Int64), null, c)); }
+        // A bf16-compute model with fp32 weights still decodes (op path) and agrees with itself.
         using var mixed = TestModels.Random(Presets.TinyTest, 9);
         mixed.ComputeDType = ScalarType.BFloat16;
         Assert.True(MaxDiff(Decode(mixed, true, 3, mayFallBack: true), Decode(mixed, false, 3)) == 0);
+        using (no_grad()) using (var c = new KvCache(mixed.CacheSlots)) { mixed.Forward(ones(1, 2, dtype: ScalarType.Int64), cache: c); Assert.Null(FastDecoder.TryForward(mixed, ones(1, 1, dtype: ScalarType.Int64), null, c)); }
+    }
+
+    [Fact]
+    public void Olmo2_decoder_fp32_matches_the_op_path()
+    {
+        using var m = TestModels.Random(Presets.TinyOlmo2Test, 9);
+        float diff = MaxDiff(Decode(m, true), Decode(m, false));
+        Assert.True(diff <= 1e-4, $"max |Δlogit| {diff}");
+    }
+
+    // Left-padded batches: rows of 7, 3, 5, 1, 6 tokens (pads before the shorter ones), as eval and serve batch them.
+    static readonly int[][] Ragged = [[1, 7, 3, 9, 4, 2, 8], [5, 6, 11], [12, 3, 3, 7, 1], [9], [4, 4, 8, 2, 10, 6]];
+
+    /// <summary>
+    /// <paramref name="prompts"/> left-padded through the reference forward with their padding mask, then
+    /// <paramref name="steps"/> one-token columns (the mask grown by a real column each step, as Generation does)
+    /// through the fast decoder (which must apply) or the reference forward.
+    /// </summary>
+    static List<Tensor> DecodeBatch(ICausalLM m, bool fast, int[][] prompts, int steps = 9, bool padded = true)
+    {
+        using var _ = no_grad();
+        int b = prompts.Length, len = prompts.Max(p => p.Length);
+        var ids = new long[b * len];
+        var real = new bool[b * len];
+        for (int r = 0; r < b; r++)
+            for (int j = 0; j < prompts[r].Length; j++) { ids[r * len + len - prompts[r].Length + j] = prompts[r][j]; real[r * len + len - prompts[r].Length + j] = true; }
+        using var cache = new KvCache(m.CacheSlots, 4); // small: the cache grows during the test
+        var mask = padded ? tensor(real, [b, len]) : null;
+        var outs = new List<Tensor> { m.Forward(tensor(ids, [b, len]), mask, cache, lastOnly: true) };
+        for (int i = 0; i < steps; i++)
+        {
+            if (mask is not null) mask = cat([mask, ones([b, 1], ScalarType.Bool)], 1);
+            var next = tensor(Enumerable.Range(0, b).Select(r => (long)((i * 37 + r * 11 + 5) % m.VocabSize)).ToArray(), [b, 1]);
+            var logits = fast ? FastDecoder.TryForward(m, next, mask, cache) : m.Forward(next, mask, cache, lastOnly: true);
+            Assert.True(logits is not null, "the fast decoder did not apply");
+            Assert.Equal(new long[] { b, 1, m.VocabSize }, logits!.shape);
+            outs.Add(logits);
+        }
+        return outs;
+    }
+
+    public static TheoryData<string, int> BatchedDecoders => new()
+    {
+        { "llama", 5 }, { "llama", 4 }, { "llama", 2 }, { "olmo2", 5 }, { "olmo2", 3 },
+    };
+
+    [Theory, MemberData(nameof(BatchedDecoders))]
+    public void Left_padded_batch_fp32_matches_the_op_path(string type, int rows)
+    {
+        using var m = TestModels.Random(type == "olmo2" ? Presets.TinyOlmo2Test : Presets.TinyTest, 14);
+        var prompts = Ragged[..rows];
+        var fast = DecodeBatch(m, true, prompts);
+        var slow = DecodeBatch(m, false, prompts);
+        float diff = MaxDiff(fast, slow);
+        Assert.True(diff <= 1e-4, $"{type}, {rows} rows: max |Δlogit| {diff}");
+        // The same greedy token in every row at every step.
+        Assert.Equal(slow.Select(t => t.argmax(-1).data<long>().ToArray()).SelectMany(x => x), fast.Select(t => t.argmax(-1).data<long>().ToArray()).SelectMany(x => x));
+    }
+
+    [Fact]
+    public void A_batch_without_padding_matches_the_op_path()
+    {
+        using var m = TestModels.Random(Presets.TinyTest, 15);
+        int[][] prompts = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12], [13, 14, 15], [16, 17, 18]];
+        float diff = MaxDiff(DecodeBatch(m, true, prompts, padded: false), DecodeBatch(m, false, prompts, padded: false));
+        Assert.True(diff <= 1e-4, $"max |Δlogit| {diff}");
+    }
+
+    [Theory]
+    [InlineData("llama", 1)]
+    [InlineData("llama", 3)]
+    [InlineData("olmo2", 1)]
+    [InlineData("olmo2", 3)]
+    public void Recurrent_left_padded_batch_fp32_matches_the_op_path_with_the_same_initial_states(string type, int t)
+    {
+        using var b = TestModels.Random((type == "olmo2" ? Presets.TinyOlmo2Test : Presets.TinyTest) with { NumHiddenLayers = 6 }, 16);
+        using var m = Retrofit.FromDecoder(b, new RetrofitOptions { Layers = LayerMap.Default(6, 1, 2, 1), Seed = 7 });
+        Assert.True(m.Config.InitValues.Std > 0); // s_0 is random: both paths must draw the same states
+        var fast = DecodeBatch(m.At(Recurrence.Fixed(t, new Generator(11))), true, Ragged);
+        var slow = DecodeBatch(m.At(Recurrence.Fixed(t, new Generator(11))), false, Ragged);
+        float diff = MaxDiff(fast, slow);
+        Assert.True(diff <= 1e-4, $"{type}, T = {t}: max |Δlogit| {diff}");
+    }
+
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("olmo2")]
+    public void Left_padded_batch_bf16_stays_close_to_the_op_path(string type)
+    {
+        using var m = TestModels.Random(type == "olmo2" ? Presets.TinyOlmo2Test : Presets.TinyTest, 17);
+        m.to(ScalarType.BFloat16); m.ComputeDType = ScalarType.BFloat16;
+        var fast = DecodeBatch(m, true, Ragged);
+        var slow = DecodeBatch(m, false, Ragged);
+        float scale = slow.Max(x => x.abs().max().item<float>());
+        float diff = MaxDiff(fast, slow);
+        Assert.True(diff <= 0.05f * scale, $"max |Δlogit| {diff} at logit scale {scale}");
+        Assert.True(diff > 0, "the fast path did not run");
+    }
+
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("olmo2")]
+    public void Batched_generation_gives_the_op_paths_tokens(string type)
+    {
+        // Through the generation engine (which takes the fast path), against the same generation with the fast path
+        // refused by a model wrapper that hides the concrete type from FastDecoder.
+        using var m = TestModels.Random(type == "olmo2" ? Presets.TinyOlmo2Test : Presets.TinyTest, 18);
+        var options = new GenerationOptions(MaxNewTokens: 10);
+        var fast = Generation.Generate(m, Ragged, options);
+        var slow = Generation.Generate(new OpPathOnly(m), Ragged, options);
+        Assert.Equal(slow.Select(r => string.Join(' ', r)), fast.Select(r => string.Join(' ', r)));
+    }
+
+    /// <summary>A model seen through a type FastDecoder does not know, so every step goes op by op.</summary>
+    sealed class OpPathOnly(ICausalLM inner) : ICausalLM
+    {
+        public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) => inner.Forward(inputIds, keyPadding, cache, lastOnly);
+        public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) => inner.Hidden(inputIds, keyPadding, cache);
+        public Tensor Logits(Tensor hidden) => inner.Logits(hidden);
+        public int CacheSlots => inner.CacheSlots;
+        public int VocabSize => inner.VocabSize;
+        public int MaxPositions => inner.MaxPositions;
+        public Device Device => inner.Device;
+        public IReadOnlyList<int> EosTokenIds => inner.EosTokenIds;
+        public ScalarType ComputeDType { get => inner.ComputeDType; set => inner.ComputeDType = value; }
+        public void Dispose() { }
     }
 }
