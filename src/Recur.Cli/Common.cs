@@ -157,6 +157,17 @@ static class Common
         return cts;
     }
 
+    /// <summary>
+    /// A Spectre console on <paramref name="output"/> (default: the current Console.Out, so redirection is honoured).
+    /// Piped output has no width to fit and Spectre would assume 80 columns and fold tables, so it gets 200.
+    /// </summary>
+    public static Spectre.Console.IAnsiConsole OutConsole(TextWriter? output = null, bool? redirected = null)
+    {
+        var console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(output ?? Console.Out) });
+        if (redirected ?? (Console.IsOutputRedirected || !console.Profile.Capabilities.Interactive)) console.Profile.Width = 200;
+        return console;
+    }
+
     public static string Human(double bytes)
     {
         string[] u = ["B", "KiB", "MiB", "GiB", "TiB"];

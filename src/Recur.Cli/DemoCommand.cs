@@ -66,7 +66,7 @@ static class DemoCommand
             var ui = new ConsoleProgress();
             var result = DemoPipeline.Run(o, dir, ui, cancel.Token);
             Write(result, dir, parse.GetValue(quick));
-            PrintSummary(result);
+            PrintSummary(result, Common.OutConsole());
             Console.WriteLine($"report: {Path.Combine(dir, "report.md")}");
             return 0;
         }));
@@ -91,7 +91,7 @@ static class DemoCommand
 
     static string Pct(double v) => (100 * v).ToString("0.0", CultureInfo.InvariantCulture);
 
-    static void PrintSummary(DemoResult r)
+    internal static void PrintSummary(DemoResult r, IAnsiConsole console)
     {
         var table = new Table().Title("accuracy on held-out problems (%)");
         table.AddColumn("model");
@@ -104,7 +104,7 @@ static class DemoCommand
             foreach (var (t, byD) in m.Accuracy)
                 table.AddRow([Markup.Escape(m.Name), m.Recurrent ? t.ToString() : "–", m.TrainFlops.ToString("0.00e+0", CultureInfo.InvariantCulture),
                     .. byD.Values.Select(Pct), Pct(m.OverallAccuracy[t]), m.ValLoss[t].ToString("0.000", CultureInfo.InvariantCulture)]);
-        AnsiConsole.Write(table);
+        console.Write(table);
     }
 
     static void Write(DemoResult r, string dir, bool quick)
@@ -128,21 +128,32 @@ static class DemoCommand
         };
         AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 
-        // Plots.
-        var rec = r.Models.Where(m => m.Recurrent).ToList();
-        var series = new List<Plots.Series>();
-        foreach (var m in r.Models)
-        {
-            var ts = rec.Count > 0 ? rec[0].Accuracy.Keys.Select(t => (double)t).ToArray() : [1.0];
-            series.Add(m.Recurrent
-                ? new Plots.Series(m.Name, m.OverallAccuracy.Keys.Select(t => (double)t).ToArray(), m.OverallAccuracy.Values.Select(v => 100 * v).ToArray())
-                : new Plots.Series(m.Name, ts, ts.Select(_ => 100 * m.OverallAccuracy[1]).ToArray()));
-        }
-        Plots.Line(Path.Combine(dir, "accuracy_vs_recurrence.png"), "Held-out accuracy against test-time recurrence T", "T (recurrences)", "accuracy (%)", series);
-        Plots.Line(Path.Combine(dir, "loss_vs_flops.png"), "Post-training loss against training FLOPs", "FLOPs", "training loss",
-            r.Models.Skip(1).Select(m => new Plots.Series(m.Name, m.Curve.Select(c => c.Flops).ToArray(), Smooth(m.Curve.Select(c => c.Loss).ToArray()))), logX: false);
+        WordProblemPlots(r, dir);
 
         AtomicFile.WriteAllText(Path.Combine(dir, "report.md"), Report(r, quick));
+    }
+
+    /// <summary>
+    /// The word-problems run's two figures (Plots' rules): recurrent models against T on a log₂ axis with ± 1 SE
+    /// (binomial, over all test problems), non-recurrent models as horizontal lines with their band, FLOPs in
+    /// engineering notation; titles name the task and the model.
+    /// </summary>
+    internal static void WordProblemPlots(DemoResult r, string dir)
+    {
+        var o = r.Options;
+        int n = o.TestPerDifficulty * (o.MaxSteps - o.MinSteps + 1);
+        double Se(double p) => 100 * Math.Sqrt(p * (1 - p) / n);
+        string task = $"Synthetic word problems ({o.MinSteps}–{o.MaxSteps} steps, answered directly)";
+        string model = $"({o.Shape}) retrofit of the 8-layer demo Llama, train recurrence {o.TrainRecurrence}";
+        var series = r.Models.Where(m => m.Recurrent).Select(m => new Plots.Series(m.Name, [.. m.OverallAccuracy.Keys.Select(t => (double)t)],
+            [.. m.OverallAccuracy.Values.Select(v => 100 * v)], [.. m.OverallAccuracy.Values.Select(Se)]));
+        var references = r.Models.Where(m => !m.Recurrent).Select(m => new Plots.Reference(m.Name, 100 * m.OverallAccuracy[1], Se(m.OverallAccuracy[1])));
+        Plots.Line(Path.Combine(dir, "accuracy_vs_recurrence.png"), $"{task}: accuracy against test-time recurrence T — {model}",
+            "test-time recurrence T (log₂ scale)", $"accuracy on {n} held-out problems (%, ± 1 SE)", series, xAxis: Plots.XAxis.Log2Measured, references: references, yMin: 0);
+        Plots.Line(Path.Combine(dir, "loss_vs_flops.png"), $"{task}: post-training loss against FLOPs — {model} and the non-recurrent baseline",
+            "post-training FLOPs (METHOD §6)", "training loss on answer tokens (10-step mean)",
+            r.Models.Skip(1).Select(m => new Plots.Series(m.Name, [.. m.Curve.Select(c => c.Flops)], Smooth([.. m.Curve.Select(c => c.Loss)]))),
+            xAxis: Plots.XAxis.LinearEngineering);
     }
 
     static double[] Smooth(double[] y, int w = 10) =>

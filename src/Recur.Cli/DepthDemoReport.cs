@@ -21,9 +21,7 @@ static class DepthDemoReport
     {
         var comps = Comparisons(r);
         AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), Json(r, comps, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
-        DepthDemoPlots.AccuracyVsT(r, Path.Combine(dir, "accuracy_vs_recurrence.png"));
-        DepthDemoPlots.PretrainedVsRandom(r, Path.Combine(dir, "pretrained_vs_random.png"));
-        if (r.Models.Any(m => m.Name != DepthDemo.BaseName)) DepthDemoPlots.LossVsFlops(r, Path.Combine(dir, "loss_vs_flops.png"));
+        DepthDemoPlots.WriteAll(DepthDemoPlots.From(r), dir);
         AtomicFile.WriteAllText(Path.Combine(dir, "report.md"), Report(r, comps, quick));
     }
 
@@ -147,6 +145,11 @@ static class DepthDemoReport
             if (rnd is not null) sb.AppendLine($"- **d. Random init**: the same ({o.Shape}) shape and recipe from random weights ({rnd.TrainFlops.ToString("0.00e+0", Inv)} FLOPs).");
         }
         sb.AppendLine($"- Buckets of k: {string.Join(", ", o.Buckets.Select((x, i) => $"{x} ({b[i].Length} problems{(o.BucketRanges()[i].Hi > o.PostMaxK ? ", deeper than post-training saw" : "")})"))}. SEs are of a mean over problems; model-vs-model and T-vs-T differences are paired over the same problems.");
+        if (o.Task == Recur.Data.DepthTaskKind.Sum)
+        {
+            var floor = DepthDemoPlots.Floor(o, r.Test, b);
+            sb.AppendLine($"- Floor: a guess that adds nothing (the first term plus the most likely total of k terms 0–{o.MaxOffset}) scores {string.Join(", ", o.Buckets.Select((x, i) => $"k {x} {Pct(floor[i].Mean)} %"))} on these problems, so chance is not 10 % here; the figures draw this floor per bucket.");
+        }
         sb.AppendLine();
 
         sb.AppendLine("## Gates: does the base learn the step, and is it depth-limited?");
@@ -215,143 +218,4 @@ static class DepthDemoReport
         sb.AppendLine("Every statement above is generated from the measured numbers; nothing is tuned after the fact.");
         return sb.ToString();
     }
-}
-
-/// <summary>The demo's PNGs (issue 18 point 3): legends outside the data, T on a log2 axis with ticks at the measured T,
-/// error bars of ± one SE, non-recurrent models as horizontal reference lines, FLOPs in engineering notation.</summary>
-static class DepthDemoPlots
-{
-    static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
-    static ScottPlot.Color Color(int i) => new ScottPlot.Palettes.Category10().GetColor(i);
-
-    /// <summary>"1.2e12" → "1.2 T" (engineering notation: exponents in steps of three).</summary>
-    public static string Engineering(double v)
-    {
-        if (v == 0 || double.IsNaN(v)) return "0";
-        string[] prefixes = ["", "k", "M", "G", "T", "P", "E"];
-        int e = Math.Clamp((int)Math.Floor(Math.Log10(Math.Abs(v)) / 3), 0, prefixes.Length - 1);
-        return (v / Math.Pow(1000, e)).ToString("0.##", Inv) + (e > 0 ? " " + prefixes[e] : "");
-    }
-
-    static void TAxis(ScottPlot.Plot plt, int[] ts)
-    {
-        plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ts.Select(t => Math.Log2(t)).ToArray(), ts.Select(t => t.ToString(Inv)).ToArray());
-        plt.Axes.SetLimitsX(-0.3, Math.Log2(ts.Max()) + 0.3);
-        plt.XLabel("test-time recurrences T (log2 scale)");
-    }
-
-    static void Save(ScottPlot.Plot plt, string path, int width = 1000, int height = 560)
-    {
-        var bytes = plt.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
-        AtomicFile.Write(path, fs => fs.Write(bytes));
-    }
-
-    static void Line(ScottPlot.Plot plt, double[] xs, double[] ys, double[] errs, ScottPlot.Color color, string label, ScottPlot.LinePattern pattern, ScottPlot.MarkerShape marker)
-    {
-        var eb = plt.Add.ErrorBar(xs, ys, errs);
-        eb.Color = color;
-        var sc = plt.Add.Scatter(xs, ys);
-        sc.Color = color;
-        sc.LegendText = label;
-        sc.LinePattern = pattern;
-        sc.LineWidth = 2;
-        sc.MarkerShape = marker;
-        sc.MarkerSize = 7;
-    }
-
-    static void Reference(ScottPlot.Plot plt, double x0, double x1, double y, ScottPlot.Color color, string label, ScottPlot.LinePattern pattern)
-    {
-        var sc = plt.Add.Scatter(new[] { x0, x1 }, new[] { y, y });
-        sc.Color = color;
-        sc.LegendText = label;
-        sc.LinePattern = pattern;
-        sc.LineWidth = 1.5f;
-        sc.MarkerSize = 0;
-    }
-
-    /// <summary>The recurrent model's accuracy against T, one line per bucket, with the equal-FLOPs baseline of the same bucket as a dashed reference.</summary>
-    public static void AccuracyVsT(DepthDemoResult r, string path)
-    {
-        var rec = r.Models.FirstOrDefault(m => m.Name == DepthDemo.RecurrentName);
-        var bl = r.Models.FirstOrDefault(m => m.Name == DepthDemo.BaselineName);
-        if (rec is null) return;
-        var plt = new ScottPlot.Plot();
-        var b = r.BucketIndices();
-        int[] ts = [.. rec.Scores.Keys];
-        double x0 = -0.3, x1 = Math.Log2(ts.Max()) + 0.3;
-        for (int i = 0; i < b.Length; i++)
-        {
-            if (b[i].Length == 0) continue;
-            AccuracyLine(plt, r, rec, ts, b, i, "retrofitted", ScottPlot.LinePattern.Solid, ScottPlot.MarkerShape.FilledCircle);
-            if (bl is not null)
-                Reference(plt, x0, x1, 100 * DepthDemoResult.Accuracy(bl.Scores[1], b[i]).Mean, Color(i), $"baseline (equal FLOPs), k {r.Options.Buckets[i]}", ScottPlot.LinePattern.Dashed);
-        }
-        FinishAccuracyPlot(plt, ts, $"Retrofitted ({r.Options.Shape}) model: accuracy vs test-time T per difficulty k (± 1 SE); train recurrence {r.Options.TrainRecurrence}", path);
-    }
-
-    /// <summary>One model's accuracy against T on bucket <paramref name="i"/>, ± 1 SE, in the bucket's colour.</summary>
-    static void AccuracyLine(ScottPlot.Plot plt, DepthDemoResult r, DepthModelResult m, int[] ts, int[][] b, int i, string label,
-        ScottPlot.LinePattern pattern, ScottPlot.MarkerShape marker)
-    {
-        var acc = ts.Select(t => DepthDemoResult.Accuracy(m.Scores[t], b[i])).ToArray();
-        Line(plt, ts.Select(t => Math.Log2(t)).ToArray(), acc.Select(a => 100 * a.Mean).ToArray(), acc.Select(a => 100 * a.Se).ToArray(),
-            Color(i), $"{label}, k {r.Options.Buckets[i]}", pattern, marker);
-    }
-
-    /// <summary>Chance line, T axis, accuracy axis, title and legend of an accuracy-vs-T plot, then the PNG.</summary>
-    static void FinishAccuracyPlot(ScottPlot.Plot plt, int[] ts, string title, string path)
-    {
-        Reference(plt, -0.3, Math.Log2(ts.Max()) + 0.3, 10, ScottPlot.Colors.Gray, "chance (10 %)", ScottPlot.LinePattern.Dotted);
-        TAxis(plt, ts);
-        plt.Axes.SetLimitsY(0, 100);
-        plt.YLabel("accuracy on held-out direct problems (%)");
-        plt.Title(title);
-        plt.ShowLegend(ScottPlot.Edge.Right);
-        Save(plt, path, 1200, 620);
-    }
-
-    /// <summary>Retrofitted-from-base against random init (same shape, recipe and FLOPs), per bucket.</summary>
-    public static void PretrainedVsRandom(DepthDemoResult r, string path)
-    {
-        var rec = r.Models.FirstOrDefault(m => m.Name == DepthDemo.RecurrentName);
-        var rnd = r.Models.FirstOrDefault(m => m.Name == DepthDemo.RandomName);
-        if (rec is null || rnd is null) return;
-        var plt = new ScottPlot.Plot();
-        var b = r.BucketIndices();
-        int[] ts = [.. rec.Scores.Keys];
-        for (int i = 0; i < b.Length; i++)
-        {
-            if (b[i].Length == 0) continue;
-            AccuracyLine(plt, r, rec, ts, b, i, "from pretrained base", ScottPlot.LinePattern.Solid, ScottPlot.MarkerShape.FilledCircle);
-            AccuracyLine(plt, r, rnd, ts, b, i, "from random init", ScottPlot.LinePattern.Dotted, ScottPlot.MarkerShape.OpenSquare);
-        }
-        FinishAccuracyPlot(plt, ts, $"({r.Options.Shape}) retrofitted from the pretrained base (solid) vs from random weights (dotted), same FLOPs (± 1 SE)", path);
-    }
-
-    /// <summary>Post-training loss against cumulative training FLOPs for the three post-trained models.</summary>
-    public static void LossVsFlops(DepthDemoResult r, string path)
-    {
-        var plt = new ScottPlot.Plot();
-        int c = 0;
-        foreach (var m in r.Models.Where(m => m.Name != DepthDemo.BaseName))
-        {
-            if (m.Curve.Count == 0) continue;
-            var sc = plt.Add.Scatter(m.Curve.Select(p => p.Flops).ToArray(), Smooth(m.Curve.Select(p => p.Loss).ToArray()));
-            sc.LegendText = m.Name;
-            sc.Color = Color(c);
-            sc.LinePattern = c switch { 0 => ScottPlot.LinePattern.Dashed, 1 => ScottPlot.LinePattern.Solid, _ => ScottPlot.LinePattern.Dotted };
-            sc.LineWidth = 2;
-            sc.MarkerSize = 0;
-            c++;
-        }
-        plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { LabelFormatter = Engineering };
-        plt.XLabel("cumulative training FLOPs (METHOD §6: 6·N1 + 2·N2 per token)");
-        plt.YLabel("training loss (targets only, 10-step mean)");
-        plt.Title("Post-training loss vs FLOPs. The retrofitted models start higher: layers removed, a fresh adapter, s0 noise");
-        plt.ShowLegend(ScottPlot.Edge.Right);
-        Save(plt, path, 1200, 560);
-    }
-
-    static double[] Smooth(double[] y, int w = 10) =>
-        y.Select((_, i) => y.Skip(Math.Max(0, i - w + 1)).Take(Math.Min(w, i + 1)).Average()).ToArray();
 }

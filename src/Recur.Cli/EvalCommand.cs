@@ -325,13 +325,7 @@ static class EvalCommand
     // ---- console ---------------------------------------------------------------------------------
 
     /// <summary>A console bound to the current Console.Out (so redirection, e.g. in tests, is honoured).</summary>
-    static IAnsiConsole OutConsole()
-    {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
-        // Piped output has no width to fit; Spectre would assume 80 columns and fold the table.
-        if (Console.IsOutputRedirected || !console.Profile.Capabilities.Interactive) console.Profile.Width = 200;
-        return console;
-    }
+    static IAnsiConsole OutConsole() => Common.OutConsole();
 
     interface IProgressSink
     {

@@ -56,13 +56,21 @@ static class EvalPlot
         var plot = new ScottPlot.Plot();
         string metric = info.MainMetric;
         double Score(EvalResult r) => r.Metrics.GetValueOrDefault(metric, double.NaN);
+        double Se(EvalResult r) => r.Metrics.GetValueOrDefault(EvalReport.StderrKey(metric), double.NaN);
+        void Bars(IReadOnlyList<(string Key, double MeanIterations, EvalResult Result, bool Fixed)> rs, ScottPlot.Color color)
+        {
+            if (rs.Count == 0 || !rs.All(r => double.IsFinite(Se(r.Result)))) return;
+            var eb = plot.Add.ErrorBar([.. rs.Select(r => Math.Log2(r.MeanIterations))], [.. rs.Select(r => Score(r.Result))], [.. rs.Select(r => Se(r.Result))]);
+            eb.Color = color;
+        }
         var pts = runs.Where(r => double.IsFinite(Score(r.Result)) && r.MeanIterations > 0).ToList();
         var fixedRuns = pts.Where(r => r.Fixed).OrderBy(r => r.MeanIterations).ToList();
         if (fixedRuns.Count > 0)
         {
             var sc = plot.Add.Scatter(fixedRuns.Select(r => Math.Log2(r.MeanIterations)).ToArray(), fixedRuns.Select(r => Score(r.Result)).ToArray());
-            sc.LegendText = "fixed T";
+            sc.LegendText = "fixed T (± 1 SE)";
             sc.MarkerSize = 8;
+            Bars(fixedRuns, sc.Color);
             foreach (var r in fixedRuns)
             {
                 var t = plot.Add.Text($"T={r.Key}", Math.Log2(r.MeanIterations), Score(r.Result));
@@ -73,9 +81,10 @@ static class EvalPlot
         if (adaptive.Count > 0)
         {
             var sc = plot.Add.ScatterPoints(adaptive.Select(r => Math.Log2(r.MeanIterations)).ToArray(), adaptive.Select(r => Score(r.Result)).ToArray());
-            sc.LegendText = "adaptive (experimental)";
+            sc.LegendText = "adaptive (experimental, ± 1 SE)";
             sc.MarkerSize = 9;
             sc.MarkerShape = ScottPlot.MarkerShape.FilledDiamond;
+            Bars(adaptive, sc.Color);
             foreach (var r in adaptive)
             {
                 var t = plot.Add.Text(r.Key.Replace(AdaptiveSpecPrefix, ""), Math.Log2(r.MeanIterations), Score(r.Result));

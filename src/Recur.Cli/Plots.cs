@@ -48,7 +48,12 @@ static class Plots
     }
 
     public static byte[] Png(string title, string xLabel, string yLabel, IEnumerable<Series> series, XAxis xAxis,
-        IEnumerable<Reference>? references = null, double? yMin = null, double? yMax = null, int width = 960, int height = 560)
+        IEnumerable<Reference>? references = null, double? yMin = null, double? yMax = null, int width = 960, int height = 560) =>
+        Build(title, xLabel, yLabel, series, xAxis, references, yMin, yMax).GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
+
+    /// <summary>The figure as a ScottPlot object (tests read its axes, plottables and legend).</summary>
+    internal static ScottPlot.Plot Build(string title, string xLabel, string yLabel, IEnumerable<Series> series, XAxis xAxis,
+        IEnumerable<Reference>? references = null, double? yMin = null, double? yMax = null)
     {
         var plt = new ScottPlot.Plot();
         var list = series.Where(s => s.X.Length > 0).ToList();
@@ -90,7 +95,7 @@ static class Plots
             line.LegendText = r.Label;
             if (r.Error is { } e && e > 0)
             {
-                var band = plt.Add.HorizontalSpan(r.Y - e, r.Y + e);
+                var band = plt.Add.VerticalSpan(r.Y - e, r.Y + e);
                 band.FillStyle.Color = color.WithAlpha(0.12);
                 band.LineStyle.Width = 0;
             }
@@ -135,7 +140,7 @@ static class Plots
         // Outside the data area: a legend inside can sit on top of points whatever corner it picks.
         if (list.Count + refs.Count > 1) plt.ShowLegend(ScottPlot.Edge.Right);
         else plt.HideLegend();
-        return plt.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
+        return plt;
     }
 
     /// <summary>1.2e13-style labels (mantissa with at most two decimals, exponent without padding); plain below 1000.</summary>

@@ -281,8 +281,11 @@ static class TrainCommand
         }
     }
 
-    /// <summary>"name (recurrent shape)" from the run's recipe, e.g. "smoke (recurrent 1,2,1)", else the folder's name.</summary>
-    static string RunLabel(string dir)
+    /// <summary>
+    /// What a run's figures are about, from its recipe: "smoke: (1,2,1) retrofit of preset:tiny on synthetic arithmetic
+    /// (1-2 steps)"; the folder's name when the recipe cannot be read.
+    /// </summary>
+    internal static string RunLabel(string dir)
     {
         string folder = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
         try
@@ -292,7 +295,12 @@ static class TrainCommand
                 documentOptions: new System.Text.Json.JsonDocumentOptions { CommentHandling = System.Text.Json.JsonCommentHandling.Skip, AllowTrailingCommas = true });
             string name = json?["name"]?.GetValue<string>() is { Length: > 0 } n ? n : folder;
             string? shape = json?["retrofit"]?["shape"]?.GetValue<string>() ?? json?["retrofit"]?["layers"]?.GetValue<string>();
-            return shape is null ? name : $"{name} (recurrent {shape})";
+            string model = json?["model"]?.GetValue<string>() is { Length: > 0 } m ? Path.GetFileName(Path.TrimEndingDirectorySeparator(m)) : "";
+            string what = shape is null ? model : $"({shape}) retrofit of {model}";
+            string data = json?["synth_data"] is { } synth
+                ? $"synthetic arithmetic ({synth["steps"]?.GetValue<string>() ?? "1-4"} steps)"
+                : string.Join(" + ", (json?["data"]?.AsArray() ?? []).Select(d => d?["path"]?.GetValue<string>() is { Length: > 0 } p ? Path.GetFileName(Path.TrimEndingDirectorySeparator(p)) : null).OfType<string>());
+            return $"{name}: {what}{(data.Length > 0 ? " on " + data : "")}";
         }
         catch (Exception e) when (e is IOException or System.Text.Json.JsonException or InvalidOperationException) { return folder; }
     }

@@ -61,4 +61,40 @@ public sealed class PlotTests(ITestOutputHelper output)
         Assert.True(IsPng(path));
         output.WriteLine($"figure {path}");
     }
+
+    [Fact]
+    public void Line_figures_draw_t_on_log2_ticks_at_the_measured_t_references_as_horizontal_lines_and_the_legend_outside()
+    {
+        double[] ts = [1, 2, 4, 6, 32];
+        var plt = Plots.Build("title", "T", "score", [new Plots.Series("recurrent", ts, [.. ts.Select(t => 10 + t)], [.. ts.Select(_ => 2.0)])],
+            Plots.XAxis.Log2Measured, [new Plots.Reference("baseline", 30, 1.5)]);
+        plt.GetImageBytes(600, 400, ScottPlot.ImageFormat.Png); // ticks are generated at render
+        var ticks = Assert.IsType<ScottPlot.TickGenerators.NumericManual>(plt.Axes.Bottom.TickGenerator);
+        Assert.Equal(ts.Select(Math.Log2), ticks.Ticks.Where(t => t.IsMajor).Select(t => t.Position));
+        Assert.Equal(["1", "2", "4", "6", "32"], ticks.Ticks.Where(t => t.IsMajor).Select(t => t.Label));
+        Assert.Equal(30, Assert.Single(plt.GetPlottables<ScottPlot.Plottables.HorizontalLine>()).Y);
+        Assert.Single(plt.GetPlottables<ScottPlot.Plottables.ErrorBar>());
+        // The legend is a panel beside the data area, not a box inside it.
+        Assert.False(plt.Legend.IsVisible);
+        Assert.Contains(plt.Axes.GetPanels(), p => p is ScottPlot.Panels.LegendPanel { Edge: ScottPlot.Edge.Right });
+    }
+
+    [Fact]
+    public void Flops_axes_label_ticks_in_engineering_notation()
+    {
+        var plt = Plots.Build("t", "FLOPs", "loss", [new Plots.Series("a", [1e12, 2e12, 3e12], [3, 2, 1])], Plots.XAxis.LinearEngineering);
+        var ticks = Assert.IsType<ScottPlot.TickGenerators.NumericAutomatic>(plt.Axes.Bottom.TickGenerator);
+        Assert.Equal("1.2e13", ticks.LabelFormatter(1.2e13));
+    }
+
+    [Fact]
+    public void A_runs_figures_name_its_model_and_data()
+    {
+        string dir = Path.Combine(TestModels.TempDir("recur-plots"), "run");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, TrainRun.RecipeFile), """{ "name": "smoke", "model": "preset:tiny", "retrofit": { "shape": "1,2,1" }, "synth_data": { "steps": "1-2" } }""");
+        Assert.Equal("smoke: (1,2,1) retrofit of preset:tiny on synthetic arithmetic (1-2 steps)", TrainCommand.RunLabel(dir));
+        File.WriteAllText(Path.Combine(dir, TrainRun.RecipeFile), """{ "name": "math", "model": "../models/TinyLlama/", "data": [{ "path": "data/math.jsonl" }] }""");
+        Assert.Equal("math: TinyLlama on math.jsonl", TrainCommand.RunLabel(dir));
+    }
 }
