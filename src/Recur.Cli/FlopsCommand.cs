@@ -130,9 +130,7 @@ static class FlopsCommand
             if (!r.Recurrent) { list.Add(new FlopsRequest(name, config, null, null, r.Steps, tokens, 0)); continue; }
             var shape = r.Retrofit!.Shape is { } sh ? Recur.Checkpoints.Retrofit.ParseShape(sh)
                 : Recur.Checkpoints.LayerMap.Parse(r.Retrofit.Layers!, config.NumHiddenLayers).Shape;
-            var curriculum = r.Curriculum == "constant" ? RecurrenceCurriculum.Constant(r.TrainRecurrence, r.Steps)
-                : new RecurrenceCurriculum(RecurrenceCurriculum.ParseKind(r.Curriculum, source), r.TrainRecurrence, r.Steps, r.CurriculumFraction);
-            list.Add(new FlopsRequest(name, config, shape, curriculum, r.Steps, tokens, r.BackpropDepth));
+            list.Add(new FlopsRequest(name, config, shape, r.MakeCurriculum(), r.Steps, tokens, r.BackpropDepth));
         }
         return list;
     }

@@ -182,18 +182,16 @@ static class TrainCommand
         };
         using var cancel = Common.CancelOnCtrlC();
         bool finished;
-        using (var trainer = new Trainer(r, Path.Combine(dir, TrainRun.RecipeFile), dir, model, hooks, state, tokFiles))
+        var trainer = new Trainer(r, Path.Combine(dir, TrainRun.RecipeFile), dir, model, hooks, state, tokFiles);
+        if (plain || !lead) finished = trainer.Run(cancel.Token);
+        else
         {
-            if (plain || !lead) finished = trainer.Run(cancel.Token);
-            else
-            {
-                line.Start("starting", 0);
-                finished = false;
-                // Redraws the elapsed time and ETA between steps (a step can take seconds).
-                using var tick = new Timer(_ => line.Refresh(), null, 500, 500);
-                try { finished = trainer.Run(cancel.Token); }
-                finally { tick.Dispose(); line.Finish(finished); }
-            }
+            line.Start("starting", 0);
+            finished = false;
+            // Redraws the elapsed time and ETA between steps (a step can take seconds).
+            using var tick = new Timer(_ => line.Refresh(), null, 500, 500);
+            try { finished = trainer.Run(cancel.Token); }
+            finally { tick.Dispose(); line.Finish(finished); }
         }
         try { Directory.Delete(scratch, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         if (!lead) return finished ? 0 : 130;

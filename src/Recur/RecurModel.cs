@@ -489,8 +489,7 @@ public sealed class RecurModel : IDisposable
                         progress?.Report(m);
                     },
                 };
-                using var trainer = new Trainer(recipe, recipeFile, outDir, Model, hooks, state, TrainRun.TokenizerFiles(tok, scratch));
-                finished = trainer.Run(cancel);
+                finished = new Trainer(recipe, recipeFile, outDir, Model, hooks, state, TrainRun.TokenizerFiles(tok, scratch)).Run(cancel);
             }
             finally
             {

@@ -58,7 +58,10 @@ def rope_pairs(x, table):
     return out.flatten(-2).to(x.dtype)
 
 
-def block(w, pre, x, table):
+def block(w, pre, x, table, kv=None):
+    """One sandwich block on x [B, S, h]. kv, when given, is a cache's update: it takes this step's k, v
+    [B, heads, S, d] and returns every entry the queries attend to (official_adaptive.py's cache); a step of several
+    positions (a prompt) then has each of them present, so it attends causally like the cache-free forward."""
     b, s, _ = x.shape
     h = rms(x, w[pre + "norm_1.weight"])
     q, k, v = (h @ w[pre + "attn.Wqkv.weight"].T).split([H, H, H], dim=-1)
@@ -67,9 +70,13 @@ def block(w, pre, x, table):
     q, k = q + bias[0], k + bias[1]
     q, k = rope_pairs(q, table), rope_pairs(k, table)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    if kv is not None:
+        k, v = kv(k, v)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(D)
-    causal = torch.ones(s, s, dtype=torch.bool).tril()
-    y = scores.masked_fill(~causal, float("-inf")).softmax(-1) @ v
+    if s > 1:
+        assert k.shape[2] == s
+        scores = scores.masked_fill(~torch.ones(s, s, dtype=torch.bool).tril(), float("-inf"))
+    y = scores.softmax(-1) @ v
     y = y.transpose(1, 2).reshape(b, s, H) @ w[pre + "attn.proj.weight"].T
     x = rms(x + y, w[pre + "norm_2.weight"])
     gate, up = (rms(x, w[pre + "norm_3.weight"]) @ w[pre + "mlp.fc.weight"].T).chunk(2, dim=-1)

@@ -32,7 +32,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import safetensors_io as st  # noqa: E402
-from make_huginn_fixture import C, D, H, HEADS, P, R, rms, rope_pairs  # noqa: E402
+from make_huginn_fixture import C, H, P, R, block as sandwich_block, rms  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 FIX = os.path.join(REPO, "tests", "fixtures")
@@ -54,25 +54,8 @@ class EntryCache:
 
 
 def block(w, pre, x, table, cache, slot, positions):
-    b, s, _ = x.shape
-    h = rms(x, w[pre + "norm_1.weight"])
-    q, k, v = (h @ w[pre + "attn.Wqkv.weight"].T).split([H, H, H], dim=-1)
-    q, k, v = (t.view(b, s, HEADS, D) for t in (q, k, v))
-    bias = w[pre + "attn.qk_bias"]
-    q, k = q + bias[0], k + bias[1]
-    q, k = rope_pairs(q, table), rope_pairs(k, table)
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    k, v = cache.update(slot, positions, k, v)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(D)
-    if s > 1:  # the prompt: every prompt position is present at every slot it reached, so plain causal attention
-        assert k.shape[2] == s
-        scores = scores.masked_fill(~torch.ones(s, s, dtype=torch.bool).tril(), float("-inf"))
-    y = scores.softmax(-1) @ v
-    y = y.transpose(1, 2).reshape(b, s, H) @ w[pre + "attn.proj.weight"].T
-    x = rms(x + y, w[pre + "norm_2.weight"])
-    gate, up = (rms(x, w[pre + "norm_3.weight"]) @ w[pre + "mlp.fc.weight"].T).chunk(2, dim=-1)
-    m = (torch.nn.functional.silu(gate) * up) @ w[pre + "mlp.proj.weight"].T
-    return rms(x + m, w[pre + "norm_4.weight"])
+    """The sandwich block of make_huginn_fixture.py, attending to the entries present in the cache's slot."""
+    return sandwich_block(w, pre, x, table, kv=lambda k, v: cache.update(slot, positions, k, v))
 
 
 def generate(w, prompt, max_steps, threshold, new_tokens, vocab):

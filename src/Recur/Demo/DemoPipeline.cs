@@ -105,7 +105,7 @@ public static class DemoPipeline
 
         // a. Pretrain the base model.
         ui.Stage("a. pretrain the base model");
-        var baseRecipe = Recipe(o, "base-pretrain", "preset:demo", null, o.PretrainSteps) with { Curriculum = "constant" };
+        var baseRecipe = Recipe(o, "base-pretrain", "preset:demo", null, o.PretrainSteps) with { Curriculum = CurriculumKind.Constant };
         var (baseModelDir, basePre) = Train(baseRecipe, Path.Combine(outDir, "base"), tok,
             () => TrainRun.RandomDecoder(Presets.Demo with { VocabSize = tok.VocabSize, BosTokenId = tok.BosId, EosTokenId = [tok.EosId!.Value] }, o.Seed),
             data.Pretrain, data.Validation, ui, cancel);
@@ -121,13 +121,13 @@ public static class DemoPipeline
         long perToken = Flops.PerTokenNonRecurrent(Presets.Demo.ParamsPerLayer, Presets.Demo.NumHiddenLayers);
         long tokensPerStep = (long)o.MicroBatch * o.SeqLen;
         long baselineSteps = Math.Max(1, (long)Math.Round(rec.TrainFlops / ((double)perToken * tokensPerStep)));
-        var baseRecipeC = Recipe(o, "baseline", baseModelDir, null, baselineSteps) with { Curriculum = "constant" };
+        var baseRecipeC = Recipe(o, "baseline", baseModelDir, null, baselineSteps) with { Curriculum = CurriculumKind.Constant };
         var (_, baseline) = Train(baseRecipeC, Path.Combine(outDir, "baseline"), tok,
             () => TrainRun.BuildModel(baseRecipeC, tok, device, ui.Info), data.PostTrain, data.Validation, ui, cancel);
 
         // d. Random initialisation of the same recurrent shape, same recipe, same FLOPs.
         ui.Stage("d. same recurrent shape from random initialisation, same FLOPs");
-        var randRecipe = recRecipe with { Retrofit = new RetrofitSpec { Shape = o.Shape, Init = "random" } };
+        var randRecipe = recRecipe with { Retrofit = new RetrofitSpec { Shape = o.Shape, Init = RetrofitInit.Random } };
         var (_, random) = Train(randRecipe, Path.Combine(outDir, "random-init"), tok,
             () => TrainRun.BuildModel(randRecipe, tok, device, ui.Info), data.PostTrain, data.Validation, ui, cancel);
 

@@ -20,8 +20,8 @@ static class DemoTraining
         Name = name, Model = model, Tokenizer = "char", Retrofit = retrofit,
         SynthData = new SynthDataSpec(), // unused: the demo supplies its rows through the data hook
         Steps = steps, MicroBatch = microBatch, Accumulation = 1, SeqLen = seqLen, Seed = seed,
-        TrainRecurrence = trainRecurrence, Curriculum = "1-sqrt", CurriculumFraction = 0.75, BackpropDepth = backpropDepth,
-        Optimizer = "muon", MuonLr = muonLr, AdamWLr = adamWLr, Warmup = 0.05, Cooldown = 0.4, MinLrRatio = 0.001, Clip = 1.0,
+        TrainRecurrence = trainRecurrence, Curriculum = CurriculumKind.OneMinusSqrt, CurriculumFraction = 0.75, BackpropDepth = backpropDepth,
+        Optimizer = OptimizerKind.Muon, MuonLr = muonLr, AdamWLr = adamWLr, Warmup = 0.05, Cooldown = 0.4, MinLrRatio = 0.001, Clip = 1.0,
         DType = dtype, LogEvery = 1, ValEvery = 0, CheckpointEvery = 0, KeepCheckpoints = 1,
     };
 
@@ -47,8 +47,7 @@ static class DemoTraining
         var scratch = Path.Combine(dir, ".tok");
         var files = TrainRun.TokenizerFiles(tok, scratch);
         using (var model = build())
-        using (var trainer = new Trainer(r with { CheckpointEvery = 0 }, r.Name!, dir, model, hooks, null, files))
-            if (!trainer.Run(cancel)) throw new OperationCanceledException();
+            if (!new Trainer(r with { CheckpointEvery = 0 }, r.Name!, dir, model, hooks, null, files).Run(cancel)) throw new OperationCanceledException();
         double flops = curve.Count > 0 ? curve[^1].Item1 : 0;
         var ckpt = RunCheckpoints.Latest(dir)!;
         var final = Path.Combine(dir, TrainRun.FinalModelDir);

@@ -286,7 +286,7 @@ public static class DepthDemo
             ui.Stage("a. pretrain the base model");
             var preRecipe = Recipe(o, data, "base-pretrain", "preset:demo", null, o.PretrainSteps) with
             {
-                Curriculum = "constant", MuonLr = o.PretrainMuonLr, AdamWLr = o.PretrainAdamWLr, Warmup = o.PretrainWarmup,
+                Curriculum = CurriculumKind.Constant, MuonLr = o.PretrainMuonLr, AdamWLr = o.PretrainAdamWLr, Warmup = o.PretrainWarmup,
             };
             (baseDir, basePre) = Train(preRecipe, Path.Combine(outDir, "base"), tok, () => TrainRun.RandomDecoder(cfg, o.Seed), data.Pretrain, data.Validation, ui, cancel);
         }
@@ -303,7 +303,7 @@ public static class DepthDemo
         long perToken = Flops.PerTokenNonRecurrent(cfg.ParamsPerLayer, cfg.NumHiddenLayers);
         long tokensPerStep = (long)o.MicroBatch * data.SeqLen;
         long baselineSteps = Math.Max(1, (long)Math.Round(rec.TrainFlops / ((double)perToken * tokensPerStep)));
-        var blRecipe = Recipe(o, data, "baseline", baseDir, null, baselineSteps) with { Curriculum = "constant" };
+        var blRecipe = Recipe(o, data, "baseline", baseDir, null, baselineSteps) with { Curriculum = CurriculumKind.Constant };
         var (blDir, baseline) = Train(blRecipe, Path.Combine(outDir, "baseline"), tok, () => TrainRun.BuildModel(blRecipe, tok, device, ui.Info), data.PostTrain, data.Validation, ui, cancel);
 
         DepthModelResult? random = null;
@@ -311,7 +311,7 @@ public static class DepthDemo
         if (!o.SkipRandomInit)
         {
             ui.Stage("d. same recurrent shape from random initialisation, same FLOPs");
-            var rndRecipe = recRecipe with { Retrofit = new RetrofitSpec { Shape = o.Shape, Init = "random" } };
+            var rndRecipe = recRecipe with { Retrofit = new RetrofitSpec { Shape = o.Shape, Init = RetrofitInit.Random } };
             (rndDir, random) = Train(rndRecipe, Path.Combine(outDir, "random-init"), tok, () => TrainRun.BuildModel(rndRecipe, tok, device, ui.Info), data.PostTrain, data.Validation, ui, cancel);
         }
 

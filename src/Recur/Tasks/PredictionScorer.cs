@@ -90,9 +90,6 @@ public static class PredictionScorer
         catch (JsonlLineException e) { throw new RecurUserException(e.Message, e); }
     }
 
-    /// <summary>Writes one JSON line per sample (prompt, output, extracted answers, gold, correctness).</summary>
-    public static void WriteSamples(string path, ScoredPredictions scored) => SampleLog.Write(path, scored.Samples);
-
     static bool IsLmEvalLine(JsonlRow r) => r.Has("doc_id") && r.Has("resps");
 
     /// <summary>A document: its first line, and for lm-eval files the line of each filter.</summary>

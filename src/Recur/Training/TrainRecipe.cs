@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using Recur.Checkpoints;
 
 namespace Recur.Training;
 
@@ -11,10 +12,10 @@ public sealed record RetrofitSpec
     [JsonPropertyName("shape")] public string? Shape { get; init; }
     /// <summary>Explicit source layers, e.g. "prelude=0-3,core=10-17,coda=18-21".</summary>
     [JsonPropertyName("layers")] public string? Layers { get; init; }
-    [JsonPropertyName("adapter_init")] public string AdapterInit { get; init; } = "default";
+    [JsonPropertyName("adapter_init"), JsonConverter(typeof(AdapterInitConverter))] public AdapterInit AdapterInit { get; init; } = AdapterInit.Default;
     [JsonPropertyName("state_std")] public double StateStd { get; init; } = Model.InitValues.HuginnStd;
     /// <summary>pretrained (copy the base weights) or random (the paper's initialisation ablation).</summary>
-    [JsonPropertyName("init")] public string Init { get; init; } = "pretrained";
+    [JsonPropertyName("init"), JsonConverter(typeof(RetrofitInitConverter))] public RetrofitInit Init { get; init; } = RetrofitInit.Pretrained;
 }
 
 /// <summary>Synthetic arithmetic data the run generates itself (for smoke tests and the demo).</summary>
@@ -57,11 +58,12 @@ public sealed record TrainRecipe
 
     /// <summary>R_max, the final mean of the depth curriculum (the "train recurrence").</summary>
     [JsonPropertyName("train_recurrence")] public int TrainRecurrence { get; init; } = 4;
-    [JsonPropertyName("curriculum")] public string Curriculum { get; init; } = "1-sqrt";
+    /// <summary>linear, 1-sqrt or constant (METHOD §3.3).</summary>
+    [JsonPropertyName("curriculum"), JsonConverter(typeof(CurriculumKindConverter))] public CurriculumKind Curriculum { get; init; } = CurriculumKind.OneMinusSqrt;
     [JsonPropertyName("curriculum_fraction")] public double CurriculumFraction { get; init; } = 0.75;
     [JsonPropertyName("backprop_depth")] public int BackpropDepth { get; init; } = 8;
     /// <summary>"n,k": every micro-batch runs n no-grad then k grad iterations, instead of sampling.</summary>
-    [JsonPropertyName("fixed_depth")] public string? FixedDepth { get; init; }
+    [JsonPropertyName("fixed_depth")] public FixedDepth? FixedDepth { get; init; }
     /// <summary>
     /// Activation checkpointing through the recurrence: grad iterations keep only their inputs and are recomputed in
     /// backward (same gradients, activation memory of one iteration instead of k, one extra core forward each).
@@ -69,7 +71,7 @@ public sealed record TrainRecipe
     [JsonPropertyName("recompute_recurrence")] public bool RecomputeRecurrence { get; init; }
 
     /// <summary>muon (Muon + auxiliary AdamW, the paper's) or adamw (AdamW only, the ablation).</summary>
-    [JsonPropertyName("optimizer")] public string Optimizer { get; init; } = "muon";
+    [JsonPropertyName("optimizer"), JsonConverter(typeof(OptimizerKindConverter))] public OptimizerKind Optimizer { get; init; } = OptimizerKind.Muon;
     [JsonPropertyName("muon_lr")] public double MuonLr { get; init; } = 1e-3;
     [JsonPropertyName("adamw_lr")] public double AdamWLr { get; init; } = 5e-5;
     [JsonPropertyName("weight_decay")] public double WeightDecay { get; init; } = 1e-4;
@@ -99,6 +101,9 @@ public sealed record TrainRecipe
 
     public bool Recurrent => Retrofit?.Shape is not null || Retrofit?.Layers is not null;
 
+    /// <summary>The schedule of the mean recurrence over this recipe's steps (METHOD §3.3).</summary>
+    public RecurrenceCurriculum MakeCurriculum() => new(Curriculum, TrainRecurrence, Steps, CurriculumFraction);
+
     static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true,
@@ -123,6 +128,7 @@ public sealed record TrainRecipe
     {
         TrainRecipe r;
         try { r = obj.Deserialize<TrainRecipe>(Json) ?? throw new RecurUserException($"{source}: empty recipe"); }
+        catch (RecipeValueException e) { throw new RecurUserException($"{source}: '{e.Path?.TrimStart('$', '.')}' {e.Expected}"); }
         catch (JsonException e)
         {
             string msg = e.Message.Split('\n')[0];
@@ -168,7 +174,6 @@ public sealed record TrainRecipe
         Check(TrainRecurrence >= 1, "train_recurrence", "must be ≥ 1");
         Check(CurriculumFraction is >= 0 and <= 1, "curriculum_fraction", "must be in [0, 1]");
         Check(BackpropDepth >= 1, "backprop_depth", "must be ≥ 1");
-        Check(Optimizer is "muon" or "adamw", "optimizer", "must be muon or adamw");
         Check(MuonLr > 0 && AdamWLr > 0, "muon_lr/adamw_lr", "must be > 0");
         Check(WeightDecay >= 0, "weight_decay", "must be ≥ 0");
         Check(Warmup >= 0 && Cooldown >= 0 && Warmup + Cooldown <= 1, "warmup/cooldown", "must be ≥ 0 and sum to at most 1");
@@ -178,17 +183,14 @@ public sealed record TrainRecipe
         Check(ValFraction is >= 0 and < 1, "val_fraction", "must be in [0, 1)");
         Check(LogEvery >= 1 && ValEvery >= 0 && CheckpointEvery >= 0 && KeepCheckpoints >= 1, "log_every/val_every/checkpoint_every/keep_checkpoints", "must be ≥ 1, ≥ 0, ≥ 0, ≥ 1");
         Check(ValRecurrences.All(t => t >= 1), "val_recurrences", "must all be ≥ 1");
-        Check(Curriculum is "linear" or "1-sqrt" or "constant", "curriculum", "must be linear, 1-sqrt or constant");
-        if (FixedDepth is { } fd)
-        {
-            var p = fd.Split(',');
-            Check(p.Length == 2 && int.TryParse(p[0], out int n) && int.TryParse(p[1], out int k) && n >= 0 && k >= 1, "fixed_depth", "must be \"n,k\" with n ≥ 0 and k ≥ 1");
-        }
+        if (SynthData is { } sd) Check(SynthSteps(sd) is not null, "synth_data.steps", $"must be a range A-B of whole numbers with 1 ≤ A ≤ B ≤ {Recur.Data.SynthMathOptions.StepsLimit} (e.g. 1-4)");
         if (Retrofit is { } rf)
         {
-            Check(rf.Init is "pretrained" or "random", "retrofit.init", "must be pretrained or random");
-            Check(rf.AdapterInit is "default" or "identity", "retrofit.adapter_init", "must be default or identity");
             Check(rf.StateStd >= 0, "retrofit.state_std", "must be ≥ 0");
+            // The recipe's key, not the API's Shape or the CLI's --shape: the value came from this file.
+            if (rf.Shape is { } shape)
+                try { _ = Checkpoints.Retrofit.ParseShape(shape); }
+                catch (RecurUserException) { Check(false, "retrofit.shape", $"must be three integers p,r,c with p ≥ 0, r ≥ 1, c ≥ 0 (e.g. 4,8,4; got '{shape}')"); }
         }
         // The lr schedule's own rule (whole warm-up and cool-down steps must fit in the phase), and every later phase
         // with its overrides: checked here, so that a recipe the trainer would refuse leaves no run folder behind.
@@ -208,6 +210,13 @@ public sealed record TrainRecipe
     }
 
     public int PhaseCount => 1 + (Phases?.Length ?? 0);
+
+    /// <summary>The problem lengths "A-B" of synthetic data as (A, B); null when the text is not such a range.</summary>
+    public static (int Min, int Max)? SynthSteps(SynthDataSpec sd)
+    {
+        var parts = sd.Steps.Split('-', StringSplitOptions.TrimEntries);
+        return parts.Length is 1 or 2 && int.TryParse(parts[0], out int lo) && int.TryParse(parts[^1], out int hi) && lo >= 1 && hi >= lo && hi <= Recur.Data.SynthMathOptions.StepsLimit ? (lo, hi) : null;
+    }
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 }

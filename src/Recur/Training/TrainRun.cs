@@ -118,10 +118,10 @@ public static class TrainRun
             var map = rf.Layers is { } l ? LayerMap.Parse(l, layers, shape) : LayerMap.Default(layers, shape!.Value.Item1, shape.Value.Item2, shape.Value.Item3);
             var opts = new RetrofitOptions
             {
-                Layers = map, AdapterInit = rf.AdapterInit == "identity" ? AdapterInit.Identity : AdapterInit.Default, Seed = r.Seed,
+                Layers = map, AdapterInit = rf.AdapterInit, Seed = r.Seed,
                 StateStd = rf.StateStd, MeanRecurrence = r.TrainRecurrence, MeanBackpropDepth = r.BackpropDepth,
             };
-            if (rf.Init == "random")
+            if (rf.Init == RetrofitInit.Random)
             {
                 rec = RandomRecurrent(Retrofit.ConfigFor(b.Config, opts).Validate("retrofit"), r.Seed);
                 log?.Invoke($"retrofit: random initialisation of shape {rec.Config.Shape} (the paper's init ablation)");
@@ -179,8 +179,7 @@ public static class TrainRun
     {
         if (r.SynthData is { } sd)
         {
-            var parts = sd.Steps.Split('-');
-            int lo = int.Parse(parts[0]), hi = int.Parse(parts[^1]);
+            var (lo, hi) = TrainRecipe.SynthSteps(sd) ?? throw new RecurUserException($"recipe: 'synth_data.steps' must be a range A-B (got '{sd.Steps}')");
             var splits = SynthMath.Generate(new SynthMathOptions(sd.Count, lo, hi, sd.Direct, sd.Seed, sd.MaxValue, Math.Max(r.ValFraction, 0.02), 0.0));
             return (splits.Train.Select(p => Doc(tok, SynthText(p))).ToList(), splits.Validation.Select(p => Doc(tok, SynthText(p))).ToList());
         }

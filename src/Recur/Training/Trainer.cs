@@ -70,7 +70,7 @@ public sealed class TrainerHooks
     public IGradientSync Sync { get; init; } = SingleProcess.Instance;
 }
 
-public sealed class Trainer : IDisposable
+public sealed class Trainer
 {
     readonly TrainRecipe _recipe;
     readonly string _source;
@@ -89,7 +89,7 @@ public sealed class Trainer : IDisposable
     public ScalarType ComputeDType => _dtype;
     public ICausalLM Model => (ICausalLM)_module;
 
-    /// <param name="model">A fresh or resumed model with fp32 parameters; the trainer owns it from here.</param>
+    /// <param name="model">A fresh or resumed model with fp32 parameters; trained in place; the caller keeps it and disposes it. The trainer holds nothing else that outlives <see cref="Run"/> (each phase disposes its optimizers), so it is not disposable.</param>
     /// <param name="extraFiles">Files copied into every exported model folder (tokenizer files).</param>
     public Trainer(TrainRecipe recipe, string source, string outDir, ICausalLM model, TrainerHooks hooks, TrainerState? resumeFrom = null,
         IReadOnlyDictionary<string, string>? extraFiles = null)
@@ -169,18 +169,16 @@ public sealed class Trainer : IDisposable
         }
 
         var named = _module.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
-        var split = ParamGroups.Split(named, adamWOnly: r.Optimizer == "adamw");
+        var split = ParamGroups.Split(named, adamWOnly: r.Optimizer == OptimizerKind.AdamW);
         var optimizers = new List<IOptimizer>();
         if (split.Muon.Count > 0) optimizers.Add(new Muon(split.Muon, new MuonOptions(r.MuonLr, r.WeightDecay, r.MuonMomentum)));
-        if (split.AdamW.Count > 0) optimizers.Add(new AdamW(split.AdamW, new AdamWOptions(r.AdamWLr, 0.9, 0.95, r.Optimizer == "adamw" ? 1e-8 : r.AdamWEps, r.WeightDecay)));
+        if (split.AdamW.Count > 0) optimizers.Add(new AdamW(split.AdamW, new AdamWOptions(r.AdamWLr, 0.9, 0.95, r.Optimizer == OptimizerKind.AdamW ? 1e-8 : r.AdamWEps, r.WeightDecay)));
         try
         {
             if (_state.Step > 0) RunCheckpoints.LoadOptimizers(_out, optimizers);
-            var curriculum = _rec is null ? null
-                : r.Curriculum == "constant" ? RecurrenceCurriculum.Constant(r.TrainRecurrence, r.Steps)
-                : new RecurrenceCurriculum(RecurrenceCurriculum.ParseKind(r.Curriculum, _source), r.TrainRecurrence, r.Steps, r.CurriculumFraction);
+            var curriculum = _rec is null ? null : r.MakeCurriculum();
             var wsd = new WsdSchedule(r.Steps, r.Warmup, r.Cooldown, r.MinLrRatio);
-            var sampler = r.FixedDepth is { } fd ? DepthSampler.FixedDepth(int.Parse(fd.Split(',')[0]), int.Parse(fd.Split(',')[1])) : new DepthSampler();
+            var sampler = r.FixedDepth is { } fd ? DepthSampler.FixedDepth(fd.N, fd.K) : new DepthSampler();
             long tokensPerStep = (long)r.MicroBatch * r.Accumulation * r.SeqLen * _hooks.Sync.WorldSize;
             Log($"phase {phase + 1}/{_recipe.PhaseCount}: {r.Steps} steps × {tokensPerStep} tokens; {wsd}; " +
                 (curriculum is null ? "non-recurrent" : $"curriculum {curriculum}, backprop depth {r.BackpropDepth}") +
@@ -360,9 +358,5 @@ public sealed class Trainer : IDisposable
             RunCheckpoints.Prune(_out, r.KeepCheckpoints);
         }
         finally { _hooks.Sync.Barrier(); }
-    }
-
-    public void Dispose()
-    {
     }
 }

@@ -61,4 +61,15 @@ public class CliErrorTests
         OneLine(CliProcess.Run("train", "--recipe", recipe, "--out", dir + "-y", "--set", "model=/nope"), "/nope: model path not found");
         Assert.False(Directory.Exists(dir + "-y"));
     }
+
+    [Fact]
+    public void A_bad_recipe_shape_is_named_by_its_recipe_key_not_the_retrofit_flag()
+    {
+        var recipe = Path.Combine(SharedAssets.RepoRoot!, "recipes", "smoke.json");
+        var dir = TestModels.TempDir() + "-shape";
+        var r = CliProcess.Run("train", "--recipe", recipe, "--out", dir, "--set", "retrofit.shape=4,8");
+        OneLine(r, "'retrofit.shape' must be three integers p,r,c");
+        Assert.DoesNotContain("--shape", r.Stderr);
+        Assert.False(Directory.Exists(dir));
+    }
 }

@@ -22,6 +22,23 @@ public class RoundTripTests
 
     static ModelConfig Base(string type) => (type == "olmo2" ? Presets.TinyOlmo2Test : Presets.TinyTest) with { NumHiddenLayers = 6 };
 
+    /// <summary>Parameters and compute in <paramref name="dtype"/>, as a folder saved in that dtype loads.</summary>
+    static void CastTo(ICausalLM m, ScalarType dtype)
+    {
+        ((nn.Module)m).to(dtype);
+        m.ComputeDType = dtype;
+    }
+
+    /// <summary>The saved weights, every tensor checked to be stored in <paramref name="dtype"/>.</summary>
+    static SafeTensorsFile StoredIn(string dir, ScalarType dtype)
+    {
+        var f = SafeTensorsFile.Open(Path.Combine(dir, "model.safetensors"));
+        Assert.All(f.Entries.Values, e => Assert.Equal(dtype == ScalarType.BFloat16 ? "BF16" : "F32", e.DType));
+        return f;
+    }
+
+    static JsonObject Config(string dir) => JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+
     [Theory, MemberData(nameof(Families))]
     public void Recurrent_folder_round_trips_with_the_official_conversion_layout(string type, string dtypeName)
     {
@@ -29,8 +46,7 @@ public class RoundTripTests
         var b0 = Base(type);
         using var b = TestModels.Random(b0, 8);
         using var m = Retrofit.FromDecoder(b, new RetrofitOptions { Layers = LayerMap.Default(6, 1, 2, 1), Seed = 8, MeanRecurrence = 4 });
-        m.to(dtype);
-        m.ComputeDType = dtype;
+        CastTo(m, dtype);
         var dir = Path.Combine(TestModels.TempDir(), "rec");
         RecurrentCheckpoint.Save(m, dir);
 
@@ -44,7 +60,7 @@ public class RoundTripTests
         }
 
         // Tensors: exactly the Raven names, in the stored dtype, with the conversion's shapes.
-        using var f = SafeTensorsFile.Open(Path.Combine(dir, "model.safetensors"));
+        using var f = StoredIn(dir, dtype);
         var expected = new List<string> { "transformer.wte.weight", "transformer.adapter.weight", "transformer.ln_f.weight", "lm_head.weight" };
         foreach (var (sec, n) in new[] { ("prelude", 1), ("core_block", 2), ("coda", 1) })
             for (int j = 0; j < n; j++)
@@ -53,14 +69,12 @@ public class RoundTripTests
                 if (type == "olmo2") expected.AddRange(new[] { "attn.q_norm.weight", "attn.k_norm.weight" }.Select(k => $"transformer.{sec}.{j}.{k}"));
             }
         Assert.Equal(expected.OrderBy(x => x, StringComparer.Ordinal), f.Entries.Keys.OrderBy(x => x, StringComparer.Ordinal));
-        string tag = dtype == ScalarType.BFloat16 ? "BF16" : "F32";
-        Assert.All(f.Entries.Values, e => Assert.Equal(tag, e.DType));
         Assert.Equal([(4 + 2 * 2) * 16, 64], f.Entries["transformer.core_block.0.attn.Wqkv.weight"].Shape);
         Assert.Equal([2 * 176, 64], f.Entries["transformer.coda.0.mlp.fc.weight"].Shape);
         Assert.Equal([64, 128], f.Entries["transformer.adapter.weight"].Shape);
 
         // config.json: the keys convert_llama.py / convert_olmo.py set, with the values they would write.
-        var c = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        var c = Config(dir);
         void Is<T>(string key, T value) => Assert.True(Equals(c[key]!.GetValue<T>(), value), $"{key}: {c[key]} ≠ {value}");
         Is("model_type", "huginn_raven");
         Is("n_embd", 64); Is("n_heads", 4); Is("num_key_value_heads", 2); Is("head_dim", 16); Is("intermediate_size", 176);
@@ -87,8 +101,7 @@ public class RoundTripTests
     {
         var dtype = HfCheckpoint.ParseDType(dtypeName);
         using var m = TestModels.Random(Base(type), 9);
-        m.to(dtype);
-        m.ComputeDType = dtype;
+        CastTo(m, dtype);
         var dir = Path.Combine(TestModels.TempDir(), "hf");
         HfCheckpoint.Save(m, dir);
         using var loaded = HfCheckpoint.Load(dir, dtype, CPU);
@@ -97,11 +110,10 @@ public class RoundTripTests
             var ids = randint(0, 128, [2, 7], dtype: ScalarType.Int64);
             Assert.True(loaded.Forward(ids).eq(m.Forward(ids)).all().item<bool>());
         }
-        using var f = SafeTensorsFile.Open(Path.Combine(dir, "model.safetensors"));
+        using var f = StoredIn(dir, dtype);
         Assert.Contains("model.layers.5.self_attn.q_proj.weight", f.Entries.Keys);
         Assert.Contains("model.embed_tokens.weight", f.Entries.Keys);
-        Assert.All(f.Entries.Values, e => Assert.Equal(dtype == ScalarType.BFloat16 ? "BF16" : "F32", e.DType));
-        var c = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        var c = Config(dir);
         Assert.Equal(type, c["model_type"]!.GetValue<string>());
         Assert.Equal(dtypeName, c["torch_dtype"]!.GetValue<string>());
     }

@@ -42,7 +42,7 @@ public class PredictionScorerTests
     {
         var scored = PredictionScorer.Score("gsm8k_cot", TaskFixtures.Path("gsm8k_predictions.jsonl"));
         var outPath = Path.Combine(Path.GetDirectoryName(TaskFixtures.TempFile("")!)!, "samples.jsonl");
-        PredictionScorer.WriteSamples(outPath, scored);
+        SampleLog.Write(outPath, scored.Samples);
         var lines = File.ReadAllLines(outPath);
         Assert.Equal(scored.Samples.Count, lines.Length);
         var first = JsonNode.Parse(lines[0])!.AsObject();

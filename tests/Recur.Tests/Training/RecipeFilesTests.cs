@@ -33,7 +33,7 @@ public class RecipeFilesTests
         var r = TrainRecipe.Load(Path.Combine(RecipesDir, file));
         Assert.Equal(rMax, r.TrainRecurrence);
         Assert.Equal(shape, r.Retrofit!.Shape);
-        Assert.Equal("1-sqrt", r.Curriculum);
+        Assert.Equal(CurriculumKind.OneMinusSqrt, r.Curriculum);
         Assert.Equal(0.75, r.CurriculumFraction);
         Assert.Equal(1L << 20, (long)r.MicroBatch * r.Accumulation * r.SeqLen);
         Assert.Equal((1e-3, 5e-5, 0.0025, 0.6, 8), (r.MuonLr, r.AdamWLr, r.Warmup, r.Cooldown, r.BackpropDepth));

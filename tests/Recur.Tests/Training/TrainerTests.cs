@@ -36,8 +36,7 @@ public class TrainerTests
             OnStep = m => { metrics.Add(m); if (stopAfter is { } s && m.GlobalStep >= s) cts.Cancel(); },
         };
         using (model)
-        using (var trainer = new Trainer(r, SmokeRecipe, dir, model, hooks, state, TrainRun.TokenizerFiles(tok, Path.Combine(dir, "tok"))))
-            trainer.Run(cts.Token);
+            new Trainer(r, SmokeRecipe, dir, model, hooks, state, TrainRun.TokenizerFiles(tok, Path.Combine(dir, "tok"))).Run(cts.Token);
         return metrics;
     }
 
@@ -140,6 +139,17 @@ public class TrainerTests
     [InlineData("{\"model\": \"preset:tiny\"}", "'data' must list at least one source")]
     [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"steps\": \"many\"}", "key 'steps' has the wrong type")]
     [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"fixed_depth\": \"3\"}", "'fixed_depth'")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"fixed_depth\": \"3,0\"}", "'fixed_depth' must be \"n,k\" with n ≥ 0 and k ≥ 1")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"fixed_depth\": [3, 2]}", "'fixed_depth' must be \"n,k\"")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"optimizer\": 1}", "'optimizer' must be muon or adamw")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"optimizer\": \"Muon\"}", "'optimizer' must be muon or adamw")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"curriculum\": \"cosine\"}", "'curriculum' must be linear, 1-sqrt or constant")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"curriculum\": null}", "'curriculum' must be linear, 1-sqrt or constant")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"retrofit\": {\"shape\": \"1,2,1\", \"init\": \"zeros\"}}", "'retrofit.init' must be pretrained or random")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"retrofit\": {\"shape\": \"1,2,1\", \"adapter_init\": \"eye\"}}", "'retrofit.adapter_init' must be default or identity")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"retrofit\": {\"shape\": \"4,8\"}}", "'retrofit.shape' must be three integers p,r,c")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {\"steps\": \"one-four\"}}", "'synth_data.steps' must be a range A-B")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"phases\": [{\"optimizer\": \"sgd\"}]}", "(phase 2): 'optimizer' must be muon or adamw")]
     public void Bad_recipes_fail_with_the_key_named(string json, string expected)
     {
         var p = Path.Combine(TestModels.TempDir(), "r.json");
@@ -147,6 +157,33 @@ public class TrainerTests
         var e = Assert.Throws<RecurUserException>(() => TrainRecipe.Load(p));
         Assert.Contains(expected, e.Message);
         Assert.StartsWith(p, e.Message);
+    }
+
+    [Fact]
+    public void Choices_and_fixed_depth_are_parsed_once_into_typed_values_and_written_back_as_in_the_file()
+    {
+        var r = TrainRecipe.Load(SmokeRecipe, ["optimizer=adamw", "curriculum=linear", "fixed_depth=3,2", "retrofit.init=random", "retrofit.adapter_init=identity"]);
+        Assert.Equal(OptimizerKind.AdamW, r.Optimizer);
+        Assert.Equal(CurriculumKind.Linear, r.Curriculum);
+        Assert.Equal<FixedDepth?>(new FixedDepth(3, 2), r.FixedDepth);
+        Assert.Equal((RetrofitInit.Random, AdapterInit.Identity), (r.Retrofit!.Init, r.Retrofit.AdapterInit));
+        var json = JsonNode.Parse(r.ToJson())!.AsObject();
+        Assert.Equal(("adamw", "linear", "3,2"), (json["optimizer"]!.GetValue<string>(), json["curriculum"]!.GetValue<string>(), json["fixed_depth"]!.GetValue<string>()));
+        Assert.Equal(("random", "identity"), (json["retrofit"]!["init"]!.GetValue<string>(), json["retrofit"]!["adapter_init"]!.GetValue<string>()));
+        // A run folder's recipe.json reads back to the same recipe (resume compares the two).
+        Assert.Equal(r.ToJson(), TrainRecipe.FromJson(json, "recipe.json").ToJson());
+        Assert.Equal(CurriculumKind.OneMinusSqrt, TrainRecipe.Load(SmokeRecipe).Curriculum);
+        Assert.Null(TrainRecipe.Load(SmokeRecipe).FixedDepth);
+    }
+
+    [Fact]
+    public void The_recipe_curriculum_is_the_schedule_the_trainer_and_flops_use()
+    {
+        var r = TrainRecipe.Load(SmokeRecipe, ["steps=100", "train_recurrence=8", "curriculum=linear", "curriculum_fraction=0.5"]);
+        var c = r.MakeCurriculum();
+        Assert.Equal((CurriculumKind.Linear, 8, 100L, 50L), (c.Kind, c.MaxRecurrence, c.TotalSteps, c.WarmupSteps));
+        var constant = TrainRecipe.Load(SmokeRecipe, ["curriculum=constant"]).MakeCurriculum();
+        Assert.Equal(constant.MaxRecurrence, constant.MeanRecurrence(0));
     }
 
     [Fact]
