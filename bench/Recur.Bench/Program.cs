@@ -433,7 +433,7 @@ void Serve()
     using var m = new DecoderModel(Presets.Stories15M with { MaxPositionEmbeddings = 512 });
     using (no_grad()) foreach (var p in m.parameters()) p.normal_(0, 0.02);
     m.eval();
-    using var runner = new Recur.Serving.ModelRunner(m, tok);
+    var runner = new Recur.Serving.ModelRunner(m, tok);
     using var server = new Recur.Serving.OpenAiServer(runner, ChatTemplate.Plain, new Recur.Serving.ServerOptions { Port = 0, MaxBatch = Arg("--max-batch", 8), MaxQueue = 256 });
     server.Start();
     using var http = new System.Net.Http.HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromMinutes(5) };

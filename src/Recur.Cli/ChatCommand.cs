@@ -42,16 +42,16 @@ static class ChatCommand
             var sampling = new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP)).Validate();
             string path = parse.GetValue(model)!;
             using var loaded = ChatSetup.Load(path, parse.GetValue(tokenizer), parse.GetValue(template)!, parse.GetValue(recurrences),
-                Common.ParseDevice(parse.GetValue(device)!), Common.ParseDType(parse.GetValue(dtype)), errw, "chat");
-            using var runner = new ModelRunner(loaded.Model, loaded.Tokenizer, loaded.Recurrences);
+                parse.GetValue(device)!, parse.GetValue(dtype), errw, "chat");
+            var runner = new ModelRunner(loaded.Model, loaded.Tokenizer!, loaded.Recurrences);
             int max = Common.MaxNewTokens(parse.GetValue(maxNew), 512, runner.ContextLength, errw);
             int budget = runner.ContextLength - max;
             if (budget < 1)
                 throw new RecurUserException($"--max-new-tokens {max} leaves no room for the conversation in the model's context of {runner.ContextLength} tokens");
-            var session = new ChatSession(loaded.Template, parse.GetValue(system));
+            var session = new ChatSession(loaded.ChatTemplate, parse.GetValue(system));
             var loop = new ChatLoop(runner, session, max, sampling, baseSeed, input ?? Console.In, outw, errw,
                 interactive: input is null && !Console.IsInputRedirected);
-            errw.WriteLine($"chat with {ChatSetup.ModelName(path)} ({loaded.Template.Name} template{(runner.IsRecurrent ? $", T = {runner.DefaultRecurrences}" : "")}); /help lists commands, /exit quits");
+            errw.WriteLine($"chat with {ChatSetup.ModelName(path)} ({loaded.ChatTemplate.Name} template{(runner.IsRecurrent ? $", T = {runner.DefaultRecurrences}" : "")}); /help lists commands, /exit quits");
             return loop.Run(hookCtrlC: input is null);
         }));
         return cmd;

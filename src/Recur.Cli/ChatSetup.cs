@@ -1,12 +1,10 @@
 using System.CommandLine;
-using Recur.Checkpoints;
 using Recur.Engine;
-using Recur.Model;
 using Recur.Tokenization;
 
 namespace Recur.Cli;
 
-/// <summary>Loading shared by <c>chat</c> and <c>serve</c>: model, its tokenizer and its chat template.</summary>
+/// <summary>Loading shared by <c>chat</c> and <c>serve</c>: the library's <see cref="RecurModel.Load"/> with the verb's flags.</summary>
 static class ChatSetup
 {
     public static Option<string> TemplateOption() => new("--chat-template")
@@ -15,46 +13,28 @@ static class ChatSetup
         DefaultValueFactory = _ => "auto",
     };
 
-    /// <param name="Recurrences">--recurrences: the default T of the replies (null: the model's own default).</param>
-    public sealed record Loaded(ICausalLM Model, ITokenizer Tokenizer, ChatTemplate Template, int? Recurrences = null) : IDisposable
+    /// <summary>
+    /// The model (a folder, a llama2.c file, or a repository id in the Hugging Face cache), its tokenizer and chat
+    /// template and the default T of the replies (<paramref name="recurrences"/>; null: the config's), resolved as the
+    /// library resolves them; notes and errors name the verb's flags.
+    /// </summary>
+    public static RecurModel Load(string modelPath, string? tokenizerPath, string template, int? recurrences,
+        string device, string? dtype, TextWriter log, string verb)
     {
-        public void Dispose()
+        var model = RecurModel.Load(modelPath, new RecurLoadOptions
         {
-            Model.Dispose();
-            Tokenizer.Dispose();
-        }
-    }
-
-    public static Loaded Load(string modelPath, string? tokenizerPath, string template, int? recurrences,
-        TorchSharp.torch.Device device, TorchSharp.torch.ScalarType dtype, TextWriter log, string verb)
-    {
-        modelPath = Recur.Hub.HubCache.Resolve(modelPath); // a folder, or a repo id in the HF cache
-        ModelLoader.Detect(modelPath);
-        string tokPath = TokenizerLoader.PathFor(modelPath, tokenizerPath)
-            ?? throw new RecurUserException($"{modelPath}: no tokenizer.json or tokenizer.model in the model folder; {verb} needs text, so pass --tokenizer PATH");
-        var tok = TokenizerLoader.Load(tokPath);
-        ICausalLM? model = null;
+            Device = device, DType = dtype ?? "fp32", Tokenizer = tokenizerPath, Recurrences = recurrences, ChatTemplate = template,
+            Notice = s => log.WriteLine($"note: {Common.Note(s)}"),
+        });
         try
         {
-            model = ModelLoader.Load(modelPath, dtype, device, notice: s => log.WriteLine($"note: {s}"));
-            TokenizerLoader.CheckFitsModel(tok, model.VocabSize, tokPath);
-            if (model is RecurrentModel)
-            {
-                if (recurrences is { } t) Common.CheckRecurrences(t);
-            }
-            else if (recurrences is not null)
-                log.WriteLine("note: --recurrences ignored: this is not a recurrent model");
-            string? bos = tok.BosId is int b ? tok.IdToToken(b) : null;
-            string? eos = tok.EosId is int e ? tok.IdToToken(e) : null;
-            var chat = template.Equals("auto", StringComparison.OrdinalIgnoreCase)
-                ? ChatTemplate.Detect(ChatTemplateFile.Read(tok.SourcePath), bos, eos, notice: s => log.WriteLine($"note: {s}"))
-                : ChatTemplate.Named(template, bos, eos);
-            return new Loaded(model, tok, chat, model is RecurrentModel ? recurrences : null);
+            _ = model.TokenizerFor(verb);
+            _ = model.ChatTemplate; // a bad --chat-template fails now, before the verb starts
+            return model;
         }
         catch
         {
-            model?.Dispose();
-            tok.Dispose();
+            model.Dispose();
             throw;
         }
     }

@@ -81,7 +81,20 @@ static class Common
         ["ChatTemplate"] = "--chat-template",
         ["SkipBadLines"] = "--skip-bad-lines",
         ["override"] = "--set",
+        ["Recurrences"] = "--recurrences",
+        ["RecurLoadOptions.Recurrences"] = "--recurrences",
+        ["RecurLoadOptions.ChatTemplate"] = "--chat-template",
+        ["RecurLoadOptions.Tokenizer"] = "--tokenizer",
+        ["RecurLoadOptions.Device"] = "--device",
+        ["HubClient.DownloadAsync"] = "recur download --out DIR",
     };
+
+    /// <summary>
+    /// A library note in the command line's terms: the load options it names (<c>RecurLoadOptions.Recurrences
+    /// ignored: …</c>) become flags. Only qualified names are replaced, so that ordinary words in a note stay.
+    /// </summary>
+    public static string Note(string text) =>
+        RecurUserException.Rename(text, Flags.Keys.Where(k => k.Contains('.', StringComparison.Ordinal)), Flags);
 
     /// <summary>An error's one-line message in the command line's terms (flags instead of API parameter names).</summary>
     public static string Describe(Exception e) => e is RecurUserException u ? u.MessageWith(Flags) : e.Message;

@@ -84,26 +84,24 @@ static class EvalCommand
             var dataPaths = AssignPaths(infos, Split(parse.GetValue(data)), "--data");
             var fewshotPaths = FewshotPaths(infos, Split(parse.GetValue(fewshot)), dataPaths, shotCount);
             Common.SetThreads(parse.GetValue(threads));
-            var dev = Common.ParseDevice(parse.GetValue(device)!);
-            var dt = Common.ParseDType(parse.GetValue(dtype));
-            var format = ModelLoader.Detect(modelPath!);
-            string? tokPath = TokenizerLoader.PathFor(modelPath!, parse.GetValue(tokenizer));
-            if (tokPath is null) throw new RecurUserException($"{modelPath}: no tokenizer found beside the model; pass --tokenizer PATH");
-            PrepareOutput(outDir, parse.GetValue(force));
+            PrepareOutput(outDir, parse.GetValue(force), checkOnly: true); // before the weights are read
 
-            using var tok = TokenizerLoader.Load(tokPath);
-            using var m = ModelLoader.Load(modelPath!, dt, dev, notice: s => Console.Error.WriteLine($"note: {s}"));
-            TokenizerLoader.CheckFitsModel(tok, m.VocabSize, tokPath);
-            var rm = m as RecurrentModel;
-            IReadOnlyList<RecurrenceSetting?> ts;
-            if (rm is null)
+            // The library's loader: model, tokenizer beside it (or --tokenizer), and the check that they fit.
+            using var session = RecurModel.Load(modelPath!, new RecurLoadOptions
             {
+                Device = parse.GetValue(device)!, DType = parse.GetValue(dtype) ?? "fp32", Tokenizer = parse.GetValue(tokenizer),
+                Notice = s => Console.Error.WriteLine($"note: {Common.Note(s)}"),
+            });
+            var tok = session.TokenizerFor("eval");
+            var m = session.Model;
+            var format = ModelLoader.Detect(session.Path!);
+            PrepareOutput(outDir, parse.GetValue(force));
+            var rm = m as RecurrentModel;
+            if (rm is null)
                 Console.Error.WriteLine(recurrenceList is null
                     ? "note: the model is not recurrent: each task is evaluated once"
                     : "note: the model is not recurrent: each task is evaluated once and --recurrences is ignored");
-                ts = [null];
-            }
-            else ts = recurrenceList ?? [new RecurrenceSetting(rm.DefaultRecurrences, null)];
+            var ts = LoadedTask.Sweep(m, recurrenceList);
             if (ts.Any(t => t?.Adaptive is not null) && infos.Any(i => !EvalTasks.SupportsAdaptive(i)))
                 Console.Error.WriteLine($"note: adaptive recurrence runs only for generation tasks; skipped for {string.Join(", ", infos.Where(i => !EvalTasks.SupportsAdaptive(i)).Select(i => i.Name))}");
 
@@ -128,7 +126,7 @@ static class EvalCommand
             {
                 ["shots"] = shotCount,
                 ["recurrences"] = rm is null ? null : new JsonArray(ts.Select(t => t!.Fixed is { } f ? (JsonNode?)JsonValue.Create(f) : JsonValue.Create(t.Key)).ToArray()),
-                ["dtype"] = HfCheckpoint.DTypeName(dt),
+                ["dtype"] = HfCheckpoint.DTypeName(m.ComputeDType),
                 ["device"] = parse.GetValue(device),
                 ["seed"] = parse.GetValue(seed),
                 ["limit"] = lim,
@@ -143,7 +141,7 @@ static class EvalCommand
                 ["format"] = "recur-eval",
                 ["version"] = 1,
                 ["date"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
-                ["model"] = Path.GetFullPath(modelPath!),
+                ["model"] = Path.GetFullPath(session.Path!),
                 ["model_format"] = format.ToString(),
                 ["recurrent"] = rm is not null,
                 ["model_mean_recurrence"] = rm?.Config.MeanRecurrence,
@@ -162,13 +160,11 @@ static class EvalCommand
                     foreach (var t in ts)
                     {
                         if (t?.Adaptive is not null && !EvalTasks.SupportsAdaptive(lt.Info)) continue;
-                        // Reseeded per (task, T) so that any one result is reproduced by re-running it alone.
-                        using var gen = rm is null ? null : new Generator((ulong)seedValue);
-                        var model = rm is null ? m : rm.At(Recurrence.Fixed(t!.Fixed ?? t.Adaptive!.MaxIterations, gen));
                         string tKey = t?.Key ?? EvalReport.NoRecurrence;
                         string label = t is null ? lt.Info.Name : t.Adaptive is null ? $"{lt.Info.Name} T={tKey}" : $"{lt.Info.Name} {tKey}";
                         var sw = Stopwatch.StartNew();
-                        var outcome = lt.Run(model, tok, progress.Start(label, lt.Count, lt.Info.ProgressUnit), cancel.Token, t?.Adaptive);
+                        // Reseeded per (task, T) so that any one result is reproduced by re-running it alone.
+                        var outcome = lt.RunAt(m, tok, t, seedValue, progress.Start(label, lt.Count, lt.Info.ProgressUnit), cancel.Token);
                         sw.Stop();
                         string samples = t is null ? $"samples_{lt.Info.Name}.jsonl"
                             : t.Adaptive is null ? $"samples_{lt.Info.Name}_T{tKey}.jsonl" : $"samples_{lt.Info.Name}_{FileSafe(tKey)}.jsonl";
@@ -307,19 +303,23 @@ static class EvalCommand
         return result;
     }
 
-    /// <summary>Refuses a non-empty folder without --force; with it, removes the files an earlier evaluation wrote there.</summary>
-    static void PrepareOutput(string dir, bool force)
+    /// <summary>
+    /// Refuses a non-empty folder without --force; with it, removes the files an earlier evaluation wrote there
+    /// (<paramref name="checkOnly"/>: only the refusal, so that it comes before the model is loaded).
+    /// </summary>
+    static void PrepareOutput(string dir, bool force, bool checkOnly = false)
     {
         if (File.Exists(dir)) throw new RecurUserException($"--out {dir}: is a file; expected a folder");
         if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
         {
             if (!force) throw new RecurUserException($"--out {dir}: folder is not empty (use --force to replace an earlier evaluation there)");
+            if (checkOnly) return;
             foreach (var f in Directory.EnumerateFiles(dir).Where(f => Path.GetFileName(f) is var n && (n == ResultsFile
                 || (n.StartsWith("samples_", StringComparison.Ordinal) && n.EndsWith(".jsonl", StringComparison.Ordinal))
                 || (n.StartsWith("plot_", StringComparison.Ordinal) && n.EndsWith(".png", StringComparison.Ordinal)))).ToList())
                 File.Delete(f);
         }
-        Directory.CreateDirectory(dir);
+        if (!checkOnly) Directory.CreateDirectory(dir);
     }
 
     // ---- console ---------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ static class ServeCommand
                 throw new RecurUserException($"--request-timeout must be between 0 and 604800 seconds (got {timeoutSeconds})");
             var err = Console.Error;
             using var loaded = ChatSetup.Load(path, parse.GetValue(tokenizer), parse.GetValue(template)!, parse.GetValue(recurrences),
-                Common.ParseDevice(parse.GetValue(device)!), Common.ParseDType(parse.GetValue(dtype)), err, "serve");
-            using var runner = new ModelRunner(loaded.Model, loaded.Tokenizer, loaded.Recurrences);
+                parse.GetValue(device)!, parse.GetValue(dtype), err, "serve");
+            var runner = new ModelRunner(loaded.Model, loaded.Tokenizer!, loaded.Recurrences);
             var options = new ServerOptions
             {
                 Host = parse.GetValue(host)!,
@@ -57,7 +57,7 @@ static class ServeCommand
                 ctx.Cancel = true;
                 cancel.Cancel();
             });
-            using var server = new OpenAiServer(runner, loaded.Template, options);
+            using var server = new OpenAiServer(runner, loaded.ChatTemplate, options);
             server.Start();
             if (!options.LoopbackOnly && options.ApiKey is null)
             {
@@ -66,7 +66,7 @@ static class ServeCommand
                 err.WriteLine("warning: set --api-key KEY (or RECUR_API_KEY) to require 'Authorization: Bearer KEY'.");
                 err.WriteLine("warning: ********************************************************************************");
             }
-            err.WriteLine($"serving '{options.ModelName}' at {server.BaseAddress}v1 ({loaded.Template.Name} chat template, context {runner.ContextLength}{(runner.IsRecurrent ? $", T = {runner.DefaultRecurrences}" : "")}); Ctrl-C stops");
+            err.WriteLine($"serving '{options.ModelName}' at {server.BaseAddress}v1 ({loaded.ChatTemplate.Name} chat template, context {runner.ContextLength}{(runner.IsRecurrent ? $", T = {runner.DefaultRecurrences}" : "")}); Ctrl-C stops");
             cancel.Token.WaitHandle.WaitOne();
             err.WriteLine("stopping: finishing requests in progress (Ctrl-C again to quit at once)");
             server.StopAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();

@@ -157,14 +157,16 @@ public sealed class RecurModel : IDisposable
     readonly ModelRunner? _runner;
     ChatTemplate? _template;
     readonly string _templateName;
+    readonly Action<string>? _notice;
     bool _disposed;
 
-    RecurModel(ICausalLM model, ITokenizer? tokenizer, string? path, string templateName)
+    RecurModel(ICausalLM model, ITokenizer? tokenizer, string? path, string templateName, Action<string>? notice = null)
     {
         Model = model;
         Tokenizer = tokenizer;
         Path = path;
         _templateName = templateName;
+        _notice = notice;
         if (tokenizer is not null) _runner = new ModelRunner(model, tokenizer);
         _recurrences = (model as RecurrentModel)?.DefaultRecurrences ?? 0;
     }
@@ -198,7 +200,10 @@ public sealed class RecurModel : IDisposable
                 if (value is null) return;
                 throw new RecurUserException("recurrences applies only to recurrent models; this model is a plain decoder");
             }
-            int t = Recurrence.Fixed(value ?? rm.DefaultRecurrences).Iterations; // validates T ≥ 1
+            int t = value ?? rm.DefaultRecurrences;
+            // The KV cache holds p + r·T + c slots; the bound of every front end (WeightCheck.MaxRecurrence).
+            if (t is < 1 or > WeightCheck.MaxRecurrence)
+                throw RecurUserException.About($"Recurrences must be between 1 and {WeightCheck.MaxRecurrence} (got {t})", "Recurrences");
             lock (_gate)
             {
                 _recurrences = t;
@@ -213,16 +218,7 @@ public sealed class RecurModel : IDisposable
         get
         {
             var tok = RequireTokenizer("chat");
-            lock (_gate)
-            {
-                if (_template is not null) return _template;
-                string? bos = tok.BosId is int b ? tok.IdToToken(b) : null;
-                string? eos = tok.EosId is int e ? tok.IdToToken(e) : null;
-                _template = _templateName.Equals("auto", StringComparison.OrdinalIgnoreCase)
-                    ? ChatTemplate.Detect(tok is CharTokenizerAdapter ? null : ChatTemplateFile.Read(tok.SourcePath), bos, eos)
-                    : ChatTemplate.Named(_templateName, bos, eos);
-                return _template;
-            }
+            lock (_gate) return _template ??= ChatTemplateFile.Resolve(_templateName, tok, _notice);
         }
     }
 
@@ -240,8 +236,9 @@ public sealed class RecurModel : IDisposable
     public static RecurModel Load(string path, RecurLoadOptions? options = null)
     {
         var o = options ?? new RecurLoadOptions();
-        var device = ParseDevice(o.Device);
+        var device = Devices.Parse(o.Device, "RecurLoadOptions.Device");
         var dtype = HfCheckpoint.ParseDType(o.DType);
+        path = Hub.HubCache.Resolve(path); // a folder or file, or a repository id in the Hugging Face cache
         ModelLoader.Detect(path);
         string? tokPath = TokenizerLoader.PathFor(path, o.Tokenizer);
         var tok = tokPath is null ? null : TokenizerLoader.Load(tokPath);
@@ -250,11 +247,16 @@ public sealed class RecurModel : IDisposable
         {
             model = ModelLoader.Load(path, dtype, device, o.Notice);
             if (tok is not null) TokenizerLoader.CheckFitsModel(tok, model.VocabSize, tokPath!);
-            var result = new RecurModel(model, tok, path, o.ChatTemplate);
+            var result = new RecurModel(model, tok, path, o.ChatTemplate, o.Notice);
             if (o.Recurrences is not null)
             {
-                if (model is not RecurrentModel) o.Notice?.Invoke("Recurrences ignored: this is not a recurrent model");
-                else result.Recurrences = o.Recurrences;
+                if (model is not RecurrentModel) o.Notice?.Invoke("RecurLoadOptions.Recurrences ignored: this is not a recurrent model");
+                else
+                    try { result.Recurrences = o.Recurrences; }
+                    catch (RecurUserException e) when (e.Parameters.Contains("Recurrences"))
+                    {
+                        throw RecurUserException.About($"RecurLoadOptions.{e.Message}", "RecurLoadOptions.Recurrences");
+                    }
             }
             return result;
         }
@@ -556,17 +558,12 @@ public sealed class RecurModel : IDisposable
             var settings = new EvalSettings(o.Shots, fewshot, o.Limit, o.SkipBadLines, o.BatchSize, maxNew,
                 o.SeqLen ?? Math.Min(1024, Model.MaxPositions));
             var lt = EvalTasks.Load(info, dataPath, settings, tok);
-            var rm = Model as RecurrentModel;
-            IReadOnlyList<int?> ts = rm is null ? [null] : (recurrences ?? [_recurrences]).Select(t => (int?)t).ToList();
             var runs = new List<EvaluationRun>();
-            foreach (var t in ts)
+            foreach (var t in LoadedTask.Sweep(Model, recurrences?.Select(t => new RecurrenceSetting(t, null)).ToList(), _recurrences))
             {
-                // Reseeded per T, as recur eval does, so that any one result is reproduced by running it alone.
-                using var gen = rm is null ? null : new Generator((ulong)o.Seed);
-                var model = rm is null ? Model : rm.At(Recurrence.Fixed(t!.Value, gen));
                 var sw = Stopwatch.StartNew();
-                var outcome = lt.Run(model, tok, o.Progress is { } p ? (done, total) => p.Report((done, total)) : null, cancel);
-                runs.Add(new EvaluationRun(info.Name, t, outcome.Result, outcome.Samples, [.. lt.Warnings, .. outcome.Notes], sw.Elapsed));
+                var outcome = lt.RunAt(Model, tok, t, o.Seed, o.Progress is { } p ? (done, total) => p.Report((done, total)) : null, cancel);
+                runs.Add(new EvaluationRun(info.Name, t?.Fixed, outcome.Result, outcome.Samples, [.. lt.Warnings, .. outcome.Notes], sw.Elapsed));
             }
             return runs;
         }
@@ -579,7 +576,6 @@ public sealed class RecurModel : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
-            _runner?.Dispose();
             Model.Dispose();
             Tokenizer?.Dispose();
         }
@@ -642,13 +638,14 @@ public sealed class RecurModel : IDisposable
     }
 
     ITokenizer RequireTokenizer(string what) =>
-        Tokenizer ?? throw new RecurUserException($"{Path ?? "this model"}: no tokenizer; {what} needs one (RecurLoadOptions.Tokenizer)");
+        Tokenizer ?? throw RecurUserException.About($"{Path ?? "this model"}: no tokenizer; {what} needs one: set RecurLoadOptions.Tokenizer", "RecurLoadOptions.Tokenizer");
+
+    /// <summary>The tokenizer, or the error that names the option to set; for front ends that need text (chat, serve, eval).</summary>
+    public ITokenizer TokenizerFor(string what) => RequireTokenizer(what);
 
     void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     static ITokenizer CopyTokenizer(ITokenizer tok) => tok is CharTokenizerAdapter c
         ? new CharTokenizerAdapter(c.Inner, c.SourcePath)
         : TokenizerLoader.Load(tok.SourcePath);
-
-    static Device ParseDevice(string name) => Devices.Parse(name, "device");
 }

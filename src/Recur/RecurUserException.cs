@@ -43,13 +43,18 @@ public sealed class RecurUserException : Exception
     /// The message with each of <see cref="Parameters"/> that <paramref name="names"/> maps replaced by its
     /// front-end name (whole words only); parameters without a mapping keep the API's name.
     /// </summary>
-    public string MessageWith(IReadOnlyDictionary<string, string> names)
+    public string MessageWith(IReadOnlyDictionary<string, string> names) => Rename(Message, Parameters, names);
+
+    /// <summary>
+    /// <paramref name="text"/> with each of <paramref name="parameters"/> that <paramref name="names"/> maps replaced by
+    /// its front-end name (whole words only); also for notes, which carry no <see cref="Parameters"/>.
+    /// </summary>
+    public static string Rename(string text, IEnumerable<string> parameters, IReadOnlyDictionary<string, string> names)
     {
-        string m = Message;
-        foreach (var p in Parameters)
+        foreach (var p in parameters)
             if (names.TryGetValue(p, out var name))
-                m = Regex.Replace(m, $@"(?<![\w.-]){Regex.Escape(p)}(?![\w])", name.Replace("$", "$$", StringComparison.Ordinal));
-        return m;
+                text = Regex.Replace(text, $@"(?<![\w.-]){Regex.Escape(p)}(?![\w])", name.Replace("$", "$$", StringComparison.Ordinal));
+        return text;
     }
 
     // Messages often embed text from other libraries (JSON parser positions, native errors) that

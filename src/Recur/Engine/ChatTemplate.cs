@@ -135,7 +135,7 @@ public sealed class ChatTemplate
             // earlier one (scripts/scalable_data_download.py, commented out) writes every role verbatim and closes with nothing.
             return new(ChatFormat.Huginn, bosToken, eosToken,
                 huginnAssistantAlias: HuginnAlias.IsMatch(jinja), huginnEndText: jinja.Contains("'<|end_text|>'"));
-        notice?.Invoke("the tokenizer's chat_template is not one Recur recognises (Llama 3, ChatML, [INST], Huginn); using the plain 'User: …\\nAssistant:' format (choose one with --chat-template)");
+        notice?.Invoke("the tokenizer's chat_template is not one Recur recognises (Llama 3, ChatML, [INST], Huginn); using the plain 'User: …\\nAssistant:' format");
         return Plain;
     }
 

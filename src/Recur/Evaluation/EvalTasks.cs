@@ -226,4 +226,27 @@ public sealed class LoadedTask
             throw new RecurUserException($"{Info.Name}: adaptive recurrence applies to generation tasks (gsm8k family, minerva_math) only");
         return _run(model, tokenizer, progress, cancel, adaptive);
     }
+
+    /// <summary>
+    /// One step of a sweep over test-time recurrences (METHOD §7.1), the one used by <c>RecurModel.Evaluate</c> and
+    /// <c>recur eval</c>: a recurrent model runs at <paramref name="setting"/> (a fixed T, or an adaptive rule up to
+    /// its maximum) with s_0 drawn from a generator seeded with <paramref name="seed"/> afresh, so that any one result
+    /// is reproduced by running it alone; a plain model (setting null) runs as it is.
+    /// </summary>
+    public TaskOutcome RunAt(ICausalLM model, ITokenizer tokenizer, RecurrenceSetting? setting, long seed, Action<int, int>? progress = null,
+        CancellationToken cancel = default)
+    {
+        if (model is not RecurrentModel rm) return Run(model, tokenizer, progress, cancel);
+        if (setting is null) throw new ArgumentNullException(nameof(setting), "a recurrent model runs at a recurrence");
+        using var gen = new TorchSharp.torch.Generator((ulong)seed);
+        var atT = rm.At(Recurrence.Fixed(setting.Fixed ?? setting.Adaptive!.MaxIterations, gen));
+        return Run(atT, tokenizer, progress, cancel, setting.Adaptive);
+    }
+
+    /// <summary>
+    /// The recurrences a sweep runs: <paramref name="given"/> for a recurrent model, or its <paramref name="defaultT"/>
+    /// (null: the config's mean_recurrence); a plain model runs once, without T (one null entry).
+    /// </summary>
+    public static IReadOnlyList<RecurrenceSetting?> Sweep(ICausalLM model, IReadOnlyList<RecurrenceSetting>? given, int? defaultT = null) =>
+        model is RecurrentModel rm ? [.. given ?? new[] { new RecurrenceSetting(defaultT ?? rm.DefaultRecurrences, null) }] : [null];
 }

@@ -49,7 +49,7 @@ public static partial class HubCache
         string repoFolder = Path.Combine(Root(getenv), "models--" + id.Replace("/", "--"));
         if (Directory.Exists(repoFolder)) return Snapshot(repoFolder, revision);
         if (id.Contains('/') && !model.StartsWith('.'))
-            throw new RecurUserException($"{model}: no such folder, and not in the Hugging Face cache ({repoFolder} does not exist); download it with `recur download {id} --out DIR` or huggingface-cli");
+            throw RecurUserException.About($"{model}: no such folder, and not in the Hugging Face cache ({repoFolder} does not exist); download {id} into a folder (HubClient.DownloadAsync, or huggingface-cli download) and load that folder", "HubClient.DownloadAsync");
         return model;
     }
 

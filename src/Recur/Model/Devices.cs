@@ -6,8 +6,8 @@ namespace Recur.Model;
 public static class Devices
 {
     /// <summary>
-    /// cpu or cuda[:N]. <paramref name="label"/> names what the user set in error lines: "--device" on the command line,
-    /// "device" for <c>RecurLoadOptions.Device</c>.
+    /// cpu or cuda[:N]. <paramref name="label"/> names what the user set in error lines (and is the error's
+    /// <see cref="RecurUserException.Parameters"/> entry): <c>RecurLoadOptions.Device</c> in the library, "--device" on the command line.
     /// </summary>
     public static Device Parse(string name, string label)
     {
@@ -15,9 +15,9 @@ public static class Devices
         if (name.StartsWith("cuda", StringComparison.Ordinal))
         {
             if (!cuda.is_available())
-                throw new RecurUserException($"{label} {name}: CUDA is not available (this build uses the CPU TorchSharp package, or no GPU is visible; build with -p:TorchBackend=cuda)");
+                throw RecurUserException.About($"{label} {name}: CUDA is not available (this build uses the CPU TorchSharp package, or no GPU is visible; build with -p:TorchBackend=cuda)", label);
             return device(name);
         }
-        throw new RecurUserException($"{label} must be cpu or cuda[:N] (got '{name}')");
+        throw RecurUserException.About($"{label} must be cpu or cuda[:N] (got '{name}')", label);
     }
 }

@@ -61,7 +61,7 @@ public sealed record TextResult(string Text, int PromptTokens, int CompletionTok
 /// (passed with the call; nothing is set on the model).
 /// Not thread-safe: one call at a time (the server runs it on a single worker thread).
 /// </summary>
-public sealed class ModelRunner : IDisposable
+public sealed class ModelRunner
 {
     readonly HashSet<int> _stopIds;
 
@@ -142,8 +142,6 @@ public sealed class ModelRunner : IDisposable
         }
         return results;
     }
-
-    public void Dispose() { }
 
     /// <summary>
     /// The fixed-depth per-step forward (the fast decoder when it applies, else the model's Forward) that also keeps the

@@ -1,10 +1,26 @@
 using System.Text.Json;
+using Recur.Engine;
 
 namespace Recur.Tokenization;
 
-/// <summary>Finds the Jinja chat template stored beside a tokenizer.</summary>
+/// <summary>Finds the Jinja chat template stored beside a tokenizer, and the chat format a model is used with.</summary>
 public static class ChatTemplateFile
 {
+    /// <summary>
+    /// The chat format for <paramref name="name"/> (<c>RecurLoadOptions.ChatTemplate</c>): <c>auto</c> recognises the
+    /// chat_template stored beside <paramref name="tokenizer"/> (<see cref="ChatTemplate.Detect"/>; the character
+    /// tokenizer has none: plain), any other name is <see cref="ChatTemplate.Named"/>. The one resolver of the library
+    /// facade and the chat and serve verbs.
+    /// </summary>
+    public static ChatTemplate Resolve(string name, ITokenizer tokenizer, Action<string>? notice = null)
+    {
+        string? bos = tokenizer.BosId is int b ? tokenizer.IdToToken(b) : null;
+        string? eos = tokenizer.EosId is int e ? tokenizer.IdToToken(e) : null;
+        if (!name.Equals("auto", StringComparison.OrdinalIgnoreCase)) return ChatTemplate.Named(name, bos, eos);
+        return ChatTemplate.Detect(tokenizer is CharTokenizerAdapter ? null : Read(tokenizer.SourcePath), bos, eos,
+            notice: notice is null ? null : s => notice($"{s} (choose one with RecurLoadOptions.ChatTemplate)"));
+    }
+
     /// <summary>
     /// The chat template for the tokenizer file <paramref name="tokenizerFile"/>, or null when there is none.
     /// Looks, in the order transformers does, at <c>chat_template.jinja</c>, <c>chat_template.json</c>

@@ -67,6 +67,25 @@ public sealed class EvalCliTests(EvalModels models) : IClassFixture<EvalModels>
         "--max-new-tokens", "6", "--seq-len", "32", "--out", outDir, .. more,
     ];
 
+    /// <summary>
+    /// One front door: <c>recur eval</c> loads through RecurModel.Load and sweeps T with the same step as
+    /// RecurModel.Evaluate (reseeded per T), so both give the same numbers for the same model, data, T and seed.
+    /// </summary>
+    [Fact]
+    public void The_cli_and_the_library_sweep_give_the_same_results()
+    {
+        string dir = OutDir();
+        var (code, _, err) = Eval("--model", models.Recurrent, "--tasks", "val_loss", "--data", ValText(), "--recurrences", "1,3",
+            "--seq-len", "32", "--seed", "5", "--out", dir);
+        Assert.True(code == 0, err);
+        var cli = Results(dir)["tasks"]!["val_loss"]!["results"]!;
+        using var m = RecurModel.Load(models.Recurrent);
+        var runs = m.Evaluate("val_loss", ValText(), [1, 3], new EvaluateOptions { SeqLen = 32, Seed = 5 });
+        Assert.Equal([1, 3], runs.Select(r => r.Recurrences!.Value));
+        foreach (var r in runs)
+            Assert.Equal(r.Result.Metrics["loss,none"], (double)cli[r.Recurrences!.Value.ToString()]!["loss,none"]!);
+    }
+
     [Fact]
     public void Results_json_holds_every_task_at_every_T_with_lm_eval_keys_settings_samples_and_plots()
     {

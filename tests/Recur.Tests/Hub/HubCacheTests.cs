@@ -66,7 +66,10 @@ public sealed class HubCacheTests
 
         var missing = Assert.Throws<RecurUserException>(() => HubCache.Resolve("org/other", Env));
         Assert.Contains("models--org--other", missing.Message);
-        Assert.Contains("recur download org/other", missing.Message);
+        // The library names its own downloader; the CLI names its verb.
+        Assert.Contains("download org/other into a folder (HubClient.DownloadAsync", missing.Message);
+        Assert.DoesNotContain("recur download", missing.Message);
+        Assert.Contains("(recur download --out DIR, or huggingface-cli download)", Recur.Cli.Common.Describe(missing));
         var badRev = Assert.Throws<RecurUserException>(() => HubCache.Resolve("org/tiny-model@v9", Env));
         Assert.Contains("no snapshot for revision 'v9'", badRev.Message);
         // Ordinary paths are left alone.

@@ -27,7 +27,7 @@ public sealed class RecurChatClientTests
         string text = template.Render([Engine.ChatMessage.System("the dog is small"), Engine.ChatMessage.User("hello the cat"),
             Engine.ChatMessage.Assistant("the cat sat on the mat"), Engine.ChatMessage.User("is the dog big")]);
         var ids = tok.Encode(text, template.AddSpecialTokens);
-        using var runner = new ModelRunner(model.Model, tok);
+        var runner = new ModelRunner(model.Model, tok);
         return runner.Run([new TextRequest(ids, maxNew, new SamplingOptions(Seed: seed), t, stops, [tok.TokenToId("<|im_end|>")!.Value])])[0];
     }
 

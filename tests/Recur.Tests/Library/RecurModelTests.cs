@@ -200,6 +200,10 @@ public sealed class RecurModelTests
             (() => plain.Retrofit(new RecurRetrofitOptions { Shape = "9,9,9" }), "Shape"),
             (() => plain.Retrofit(new RecurRetrofitOptions { Layers = "core=7-1" }), "Layers"),
             (() => _ = plain.ChatTemplate, "ChatTemplate"),
+            (() => m.Recurrences = WeightCheck.MaxRecurrence + 1, "Recurrences"),
+            (() => RecurModel.Load(dir, new RecurLoadOptions { Recurrences = 0 }).Dispose(), "RecurLoadOptions.Recurrences"),
+            (() => RecurModel.Load(dir, new RecurLoadOptions { Device = "tpu" }).Dispose(), "RecurLoadOptions.Device"),
+            (() => RecurModel.FromModel(TestModels.Random(Presets.TinyTest)).TokenizerFor("chat"), "RecurLoadOptions.Tokenizer"),
         ];
         foreach (var (call, parameter) in cases)
         {
@@ -211,6 +215,22 @@ public sealed class RecurModelTests
             Assert.Contains(Recur.Cli.Common.Flags[parameter], cli);
             Assert.DoesNotContain(parameter, cli);
         }
+    }
+
+    /// <summary>Notes name the load options too; the CLI shows its flags in them (chat and serve load through RecurModel.Load).</summary>
+    [Fact]
+    public void Load_notes_name_the_options_and_the_cli_shows_its_flags()
+    {
+        var notes = new List<string>();
+        using var m = RecurModel.Load(ChatModels.Plain(chatTemplate: "{{ messages | join('\\n') }}", seed: 22), new RecurLoadOptions { Recurrences = 2, Notice = notes.Add });
+        Assert.Equal(ChatFormat.Plain, m.ChatTemplate.Format);
+        Assert.Contains(notes, n => n.StartsWith("RecurLoadOptions.Recurrences ignored: this is not a recurrent model", StringComparison.Ordinal));
+        Assert.Contains(notes, n => n.EndsWith("(choose one with RecurLoadOptions.ChatTemplate)", StringComparison.Ordinal));
+        Assert.All(notes, n => Assert.DoesNotContain("--", n));
+        var cli = notes.Select(Recur.Cli.Common.Note).ToList();
+        Assert.Contains(cli, n => n.StartsWith("--recurrences ignored", StringComparison.Ordinal));
+        Assert.Contains(cli, n => n.EndsWith("(choose one with --chat-template)", StringComparison.Ordinal));
+        Assert.All(cli, n => Assert.DoesNotContain("RecurLoadOptions", n));
     }
 
     /// <summary>The default generation budget (256) would leave no room for a prompt on the 256-token test model.</summary>

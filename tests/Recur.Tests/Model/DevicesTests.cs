@@ -8,11 +8,12 @@ public class DevicesTests
 {
     [Theory]
     [InlineData("--device")]
-    [InlineData("device")]
+    [InlineData("RecurLoadOptions.Device")]
     public void An_unknown_device_is_one_error_line_naming_the_setting(string label)
     {
         var e = Assert.Throws<RecurUserException>(() => Devices.Parse("tpu", label));
         Assert.Equal($"{label} must be cpu or cuda[:N] (got 'tpu')", e.Message);
+        Assert.Equal([label], e.Parameters);
     }
 
     [Fact]

@@ -79,7 +79,7 @@ public sealed class HuginnCliTests
         // The same turn run directly: Huginn's prompt text, encoded without added specials, stopping at its stop tokens.
         using var tok = TokenizerLoader.Load(dir);
         using var m = ModelLoader.Load(dir, ScalarType.Float32, CPU);
-        using var runner = new ModelRunner(m, tok) { DefaultRecurrences = t };
+        var runner = new ModelRunner(m, tok) { DefaultRecurrences = t };
         var template = ChatTemplate.Detect(ChatTemplateFile.Read(tok.SourcePath), "<|begin_text|>", "<|end_text|>");
         string prompt = template.Render([ChatMessage.User("the cat sat")]);
         Assert.Equal("<|begin_text|><|begin_header|>user<|end_header|>\n\nthe cat sat<|end_turn|><|begin_header|>Huginn<|end_header|>\n\n", prompt);
@@ -182,7 +182,7 @@ public sealed class HuginnCliTests
             int[] stops = [.. template.EndOfTurnTokens.Select(tok.TokenToId).OfType<int>()];
             for (int i = 0; i < 2; i++)
             {
-                using var runner = new ModelRunner(m, tok) { DefaultRecurrences = i == 0 ? 1 : 4 };
+                var runner = new ModelRunner(m, tok) { DefaultRecurrences = i == 0 ? 1 : 4 };
                 var expected = runner.Run([new TextRequest(ids, 4, new SamplingOptions(Seed: 5), null, template.StopStrings, stops)])[0].Text;
                 Assert.Equal(expected.Trim(), replies[i].Trim());
             }

@@ -30,11 +30,27 @@ public sealed class ChatCommandTests
     {
         using var tok = TokenizerLoader.Load(model);
         using var m = ModelLoader.Load(model, ScalarType.Float32, CPU);
-        using var runner = new ModelRunner(m, tok) { DefaultRecurrences = recurrences };
+        var runner = new ModelRunner(m, tok) { DefaultRecurrences = recurrences };
         var template = ChatTemplate.Detect(ChatTemplateFile.Read(tok.SourcePath), "<s>", "</s>");
         var ids = tok.Encode(template.Render(messages), template.AddSpecialTokens);
         int[] endOfTurn = [.. template.EndOfTurnTokens.Select(tok.TokenToId).OfType<int>()];
         return runner.Run([new TextRequest(ids, maxNew, new SamplingOptions(Seed: seed), null, template.StopStrings, endOfTurn)])[0].Text.Trim();
+    }
+
+    /// <summary>chat loads through the library's RecurModel.Load; its notes and errors name the verb's flags.</summary>
+    [Fact]
+    public void Load_notes_and_errors_name_the_flags()
+    {
+        string model = ChatModels.Plain(chatTemplate: "{{ messages | join('\\n') }}", seed: 23);
+        var (code, _, err) = Chat("", "--model", model, "--recurrences", "2");
+        Assert.True(code == 0, err);
+        Assert.Contains("note: --recurrences ignored: this is not a recurrent model", err);
+        Assert.Contains("(choose one with --chat-template)", err);
+        Assert.DoesNotContain("RecurLoadOptions", err);
+        var r = CliProcess.Run("chat", "--model", model, "--device", "tpu");
+        Assert.Equal((1, "error: --device must be cpu or cuda[:N] (got 'tpu')"), (r.Code, r.Stderr.Trim()));
+        r = CliProcess.Run("chat", "--model", ChatModels.Recurrent(seed: 24), "--recurrences", "0");
+        Assert.Equal((1, $"error: --recurrences must be between 1 and {WeightCheck.MaxRecurrence} (got 0)"), (r.Code, r.Stderr.Trim()));
     }
 
     [Fact]

@@ -17,7 +17,7 @@ public sealed class ModelRunnerTests
         string dir = ChatModels.Plain(seed: 11);
         using var tok = TokenizerLoader.Load(dir);
         using var model = ModelLoader.Load(dir, ScalarType.Float32, CPU);
-        using var runner = new ModelRunner(model, tok);
+        var runner = new ModelRunner(model, tok);
         var ids = tok.Encode("the big cat sat on the mat");
         var greedy = new SamplingOptions();
 

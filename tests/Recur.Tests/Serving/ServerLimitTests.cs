@@ -79,7 +79,6 @@ public sealed class ServerLimitTests
         {
             Http.Dispose();
             Server.Dispose();
-            Runner.Dispose();
             Model.Dispose();
             Tokenizer.Dispose();
         }

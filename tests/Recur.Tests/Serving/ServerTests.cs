@@ -33,7 +33,6 @@ public sealed class ServerTests
         {
             Http.Dispose();
             Server.Dispose();
-            Runner.Dispose();
             Model.Dispose();
             Tokenizer.Dispose();
         }
@@ -290,7 +289,7 @@ public sealed class ServerTests
         string dir = ChatModels.Plain();
         using var tok = TokenizerLoader.Load(dir);
         using var model = new Faulty(ModelLoader.Load(dir, ScalarType.Float32, CPU), poison: 7);
-        using var runner = new ModelRunner(model, tok);
+        var runner = new ModelRunner(model, tok);
         var log = new List<string>();
         using var server = new OpenAiServer(runner, ChatTemplate.Plain, new ServerOptions { Port = 0, ModelName = "tiny", Log = s => { lock (log) log.Add(s); } });
         server.Start();
