@@ -149,7 +149,7 @@ static class DemoCommand
             [.. m.OverallAccuracy.Values.Select(v => 100 * v)], [.. m.OverallAccuracy.Values.Select(Se)]));
         var references = r.Models.Where(m => !m.Recurrent).Select(m => new Plots.Reference(m.Name, 100 * m.OverallAccuracy[1], Se(m.OverallAccuracy[1])));
         Plots.Line(Path.Combine(dir, "accuracy_vs_recurrence.png"), $"{task}: accuracy against test-time recurrence T — {model}",
-            "test-time recurrence T (log₂ scale)", $"accuracy on {n} held-out problems (%, ± 1 SE)", series, xAxis: Plots.XAxis.Log2Measured, references: references, yMin: 0);
+            "test-time recurrence T (log₂ scale)", $"accuracy (%, ± 1 SE, {n} problems)", series, xAxis: Plots.XAxis.Log2Measured, references: references, yMin: 0);
         Plots.Line(Path.Combine(dir, "loss_vs_flops.png"), $"{task}: post-training loss against FLOPs — {model} and the non-recurrent baseline",
             "post-training FLOPs (METHOD §6)", "training loss on answer tokens (10-step mean)",
             r.Models.Skip(1).Select(m => new Plots.Series(m.Name, [.. m.Curve.Select(c => c.Flops)], Smooth([.. m.Curve.Select(c => c.Loss)]))),

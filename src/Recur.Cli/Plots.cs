@@ -49,11 +49,11 @@ static class Plots
 
     public static byte[] Png(string title, string xLabel, string yLabel, IEnumerable<Series> series, XAxis xAxis,
         IEnumerable<Reference>? references = null, double? yMin = null, double? yMax = null, int width = 960, int height = 560) =>
-        Build(title, xLabel, yLabel, series, xAxis, references, yMin, yMax).GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
+        Build(title, xLabel, yLabel, series, xAxis, references, yMin, yMax, width).GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
 
     /// <summary>The figure as a ScottPlot object (tests read its axes, plottables and legend).</summary>
     internal static ScottPlot.Plot Build(string title, string xLabel, string yLabel, IEnumerable<Series> series, XAxis xAxis,
-        IEnumerable<Reference>? references = null, double? yMin = null, double? yMax = null)
+        IEnumerable<Reference>? references = null, double? yMin = null, double? yMax = null, int width = 960)
     {
         var plt = new ScottPlot.Plot();
         var list = series.Where(s => s.X.Length > 0).ToList();
@@ -102,6 +102,8 @@ static class Plots
             i++;
         }
 
+        // Limits from the data first: a bound given below replaces one side of them (read before any render, the limits are unset).
+        plt.Axes.AutoScale();
         switch (xAxis)
         {
             case XAxis.Log2Measured:
@@ -134,13 +136,31 @@ static class Plots
             var lim = plt.Axes.GetLimits();
             plt.Axes.SetLimitsY(yMin ?? lim.Bottom, yMax ?? lim.Top);
         }
-        plt.Title(title);
+        plt.Title(Wrap(title, width / 11));
         plt.XLabel(xLabel);
         plt.YLabel(yLabel);
         // Outside the data area: a legend inside can sit on top of points whatever corner it picks.
         if (list.Count + refs.Count > 1) plt.ShowLegend(ScottPlot.Edge.Right);
         else plt.HideLegend();
         return plt;
+    }
+
+    /// <summary>
+    /// The text broken at spaces into lines of at most <paramref name="max"/> characters (a title wider than the image
+    /// is cut off at both sides); a word longer than a line keeps a line of its own.
+    /// </summary>
+    internal static string Wrap(string text, int max)
+    {
+        var lines = new List<string>();
+        var line = new System.Text.StringBuilder();
+        foreach (var word in text.Split(' '))
+        {
+            if (line.Length > 0 && line.Length + 1 + word.Length > max) { lines.Add(line.ToString()); line.Clear(); }
+            if (line.Length > 0) line.Append(' ');
+            line.Append(word);
+        }
+        if (line.Length > 0) lines.Add(line.ToString());
+        return string.Join("\n", lines);
     }
 
     /// <summary>1.2e13-style labels (mantissa with at most two decimals, exponent without padding); plain below 1000.</summary>

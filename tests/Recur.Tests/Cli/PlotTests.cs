@@ -97,4 +97,24 @@ public sealed class PlotTests(ITestOutputHelper output)
         File.WriteAllText(Path.Combine(dir, TrainRun.RecipeFile), """{ "name": "math", "model": "../models/TinyLlama/", "data": [{ "path": "data/math.jsonl" }] }""");
         Assert.Equal("math: TinyLlama on math.jsonl", TrainCommand.RunLabel(dir));
     }
+
+    [Fact]
+    public void Long_titles_wrap_at_spaces_instead_of_running_off_the_image()
+    {
+        const string title = "Synthetic word problems (1–4 steps, answered directly): accuracy against test-time recurrence T — (2,2,2) retrofit of the 8-layer demo Llama";
+        var lines = Plots.Wrap(title, 87).Split('\n');
+        Assert.True(lines.Length > 1);
+        Assert.All(lines, l => Assert.True(l.Length <= 87, l));
+        Assert.Equal(title, string.Join(" ", lines));
+        Assert.Equal(Plots.Wrap(title, 87), Plots.Build(title, "x", "y", [new Plots.Series("a", [1, 2], [1, 2])], Plots.XAxis.Linear).Axes.Title.Label.Text);
+    }
+
+    [Fact]
+    public void A_lower_bound_alone_keeps_the_data_range_above_it()
+    {
+        var plt = Plots.Build("t", "T", "accuracy", [new Plots.Series("a", [1, 2, 4], [23, 25, 31], [4, 4, 4])], Plots.XAxis.Log2Measured, yMin: 0);
+        var y = plt.Axes.GetLimits();
+        Assert.Equal(0, y.Bottom);
+        Assert.True(y.Top >= 35, $"top {y.Top}");
+    }
 }
