@@ -250,7 +250,7 @@ void Eval()
             var outs = new ModelGenerator(at, tok, bs).Generate(prompts, Gsm8kTask.CotStopSequences, maxNew);
             double secs = sw.Elapsed.TotalSeconds;
             // Same problems, same answers: a digest of every generated text, compared across builds and batch sizes.
-            digest = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\u0001", outs.Select(o => o.Text)))))[..12].ToLowerInvariant();
+            digest = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\u0001", outs))))[..12].ToLowerInvariant();
             return secs;
         }
         double Mc(int bs)

@@ -87,6 +87,17 @@ static class Common
         ["RecurLoadOptions.Tokenizer"] = "--tokenizer",
         ["RecurLoadOptions.Device"] = "--device",
         ["HubClient.DownloadAsync"] = "recur download --out DIR",
+        ["ServerOptions.Host"] = "--host",
+        ["ServerOptions.Port"] = "--port",
+        ["ServerOptions.MaxBatch"] = "--max-batch",
+        ["revision"] = "--revision",
+        ["include:"] = "--include",
+        ["force: true"] = "--force",
+        ["Count"] = "--count",
+        ["MinSteps-MaxSteps"] = "--steps",
+        ["MaxValue"] = "--max-value",
+        ["ValidationFraction"] = "--val-fraction",
+        ["TestFraction"] = "--test-fraction",
     };
 
     /// <summary>

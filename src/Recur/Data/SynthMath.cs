@@ -44,21 +44,26 @@ public sealed record SynthMathOptions(
         return (Count - val - test, val, test);
     }
 
-    /// <summary>Throws a one-line <see cref="RecurUserException"/> naming the field (and its CLI flag) that is out of range.</summary>
+    /// <summary>
+    /// Throws a one-line <see cref="RecurUserException"/> naming the property that is out of range (as
+    /// <see cref="RecurUserException.Parameters"/>; <c>recur data synth-math</c> shows its flags). The steps range is
+    /// named <c>MinSteps-MaxSteps</c>, one setting on the command line.
+    /// </summary>
     public SynthMathOptions Validate()
     {
-        if (Count < 1) throw new RecurUserException($"count (--count) must be ≥ 1 (got {Count})");
+        if (Count < 1) throw RecurUserException.About($"Count must be ≥ 1 (got {Count})", "Count");
         if (MinSteps < 1 || MaxSteps < MinSteps || MaxSteps > StepsLimit)
-            throw new RecurUserException($"steps (--steps) must be a range A-B with 1 ≤ A ≤ B ≤ {StepsLimit} (got {MinSteps}-{MaxSteps})");
+            throw RecurUserException.About($"MinSteps-MaxSteps must be a range A-B with 1 ≤ A ≤ B ≤ {StepsLimit} (got {MinSteps}-{MaxSteps})", "MinSteps-MaxSteps");
         if (MaxValue < SmallestMaxValue || MaxValue > LargestMaxValue)
-            throw new RecurUserException($"max value (--max-value) must be in {SmallestMaxValue}..{LargestMaxValue} (got {MaxValue})");
+            throw RecurUserException.About($"MaxValue must be in {SmallestMaxValue}..{LargestMaxValue} (got {MaxValue})", "MaxValue");
         if (!(ValidationFraction >= 0 && ValidationFraction < 1))
-            throw new RecurUserException($"validation fraction (--val-fraction) must be in [0, 1) (got {ValidationFraction})");
+            throw RecurUserException.About($"ValidationFraction must be in [0, 1) (got {ValidationFraction})", "ValidationFraction");
         if (!(TestFraction >= 0 && TestFraction < 1))
-            throw new RecurUserException($"test fraction (--test-fraction) must be in [0, 1) (got {TestFraction})");
+            throw RecurUserException.About($"TestFraction must be in [0, 1) (got {TestFraction})", "TestFraction");
         var (train, val, test) = SplitCounts();
         if (train < 1)
-            throw new RecurUserException($"count (--count) {Count} leaves no training problems after {val} validation and {test} test problems; raise --count or lower the fractions");
+            throw RecurUserException.About($"Count {Count} leaves no training problems after {val} validation and {test} test problems; raise Count or lower ValidationFraction and TestFraction",
+                "Count", "ValidationFraction", "TestFraction");
         return this;
     }
 }
@@ -114,7 +119,7 @@ public static class SynthMath
             for (int attempt = 0; ; attempt++)
             {
                 if (attempt == 10_000)
-                    throw new RecurUserException($"synth-math {name} split: could not find a new distinct {steps}-step problem after {attempt} tries ({seen.Count} made so far); lower --count or raise --max-value");
+                    throw RecurUserException.About($"synth-math {name} split: could not find a new distinct {steps}-step problem after {attempt} tries ({seen.Count} made so far); lower Count or raise MaxValue", "Count", "MaxValue");
                 var p = Story.Write(rng, steps, o.MaxValue, o.Direct);
                 if (seen.Add(Normalize(p.Question))) { list.Add(p); break; }
             }

@@ -236,7 +236,7 @@ public sealed partial class HubClient : IDisposable
     public async Task<RepoInfo> GetRepoInfoAsync(string repo, string revision = "main", CancellationToken ct = default, IDownloadProgress? progress = null)
     {
         ValidateRepoId(repo);
-        if (string.IsNullOrWhiteSpace(revision)) throw new RecurUserException("--revision is empty; expected a branch, tag or commit");
+        if (string.IsNullOrWhiteSpace(revision)) throw RecurUserException.About("revision is empty; expected a branch, tag or commit", "revision");
         var url = new Uri(revision == "main" ? $"{Base}/api/models/{repo}" : $"{Base}/api/models/{repo}/revision/{Uri.EscapeDataString(revision)}");
         string json = await WithRetries($"the file list of {repo}", async () =>
         {
@@ -444,9 +444,8 @@ public sealed partial class HubClient : IDisposable
         if (files.Count == 0)
         {
             string listing = string.Join(", ", info.Files.Take(8).Select(f => f.Path)) + (info.Files.Count > 8 ? ", …" : "");
-            throw new RecurUserException(info.Files.Count == 0
-                ? $"{repo}@{revision} has no files"
-                : $"no file of {repo}@{revision} matches --include {string.Join(' ', patterns)} (it has {info.Files.Count}: {listing})");
+            throw info.Files.Count == 0 ? new RecurUserException($"{repo}@{revision} has no files")
+                : RecurUserException.About($"no file of {repo}@{revision} matches include: {string.Join(' ', patterns)} (it has {info.Files.Count}: {listing})", "include:");
         }
         foreach (var f in files)
         {
@@ -454,7 +453,7 @@ public sealed partial class HubClient : IDisposable
                 throw new RecurUserException($"{repo}: refusing the file name '{string.Concat(f.Path.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()))}' (absolute, with '..' or control characters)");
             // The download record must stay Recur's own; a repository file of that name would replace it.
             if (f.Path == ManifestName || f.Path.EndsWith(".incomplete", StringComparison.Ordinal))
-                throw new RecurUserException($"{repo}: the repository has a file named '{f.Path}', which Recur uses for its own download bookkeeping; leave it out with --include");
+                throw RecurUserException.About($"{repo}: the repository has a file named '{f.Path}', which Recur uses for its own download bookkeeping; leave it out with an include: pattern", "include:");
         }
 
         string commit = info.Sha ?? revision;
@@ -479,8 +478,8 @@ public sealed partial class HubClient : IDisposable
             else conflicts.Add(f.Path);
         }
         if (conflicts.Count > 0)
-            throw new RecurUserException(
-                $"{dir}: {conflicts.Count} file(s) would be overwritten ({string.Join(", ", conflicts.Take(3))}{(conflicts.Count > 3 ? ", …" : "")}) that were not downloaded from {repo}@{Short(commit)}; use --force to overwrite them");
+            throw RecurUserException.About(
+                $"{dir}: {conflicts.Count} file(s) would be overwritten ({string.Join(", ", conflicts.Take(3))}{(conflicts.Count > 3 ? ", …" : "")}) that were not downloaded from {repo}@{Short(commit)}; pass force: true to overwrite them", "force: true");
 
         foreach (var f in upToDate) progress?.UpToDate(f);
         var downloaded = new List<string>();

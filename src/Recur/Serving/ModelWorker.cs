@@ -31,7 +31,7 @@ public sealed class ModelWorker : IDisposable
 
     public ModelWorker(ModelRunner runner, int maxBatch = 4, int maxQueue = 64, Action<string>? log = null)
     {
-        if (maxBatch < 1) throw new RecurUserException($"--max-batch must be ≥ 1 (got {maxBatch})");
+        if (maxBatch < 1) throw RecurUserException.About($"ServerOptions.MaxBatch must be ≥ 1 (got {maxBatch})", "ServerOptions.MaxBatch");
         _runner = runner;
         _maxBatch = maxBatch;
         _maxQueue = Math.Max(1, maxQueue);

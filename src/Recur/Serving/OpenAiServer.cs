@@ -106,13 +106,13 @@ public sealed class OpenAiServer : IDisposable
         "0.0.0.0" or "*" or "+" => null,
         "localhost" => IPAddress.Loopback,
         _ => IPAddress.TryParse(host.Trim('[', ']'), out var ip) ? ip
-            : throw new RecurUserException($"--host must be an IP address, localhost or 0.0.0.0 (got '{host}')"),
+            : throw RecurUserException.About($"ServerOptions.Host must be an IP address, localhost or 0.0.0.0 (got '{host}')", "ServerOptions.Host"),
     };
 
     /// <summary>Binds the port and starts accepting requests.</summary>
     public void Start()
     {
-        if (_o.Port is < 0 or > 65535) throw new RecurUserException($"--port must be between 0 and 65535 (got {_o.Port})");
+        if (_o.Port is < 0 or > 65535) throw RecurUserException.About($"ServerOptions.Port must be between 0 and 65535 (got {_o.Port})", "ServerOptions.Port");
         var ip = ParseHost(_o.Host);
         // An empty builder: no configuration files, environment variables or logging providers are read, so
         // nothing in the working directory changes how the server listens, and Kestrel logs nothing itself.
@@ -136,7 +136,7 @@ public sealed class OpenAiServer : IDisposable
         catch (IOException e)
         {
             ((IDisposable)app).Dispose();
-            throw new RecurUserException($"cannot listen on {_o.Host}:{_o.Port}: {e.Message} (is another server using the port? choose one with --port)");
+            throw RecurUserException.About($"cannot listen on {_o.Host}:{_o.Port}: {e.Message} (is another server using the port? choose one with ServerOptions.Port)", "ServerOptions.Port");
         }
         _app = app;
         var bound = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());

@@ -183,7 +183,14 @@ public sealed record TrainRecipe
         Check(ValFraction is >= 0 and < 1, "val_fraction", "must be in [0, 1)");
         Check(LogEvery >= 1 && ValEvery >= 0 && CheckpointEvery >= 0 && KeepCheckpoints >= 1, "log_every/val_every/checkpoint_every/keep_checkpoints", "must be ≥ 1, ≥ 0, ≥ 0, ≥ 1");
         Check(ValRecurrences.All(t => t >= 1), "val_recurrences", "must all be ≥ 1");
-        if (SynthData is { } sd) Check(SynthSteps(sd) is not null, "synth_data.steps", $"must be a range A-B of whole numbers with 1 ≤ A ≤ B ≤ {Recur.Data.SynthMathOptions.StepsLimit} (e.g. 1-4)");
+        if (SynthData is { } sd)
+        {
+            // The generator's own rules, named by the recipe's keys (its errors name SynthMathOptions properties).
+            Check(SynthSteps(sd) is not null, "synth_data.steps", $"must be a range A-B of whole numbers with 1 ≤ A ≤ B ≤ {Recur.Data.SynthMathOptions.StepsLimit} (e.g. 1-4)");
+            Check(sd.Count >= 1, "synth_data.count", "must be ≥ 1");
+            Check(sd.MaxValue is >= Recur.Data.SynthMathOptions.SmallestMaxValue and <= Recur.Data.SynthMathOptions.LargestMaxValue, "synth_data.max_value",
+                $"must be in {Recur.Data.SynthMathOptions.SmallestMaxValue}..{Recur.Data.SynthMathOptions.LargestMaxValue}");
+        }
         if (Retrofit is { } rf)
         {
             Check(rf.StateStd >= 0, "retrofit.state_std", "must be ≥ 0");

@@ -191,19 +191,21 @@ public class SynthMathTests
     }
 
     [Theory]
-    [InlineData(0, 1, 8, 999, 0.05, 0.05, "--count")]
-    [InlineData(10, 3, 1, 999, 0.05, 0.05, "--steps")]
-    [InlineData(10, 0, 2, 999, 0.05, 0.05, "--steps")]
-    [InlineData(10, 1, 65, 999, 0.05, 0.05, "--steps")]
-    [InlineData(10, 1, 8, 9, 0.05, 0.05, "--max-value")]
-    [InlineData(10, 1, 8, 999, -0.1, 0.05, "--val-fraction")]
-    [InlineData(10, 1, 8, 999, 0.05, 1.0, "--test-fraction")]
-    [InlineData(10, 1, 8, 999, 0.5, 0.5, "no training problems")]
-    public void Bad_options_are_named(int count, int lo, int hi, int max, double val, double test, string expected)
+    [InlineData(0, 1, 8, 999, 0.05, 0.05, "Count must be ≥ 1", "--count must be ≥ 1")]
+    [InlineData(10, 3, 1, 999, 0.05, 0.05, "MinSteps-MaxSteps must be a range", "--steps must be a range")]
+    [InlineData(10, 0, 2, 999, 0.05, 0.05, "MinSteps-MaxSteps must be a range", "--steps must be a range")]
+    [InlineData(10, 1, 65, 999, 0.05, 0.05, "MinSteps-MaxSteps must be a range", "--steps must be a range")]
+    [InlineData(10, 1, 8, 9, 0.05, 0.05, "MaxValue must be in", "--max-value must be in")]
+    [InlineData(10, 1, 8, 999, -0.1, 0.05, "ValidationFraction must be in", "--val-fraction must be in")]
+    [InlineData(10, 1, 8, 999, 0.05, 1.0, "TestFraction must be in", "--test-fraction must be in")]
+    [InlineData(10, 1, 8, 999, 0.5, 0.5, "raise Count or lower ValidationFraction and TestFraction", "raise --count or lower --val-fraction and --test-fraction")]
+    public void Bad_options_name_the_property_and_the_cli_its_flag(int count, int lo, int hi, int max, double val, double test, string expected, string cli)
     {
         var o = new SynthMathOptions(Count: count, MinSteps: lo, MaxSteps: hi, MaxValue: max, ValidationFraction: val, TestFraction: test);
         var e = Assert.Throws<RecurUserException>(() => SynthMath.Generate(o));
         Assert.Contains(expected, e.Message);
+        Assert.DoesNotContain("--", e.Message);
+        Assert.Contains(cli, Recur.Cli.Common.Describe(e));
     }
 
     [Fact]

@@ -144,7 +144,8 @@ public sealed class HubClientTests : IDisposable
         var sub = await client.DownloadAsync(Repo, _out, include: ["sub/"]);
         Assert.Equal(["sub/extra.bin"], sub.Downloaded);
         var e = await Assert.ThrowsAsync<RecurUserException>(() => client.DownloadAsync(Repo, _out, include: ["*.gguf"]));
-        Assert.Contains("--include *.gguf", e.Message);
+        Assert.Contains("matches include: *.gguf", e.Message);
+        Assert.Contains("matches --include *.gguf", Recur.Cli.Common.Describe(e));
 
         Assert.True(HubClient.GlobMatch("*.safetensors", "model-00001-of-00002.safetensors"));
         Assert.True(HubClient.GlobMatch("*.safetensors", "onnx/model.safetensors")); // '*' crosses '/', as fnmatch
@@ -229,7 +230,11 @@ public sealed class HubClientTests : IDisposable
         using var client = Client();
         var e = await Assert.ThrowsAsync<RecurUserException>(() => client.DownloadAsync(Repo, _out));
         Assert.Contains("config.json", e.Message);
-        Assert.Contains("--force", e.Message);
+        Assert.Contains("pass force: true to overwrite them", e.Message);
+        Assert.Contains("pass --force to overwrite them", Recur.Cli.Common.Describe(e));
+        var empty = await Assert.ThrowsAsync<RecurUserException>(() => client.DownloadAsync(Repo, _out, revision: " "));
+        Assert.Equal(("revision is empty; expected a branch, tag or commit", "--revision is empty; expected a branch, tag or commit"),
+            (empty.Message, Recur.Cli.Common.Describe(empty)));
         Assert.Equal("mine", File.ReadAllText(Path.Combine(_out, "config.json")));
         Assert.DoesNotContain(_hub.Server.Requests, r => r.Path.Contains("/resolve/"));
 
@@ -282,7 +287,8 @@ public sealed class HubClientTests : IDisposable
         using var client = Client();
         var e = await Assert.ThrowsAsync<RecurUserException>(() => client.DownloadAsync(Repo, _out));
         Assert.Contains(HubClient.ManifestName, e.Message);
-        Assert.Contains("--include", e.Message);
+        Assert.Contains("leave it out with an include: pattern", e.Message);
+        Assert.Contains("leave it out with an --include pattern", Recur.Cli.Common.Describe(e));
     }
 
     [Fact]

@@ -149,6 +149,8 @@ public class TrainerTests
     [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"retrofit\": {\"shape\": \"1,2,1\", \"adapter_init\": \"eye\"}}", "'retrofit.adapter_init' must be default or identity")]
     [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"retrofit\": {\"shape\": \"4,8\"}}", "'retrofit.shape' must be three integers p,r,c")]
     [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {\"steps\": \"one-four\"}}", "'synth_data.steps' must be a range A-B")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {\"count\": 0}}", "'synth_data.count' must be ≥ 1")]
+    [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {\"max_value\": 3}}", "'synth_data.max_value' must be in 10..1000000")]
     [InlineData("{\"model\": \"preset:tiny\", \"synth_data\": {}, \"phases\": [{\"optimizer\": \"sgd\"}]}", "(phase 2): 'optimizer' must be muon or adamw")]
     public void Bad_recipes_fail_with_the_key_named(string json, string expected)
     {
