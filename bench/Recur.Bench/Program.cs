@@ -1,6 +1,7 @@
 // Recur benchmarks. Each suite measures its peers in the same run and reports ratios, because the
 // machine is shared and absolute numbers drift. Usage:
 //   dotnet run -c Release --project bench/Recur.Bench -- decode [--threads 2] [--shapes stories15m,stories110m] [--rounds 3] [--peer /path/to/llama2.c/run]
+//   dotnet run -c Release --project bench/Recur.Bench -- gemv [--threads 2] [--rows 1,4,16] [--dims 768] [--dtypes fp32,bf16]
 //   dotnet run -c Release --project bench/Recur.Bench -- generate [--threads 2] [--shapes stories15m,stories110m] [--tokens 64] [--rounds 3]
 //   dotnet run -c Release --project bench/Recur.Bench -- ttft --peer /path/to/llama2.c/run [--recur src/Recur.Cli/bin/Release/net10.0/linux-x64/Recur.Cli]
 //       [--baseline another/Recur.Cli] [--rounds 5] [--shapes stories15m,stories110m] [--threads 2]
@@ -79,17 +80,23 @@ void GemvSuite()
     using var _ = no_grad();
     double bw = ReadBandwidth();
     Console.WriteLine($"read bandwidth (sum of 1 GiB) {bw:0.0} GB/s");
-    Console.WriteLine("| out × in | dtype | F.linear GB/s | Gemv GB/s | Gemv ÷ F.linear | Gemv ÷ read bandwidth |");
-    Console.WriteLine("|---|---|---|---|---|---|");
-    foreach (var (o, i) in new[] { (768, 768), (2048, 768), (768, 2048), (2304, 768), (4096, 768), (32000, 768) })
-        foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+    // --rows 1,4,16: input rows per product (several rows: Recur's tiled kernel against F.linear's GEMM); --dims 288 for
+    // the stories15M shapes; --dtypes fp32.
+    var rowCounts = ArgS("--rows", "1").Split(',').Select(int.Parse).ToArray();
+    int dim = Arg("--dims", 768);
+    var dtypes = ArgS("--dtypes", "fp32,bf16").Split(',').Select(d => d == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32).ToArray();
+    Console.WriteLine("| out × in | dtype | rows | F.linear GB/s | Gemv GB/s | Gemv ÷ F.linear | Gemv ÷ read bandwidth |");
+    Console.WriteLine("|---|---|---|---|---|---|---|");
+    foreach (var (o, i) in new[] { (dim, dim), (dim * 8 / 3, dim), (dim, dim * 8 / 3), (3 * dim, dim), (dim * 16 / 3, dim), (32000, dim) })
+        foreach (var dt in dtypes)
+        foreach (int nRows in rowCounts)
         {
             using var scope = NewDisposeScope();
             // Distinct matrices, cycled, ~400 MB in all so the weights come from memory, not cache.
             long matBytes = (long)o * i * (dt == ScalarType.Float32 ? 4 : 2);
             int count = (int)Math.Max(4, 400_000_000 / matBytes);
             var ws = Enumerable.Range(0, count).Select(_ => randn(o, i).to(dt)).ToArray();
-            var x = randn(1, 1, i).to(dt);
+            var x = randn(1, nRows, i).to(dt);
             double bytes = (double)matBytes * count;
             // Interleaved rounds, best of each: the host is shared and its bandwidth drifts.
             double tLib = double.MaxValue, tOurs = double.MaxValue;
@@ -99,7 +106,7 @@ void GemvSuite()
                 tOurs = Math.Min(tOurs, Time(() => { foreach (var w in ws) Gemv.Apply(x, w).Dispose(); }, 3));
             }
             double gLib = bytes / tLib / 1e9, gOurs = bytes / tOurs / 1e9;
-            Console.WriteLine($"| {o} × {i} | {(dt == ScalarType.Float32 ? "fp32" : "bf16")} | {gLib:0.0} | {gOurs:0.0} | {gOurs / gLib:0.00} | {gOurs / bw:0.00} |");
+            Console.WriteLine($"| {o} × {i} | {(dt == ScalarType.Float32 ? "fp32" : "bf16")} | {nRows} | {gLib:0.0} | {gOurs:0.0} | {gOurs / gLib:0.00} | {gOurs / bw:0.00} |");
         }
 }
 

@@ -135,7 +135,7 @@ public static class Generation
                         keyPadding = grown;
                     }
                     var logits = forward.Forward(input, keyPadding, step, done);
-                    next = sampler.Sample(logits).data<long>().ToArray();
+                    next = sampler.Next(logits);
                 }
                 for (int r = 0; r < b; r++)
                 {

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -35,6 +36,69 @@ public sealed class Sampler : IDisposable
             _temperature = _o.Temperature;
             _topP = _o.TopP;
         }
+    }
+
+    /// <summary>
+    /// Next token ids for logits [B, V], as an array. Greedy decoding of contiguous fp32 CPU logits (what the decoders
+    /// return) reads them in place instead of through four libtorch calls; the choice is libtorch's argmax: the first
+    /// maximum, a NaN counting as the maximum.
+    /// </summary>
+    public long[] Next(Tensor logits)
+    {
+        if (_o.Greedy && logits.dim() == 2 && logits.dtype == ScalarType.Float32 && logits.device_type == DeviceType.CPU && logits.is_contiguous())
+        {
+            int b = (int)logits.shape[0], v = (int)logits.shape[1];
+            var ids = new long[b];
+            unsafe
+            {
+                float* p = (float*)Model.Gemv.Address(logits);
+                for (int r = 0; r < b; r++) ids[r] = Argmax(p + (long)r * v, v);
+            }
+            return ids;
+        }
+        using var t = Sample(logits);
+        return t.data<long>().ToArray();
+    }
+
+    /// <summary>The index of the first maximum of x[0 … n − 1]; the first NaN if there is one (libtorch's argmax).</summary>
+    internal static unsafe int Argmax(float* x, int n)
+    {
+        if (Vector256.IsHardwareAccelerated && n >= 8)
+        {
+            int i = 0;
+            var m = Vector256.Create(float.NegativeInfinity);
+            var ordered = Vector256<float>.AllBitsSet;
+            for (; i + 8 <= n; i += 8)
+            {
+                var v = Vector256.Load(x + i);
+                ordered &= Vector256.Equals(v, v); // a lane that held a NaN turns false
+                m = Vector256.Max(m, v);
+            }
+            bool nan = ordered != Vector256<float>.AllBitsSet;
+            for (int t = i; t < n && !nan; t++) nan = float.IsNaN(x[t]);
+            if (!nan)
+            {
+                float max = m[0];
+                for (int k = 1; k < 8; k++) max = Math.Max(max, m[k]);
+                // The first position holding the vector part's maximum, then the tail may hold a larger value.
+                var target = Vector256.Create(max);
+                int best = 0;
+                for (int j = 0; j < i; j += 8)
+                {
+                    uint hit = Vector256.Equals(Vector256.Load(x + j), target).ExtractMostSignificantBits();
+                    if (hit != 0) { best = j + System.Numerics.BitOperations.TrailingZeroCount(hit); break; }
+                }
+                for (int t = i; t < n; t++) if (x[t] > x[best]) best = t;
+                return best;
+            }
+        }
+        int first = 0;
+        for (int t = 0; t < n; t++)
+        {
+            if (float.IsNaN(x[t])) return t;
+            if (x[t] > x[first]) first = t;
+        }
+        return first;
     }
 
     /// <summary>Next token ids [B] (int64, CPU) for logits [B, V].</summary>

@@ -31,15 +31,19 @@ public static unsafe class Gemv
         && x.is_contiguous() && weight.is_contiguous()
         && !(is_grad_enabled() && (x.requires_grad || weight.requires_grad));
 
-    /// <summary>y = x·Wᵀ for a single row x [.., in] and W [out, in]; y has x's shape with the last dim out.</summary>
+    /// <summary>
+    /// y = x·Wᵀ for x [.., in] and W [out, in]; y has x's shape with the last dim out. One row (what <see cref="Handles"/>
+    /// admits) streams W; several rows (the bench compares them with F.linear) go to the tiled kernel of <see cref="ProductRows"/>.
+    /// </summary>
     public static Tensor Apply(Tensor x, Tensor weight)
     {
         long outF = weight.shape[0], inF = weight.shape[1];
+        int rows = (int)(x.numel() / inF);
         var shape = x.shape.ToArray();
         shape[^1] = outF;
         var y = empty(shape, x.dtype);
         bool bf16 = x.dtype == ScalarType.BFloat16;
-        var xs = new float[inF];
+        var xs = new float[x.numel()];
         if (bf16)
         {
             var xb = MemoryMarshal.Cast<byte, ushort>(x.bytes);
@@ -47,14 +51,14 @@ public static unsafe class Gemv
         }
         else MemoryMarshal.Cast<byte, float>(x.bytes).CopyTo(xs);
         var m = Matrix.Of(weight);
+        var yf = bf16 ? new float[rows * outF] : null;
+        fixed (float* xp = xs, yb = yf)
+            ProductRows([m], xp, rows, bf16 ? yb : (float*)Address(y));
         if (bf16)
         {
-            var yf = new float[outF];
-            Product(m, Prepare(xs, bf16), yf);
-            var yb = MemoryMarshal.Cast<byte, ushort>(y.bytes);
-            for (int i = 0; i < yf.Length; i++) yb[i] = FloatToBf16(yf[i]);
+            var yh = MemoryMarshal.Cast<byte, ushort>(y.bytes);
+            for (int i = 0; i < yf!.Length; i++) yh[i] = FloatToBf16(yf[i]);
         }
-        else Product(m, Prepare(xs, bf16), MemoryMarshal.Cast<byte, float>(y.bytes));
         return y;
     }
 
@@ -145,8 +149,9 @@ public static unsafe class Gemv
             if (w.Cols != cols || w.Bf16 != ws[0].Bf16) throw new ArgumentException("Gemv: stacked matrices need one column count and one dtype");
             rows += w.Rows;
         }
-        if (batch == 1) { ProductStacked(ws, Prepare(new ReadOnlySpan<float>(x, cols), ws[0].Bf16), new Span<float>(y, rows)); return; }
-        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 32));
+        // One row of bf16 weights: x in the layout the bf16 kernels read. One row of fp32 weights: x read in place.
+        if (batch == 1 && ws[0].Bf16) { ProductStacked(ws, Prepare(new ReadOnlySpan<float>(x, cols), true), new Span<float>(y, rows)); return; }
+        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / (batch == 1 ? 64 : 32)));
         int per = (rows + threads - 1) / threads;
         per += per & 1; // whole pairs of rows per thread
         var (xAddr, yAddr) = ((IntPtr)x, (IntPtr)y);
@@ -156,7 +161,12 @@ public static unsafe class Gemv
             foreach (var w in ws)
             {
                 int a = Math.Max(lo, start), b = Math.Min(hi, start + w.Rows);
-                if (a < b) RowsBatch(w, (float*)xAddr, batch, (float*)yAddr + start, rows, a - start, b - start);
+                if (a < b)
+                {
+                    if (batch == 1)
+                        for (int r = a - start; r < b - start; r++) ((float*)yAddr)[start + r] = DotF32((float*)xAddr, (float*)w.Address + (long)r * cols, cols);
+                    else RowsBatch(w, (float*)xAddr, batch, (float*)yAddr + start, rows, a - start, b - start);
+                }
                 start += w.Rows;
             }
         });
