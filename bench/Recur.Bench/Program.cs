@@ -6,6 +6,8 @@
 //   dotnet run -c Release --project bench/Recur.Bench -- ttft --peer /path/to/llama2.c/run [--recur src/Recur.Cli/bin/Release/net10.0/linux-x64/Recur.Cli]
 //       [--baseline another/Recur.Cli] [--rounds 5] [--shapes stories15m,stories110m] [--threads 2]
 //   dotnet run -c Release --project bench/Recur.Bench -- eval [--threads 2] [--problems 64] [--max-new 32] [--items 64] [--batch 32] [--single 0] [--mc 0]
+//   dotnet run -c Release --project bench/Recur.Bench -- speculate [--model DIR] [--recurrences 4,8,16,32] [--drafts 1,2,4] [--ks 2,4,8]
+//       [--tokens 48] [--prompts 4] [--rounds 3] [--threads 2]
 //   mpiexec -n 2 bench/Recur.Bench/bin/Release/net10.0/linux-x64/Recur.Bench allreduce --threads 1 [--sizes-mb 16,64,256] [--reference 16:4.1,...]
 //     (run by bench/mpi/run.sh, which passes the C program's GB/s as --reference)
 using System.Diagnostics;
@@ -38,12 +40,17 @@ switch (suite)
     case "serve": Serve(); break;
     case "gemv": GemvSuite(); break;
     case "ttft": Ttft(); break;
-    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, generate, gemv, ttft, eval, train, recurrence, allreduce, serve)"); return 2;
+    case "speculate":
+        SpeculateSuite.Run(ArgS("--model", "/work/demo-trained/recurrent/model"), Ints("--recurrences", "4,8,16,32"), Ints("--drafts", "1,2,4"), Ints("--ks", "2,4,8"),
+            Arg("--tokens", 48), Arg("--prompts", 4), Arg("--rounds", 3));
+        break;
+    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, generate, gemv, ttft, eval, train, recurrence, allreduce, serve, speculate)"); return 2;
 }
 return 0;
 
 int Arg(string name, int def) { int i = argv.IndexOf(name); return i >= 0 ? int.Parse(argv[i + 1]) : def; }
 string ArgS(string name, string def) { int i = argv.IndexOf(name); return i >= 0 ? argv[i + 1] : def; }
+int[] Ints(string name, string def) => ArgS(name, def).Split(',').Select(int.Parse).ToArray();
 
 static double Time(Action a, int reps)
 {

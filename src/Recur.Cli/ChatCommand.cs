@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text;
 using Recur.Engine;
+using Recur.Model;
 using Recur.Serving;
 
 namespace Recur.Cli;
@@ -24,13 +25,18 @@ static class ChatCommand
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens (0: off)", DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass (1: off)", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<long?>("--seed") { Description = "Random seed for sampling and the recurrent initial state (each reply uses seed + turn) [default: random]" };
+        var speculate = new Option<string?>("--speculate")
+        {
+            Description = "Self-speculative decoding for recurrent models (greedy): draft=T_d,k=K drafts K tokens at T_d recurrences "
+                + "and verifies them at T in one pass; same replies as plain decoding; see docs/speculative.md [default: off]",
+        };
         var template = ChatSetup.TemplateOption();
         var device = Common.DeviceOption();
         var dtype = Common.DTypeOption();
         var threads = Common.ThreadsOption();
         var cmd = new Command("chat", "Chat with a model in the terminal (history, chat template, /recurrences N, /reset, /exit)")
         {
-            model, recurrences, tokenizer, system, maxNew, temperature, topK, topP, seed, template, device, dtype, threads,
+            model, recurrences, tokenizer, system, maxNew, temperature, topK, topP, seed, speculate, template, device, dtype, threads,
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
@@ -49,8 +55,15 @@ static class ChatCommand
             if (budget < 1)
                 throw new RecurUserException($"--max-new-tokens {max} leaves no room for the conversation in the model's context of {runner.ContextLength} tokens");
             var session = new ChatSession(loaded.ChatTemplate, parse.GetValue(system));
+            var spec = parse.GetValue(speculate) is { } specText ? SpeculativeOptions.Parse(specText, "--speculate") : null;
+            if (spec is not null)
+            {
+                // Refused at start, not on the first turn: a greedy reply of one conversation at a T above the draft's.
+                if (!sampling.Greedy) throw new RecurUserException("--speculate: speculative decoding is greedy only: set --temperature 0 or leave out --speculate");
+                Speculative.EnsureSupported(runner.IsRecurrent ? ((RecurrentModel)runner.Model).At(Recurrence.Fixed(runner.DefaultRecurrences!.Value)) : runner.Model, spec);
+            }
             var loop = new ChatLoop(runner, session, max, sampling, baseSeed, input ?? Console.In, outw, errw,
-                interactive: input is null && !Console.IsInputRedirected);
+                interactive: input is null && !Console.IsInputRedirected) { Speculate = spec };
             errw.WriteLine($"chat with {ChatSetup.ModelName(path)} ({loaded.ChatTemplate.Name} template{(runner.IsRecurrent ? $", T = {runner.DefaultRecurrences}" : "")}); /help lists commands, /exit quits");
             return loop.Run(hookCtrlC: input is null);
         }));
@@ -62,6 +75,10 @@ static class ChatCommand
         TextReader input, TextWriter output, TextWriter error, bool interactive)
     {
         readonly object _gate = new();
+
+        /// <summary>Speculative decoding of every reply (--speculate); null: plain decoding.</summary>
+        public SpeculativeOptions? Speculate { get; init; }
+
         readonly int[] _endOfTurn = ChatSetup.EndOfTurnIds(session.Template, runner.Tokenizer);
         CancellationTokenSource? _reply;
         bool _ctrlCAtPrompt;
@@ -140,7 +157,8 @@ static class ChatCommand
             TextResult? result = null;
             try
             {
-                var request = new TextRequest(ids, maxNew, sampling with { Seed = baseSeed + _turn++ }, null, session.Template.StopStrings, _endOfTurn, TextLayout.ChatReply);
+                var request = new TextRequest(ids, maxNew, sampling with { Seed = baseSeed + _turn++ }, null, session.Template.StopStrings, _endOfTurn, TextLayout.ChatReply,
+                    Speculate: Speculate);
                 // The plain format's reply starts after "Assistant:"; drop the space the model writes first.
                 result = runner.Run([request], (_, piece) =>
                 {

@@ -98,6 +98,7 @@ static class Common
         ["MaxValue"] = "--max-value",
         ["ValidationFraction"] = "--val-fraction",
         ["TestFraction"] = "--test-fraction",
+        ["Speculate"] = "--speculate",
     };
 
     /// <summary>

@@ -29,12 +29,17 @@ static class GenerateCommand
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass (1: off)", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<long?>("--seed") { Description = "Random seed for sampling and for the recurrent initial state [default: random]" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder [default: the model folder]" };
+        var speculate = new Option<string?>("--speculate")
+        {
+            Description = "Self-speculative decoding for recurrent models (greedy, one prompt): draft=T_d,k=K drafts K tokens at T_d recurrences "
+                + "and verifies them at T in one pass; same tokens as plain decoding; see docs/speculative.md [default: off]",
+        };
         var device = Common.DeviceOption();
         var dtype = Common.DTypeOption();
         var threads = Common.ThreadsOption();
         var cmd = new Command("generate", "Generate text (or token ids) from a prompt, at any recurrence for recurrent models")
         {
-            model, prompt, promptIds, outputIds, maxNew, recurrences, temperature, topK, topP, seed, tokenizer, device, dtype, threads,
+            model, prompt, promptIds, outputIds, maxNew, recurrences, temperature, topK, topP, seed, tokenizer, speculate, device, dtype, threads,
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
@@ -44,6 +49,7 @@ static class GenerateCommand
             long seedValue = parse.GetValue(seed) ?? Random.Shared.NextInt64(1, long.MaxValue);
             var sampling = new SamplingOptions(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(topP), seedValue).Validate();
             string path = Recur.Hub.HubCache.Resolve(parse.GetValue(model)!); // a folder, or a repo id in the HF cache
+            var spec = parse.GetValue(speculate) is { } specText ? SpeculativeOptions.Parse(specText, "--speculate") : null;
             var texts = parse.GetValue(prompt) ?? [];
             var idTexts = parse.GetValue(promptIds) ?? [];
             if (texts.Length == 0 && idTexts.Length == 0) throw new RecurUserException("give --prompt TEXT or --prompt-ids \"1 2 3\"");
@@ -70,6 +76,7 @@ static class GenerateCommand
             var recurrence = parse.GetValue(recurrences) is { } recText ? ParseRecurrence(recText) : null;
             var adaptive = recurrence?.Adaptive;
             if (adaptive is not null && m is not RecurrentModel) throw new RecurUserException("--recurrences adaptive:... needs a recurrent model");
+            if (adaptive is not null && spec is not null) throw new RecurUserException("--speculate runs at a fixed T: give --recurrences N, not an adaptive spec");
             var atT = Common.AtRecurrence(m, recurrence?.Fixed ?? adaptive?.MaxIterations, seedValue);
             var stats = new AdaptiveStats();
 
@@ -83,7 +90,10 @@ static class GenerateCommand
             }
             var stops = new HashSet<int>(m.EosTokenIds);
             if (tok is not null) stops.UnionWith(tok.StopIds);
-            var opts = new GenerationOptions(max, sampling, stops);
+            var opts = new GenerationOptions(max, sampling, stops) { Speculate = spec };
+            var specStats = new SpeculativeStats();
+            // Checked before the clock starts: a setting speculation cannot run with is a usage error, not a slow generation.
+            if (spec is not null) Speculative.Stream(atT, prompts, opts, spec, specStats);
 
             using var cancel = Common.CancelOnCtrlC();
             bool stream = prompts.Count == 1 && tok is not null && !parse.GetValue(outputIds);
@@ -93,7 +103,9 @@ static class GenerateCommand
             try
             {
                 Action<int, int>? onToken = stream ? (_, id) => Console.Write(decoder!.Push(id)) : null;
-                outputs = adaptive is null
+                outputs = spec is not null
+                    ? Speculative.Generate(atT, prompts, opts, spec, specStats, onToken, cancel.Token)
+                    : adaptive is null
                     ? Generation.Generate(atT, prompts, opts, onToken, cancel.Token)
                     : AdaptiveGeneration.Generate(atT, prompts, opts, adaptive, stats, onToken, cancel.Token);
             }
@@ -119,6 +131,8 @@ static class GenerateCommand
                 string depth = adaptive is not null
                     ? $", {adaptive} (experimental): {stats.MeanIterations:0.00} iterations per token, depths {Histogram(stats)}"
                     : atT is RecurrentModelAt v ? $", T = {v.Recurrence.Iterations}" : "";
+                if (spec is not null)
+                    depth += $", speculative {spec}: {specStats.Accepted}/{specStats.Drafted} drafts accepted ({specStats.AcceptanceRate:P0}), {specStats.TokensPerCycle:0.00} tokens per cycle";
                 Console.Error.WriteLine($"[{n} tokens in {sw.Elapsed.TotalSeconds:0.00} s, {n / Math.Max(sw.Elapsed.TotalSeconds, 1e-9):0.0} tok/s{depth}]");
             }
             return 0;

@@ -63,6 +63,12 @@ public sealed record GenerateOptions
     /// <summary>Whether the tokenizer adds its special tokens (BOS) to the prompt.</summary>
     public bool AddSpecialTokens { get; init; } = true;
 
+    /// <summary>
+    /// Self-speculative decoding for recurrent models (greedy only): draft tokens at fewer recurrences, verify them at T
+    /// in one pass; the same tokens as plain decoding (docs/speculative.md). Null (default): plain decoding.
+    /// </summary>
+    public SpeculativeOptions? Speculate { get; init; }
+
     internal SamplingOptions Sampling() => new SamplingOptions(Temperature, TopK, TopP, Seed).Validate();
 }
 
@@ -374,7 +380,7 @@ public sealed class RecurModel : IDisposable
             var model = Model is RecurrentModel rm ? rm.At(Recurrence.Fixed(o.Recurrences ?? _recurrences, gen)) : Model;
             var stops = new HashSet<int>(Model.EosTokenIds);
             if (Tokenizer is not null) stops.UnionWith(Tokenizer.StopIds);
-            return [.. Generation.Generate(model, [[.. promptIds]], new GenerationOptions(o.MaxNewTokens, sampling, stops), cancel: cancel)[0]];
+            return [.. Generation.Generate(model, [[.. promptIds]], new GenerationOptions(o.MaxNewTokens, sampling, stops) { Speculate = o.Speculate }, cancel: cancel)[0]];
         }
     }
 
@@ -634,7 +640,7 @@ public sealed class RecurModel : IDisposable
         if (o.MaxNewTokens < 1) throw new RecurUserException($"MaxNewTokens must be ≥ 1 (got {o.MaxNewTokens})");
         var ids = tok.Encode(prompt, o.AddSpecialTokens);
         if (ids.Length == 0 && tok.BosId is int bos) ids = [bos];
-        return new TextRequest(ids, o.MaxNewTokens, o.Sampling(), o.Recurrences, o.StopSequences);
+        return new TextRequest(ids, o.MaxNewTokens, o.Sampling(), o.Recurrences, o.StopSequences, Speculate: o.Speculate);
     }
 
     ITokenizer RequireTokenizer(string what) =>

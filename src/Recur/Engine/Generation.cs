@@ -9,6 +9,9 @@ namespace Recur.Engine;
 public sealed record GenerationOptions(int MaxNewTokens = 128, SamplingOptions? Sampling = null, IReadOnlyCollection<int>? StopIds = null)
 {
     public SamplingOptions SamplingOrGreedy => Sampling ?? new SamplingOptions();
+
+    /// <summary>Self-speculative decoding (recurrent models, greedy, one prompt; <see cref="Speculative"/>); null: plain decoding.</summary>
+    public SpeculativeOptions? Speculate { get; init; }
 }
 
 /// <summary>
@@ -71,7 +74,8 @@ public static class Generation
     /// Leaving the enumeration early ends the generation and frees its cache.
     /// </summary>
     public static IEnumerable<TokenColumn> Stream(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, CancellationToken cancel = default) =>
-        Steps(model, prompts, options, (_, capacity) => new FixedDepthForward(model, capacity), cancel);
+        options.Speculate is { } speculate ? Speculative.Stream(model, prompts, options, speculate, cancel: cancel)
+        : Steps(model, prompts, options, (_, capacity) => new FixedDepthForward(model, capacity), cancel);
 
     /// <summary>
     /// <see cref="Stream"/> collected: the new tokens of each row, without the stop token. <paramref name="onToken"/> sees
@@ -103,6 +107,8 @@ public static class Generation
         Func<int, int, IStepForward> begin, CancellationToken cancel = default)
     {
         // Checked before the first MoveNext, so bad prompts throw at the call as before.
+        if (options.Speculate is not null)
+            throw Speculative.Error("speculative decoding does not combine with a custom per-step forward (log-probabilities, adaptive depth)");
         if (prompts.Count == 0) return [];
         var layout = LeftPad(model, prompts, options);
         return Run(model.Device, layout, options, begin, cancel);

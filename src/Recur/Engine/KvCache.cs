@@ -80,6 +80,26 @@ public sealed class KvCache : IRawKvCache, IDisposable
         return (_kAddress[slot], _vAddress[slot], _capacity[slot], fill);
     }
 
+    /// <summary>Positions stored in <paramref name="slot"/>.</summary>
+    public int Filled(int slot) => _fill[slot];
+
+    /// <summary>The keys and values stored in <paramref name="slot"/>, [B, n_kv, filled, d] views (null when it holds none).</summary>
+    public (Tensor K, Tensor V)? Entries(int slot) =>
+        _k[slot] is null ? null : (_k[slot]!.narrow(2, 0, _fill[slot]), _v[slot]!.narrow(2, 0, _fill[slot]));
+
+    /// <summary>
+    /// Rolls slots <paramref name="firstSlot"/> … <paramref name="firstSlot"/> + <paramref name="count"/> − 1 back to at
+    /// most <paramref name="length"/> positions: the later ones are forgotten (overwritten by the next appends) and the
+    /// buffers keep their capacity. Speculative decoding drops a rejected draft this way (Speculative.cs).
+    /// </summary>
+    public void Truncate(int length, int firstSlot = 0, int? count = null)
+    {
+        int n = count ?? _fill.Length - firstSlot;
+        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length), $"length {length} < 0");
+        if (firstSlot < 0 || n < 0 || firstSlot + n > _fill.Length) throw new ArgumentOutOfRangeException(nameof(count), $"slots {firstSlot}..{firstSlot + n - 1} outside 0..{_fill.Length - 1}");
+        for (int i = firstSlot; i < firstSlot + n; i++) _fill[i] = Math.Min(_fill[i], length);
+    }
+
     /// <summary>Caches a slot's capacity and buffer addresses after its buffers change.</summary>
     void Track(int slot)
     {

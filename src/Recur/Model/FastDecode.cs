@@ -236,7 +236,7 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>x += y, or x += RMSNorm(y) (OLMo-2), row by row.</summary>
-    static void Residual(float* x, float* y, int batch, int h, Gemv.Matrix? norm, float eps)
+    internal static void Residual(float* x, float* y, int batch, int h, Gemv.Matrix? norm, float eps)
     {
         for (int r = 0; r < batch; r++)
         {
@@ -246,7 +246,7 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>RMSNorm in fp32 (METHOD §2.4): y = x·rsqrt(mean(x²) + ε)·w; y may be x.</summary>
-    static void RmsNorm(float* x, float* y, int n, Gemv.Matrix weight, float eps)
+    internal static void RmsNorm(float* x, float* y, int n, Gemv.Matrix weight, float eps)
     {
         double ss = 0;
         for (int i = 0; i < n; i++) ss += x[i] * x[i];
@@ -256,7 +256,7 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>HF rotate-half RoPE at row <paramref name="row"/>'s position, in place on [heads × d].</summary>
-    static void Rotate(float* x, int heads, int d, Rows rows, int row)
+    internal static void Rotate(float* x, int heads, int d, Rows rows, int row)
     {
         int half = d / 2;
         fixed (float* cos = &rows.Cos[row * half], sin = &rows.Sin[row * half])
@@ -276,7 +276,7 @@ internal static unsafe class FastDecode
     /// Softmax attention of each row's query heads over the positions of its K/V head it may attend to; the row's
     /// buffer is [n_kv, capacity, d] at row·n_kv·capacity·d.
     /// </summary>
-    static void Attend(float* qkv, int width, float* o, int nh, int nkv, int d, IntPtr kp, IntPtr vp, int cap, Rows rows, bool bf16, Workspace ws)
+    internal static void Attend(float* qkv, int width, float* o, int nh, int nkv, int d, IntPtr kp, IntPtr vp, int cap, Rows rows, bool bf16, Workspace ws)
     {
         int g = nh / nkv, len = rows.Length, heads = rows.Count * nh;
         float scale = 1f / MathF.Sqrt(d);
@@ -323,7 +323,7 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>a = SiLU(gate) ⊙ up for gu = [gate | up] of one row.</summary>
-    static void SwiGlu(float* g, float* o, int n)
+    internal static void SwiGlu(float* g, float* o, int n)
     {
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
@@ -386,7 +386,7 @@ internal static unsafe class FastDecode
         for (; i < d; i++) o[i] += p * (bf16 ? Gemv.Bf16ToFloat(((ushort*)buffer)[at + i]) : ((float*)buffer)[at + i]);
     }
 
-    static void Write(IntPtr buffer, long at, float* values, int n, bool bf16)
+    internal static void Write(IntPtr buffer, long at, float* values, int n, bool bf16)
     {
         if (bf16) { ushort* p = (ushort*)buffer + at; for (int i = 0; i < n; i++) p[i] = Gemv.FloatToBf16(values[i]); }
         else new ReadOnlySpan<float>(values, n).CopyTo(new Span<float>((float*)buffer + at, n));

@@ -287,7 +287,7 @@ public static unsafe class Gemv
     [DllImport("LibTorchSharp")]
     static extern IntPtr THSTensor_data(IntPtr handle);
 
-    static void Rows(Input x, IntPtr w, float* y, int r0, int r1, int cols, bool bf16)
+    internal static void Rows(Input x, IntPtr w, float* y, int r0, int r1, int cols, bool bf16)
     {
         if (x.Halves is { } hs)
         {

@@ -28,6 +28,7 @@ public enum TextLayout
 /// One text generation request: prompt ids, length bound, sampling, test-time recurrence (null: the
 /// model's default) and the text/token stops on top of the model's and tokenizer's end-of-text ids.
 /// <paramref name="Logprobs"/>: null for none, else how many alternatives each generated token reports.
+/// <paramref name="Speculate"/>: self-speculative decoding (greedy, one request per batch; Engine/Speculative.cs).
 /// </summary>
 public sealed record TextRequest(
     int[] PromptIds,
@@ -37,7 +38,8 @@ public sealed record TextRequest(
     IReadOnlyList<string>? StopStrings = null,
     IReadOnlyCollection<int>? StopIds = null,
     TextLayout Layout = TextLayout.Standalone,
-    int? Logprobs = null);
+    int? Logprobs = null,
+    SpeculativeOptions? Speculate = null);
 
 /// <summary>
 /// The log-probability of one token at its position (natural log, under the model's distribution before
@@ -101,8 +103,8 @@ public sealed class ModelRunner
         int? t = EffectiveRecurrences(first);
         foreach (var r in batch)
         {
-            if (r.Sampling != first.Sampling || EffectiveRecurrences(r) != t)
-                throw new ArgumentException("requests in one batch must share sampling settings and recurrences", nameof(batch));
+            if (r.Sampling != first.Sampling || EffectiveRecurrences(r) != t || r.Speculate != first.Speculate)
+                throw new ArgumentException("requests in one batch must share sampling settings, recurrences and speculation", nameof(batch));
             if (r.MaxTokens < 0) throw new RecurUserException($"max_tokens must be ≥ 0 (got {r.MaxTokens})");
             if (r.Recurrences is not null && !IsRecurrent)
                 throw new RecurUserException("recurrences applies only to recurrent models; this model is a plain decoder");
@@ -115,7 +117,7 @@ public sealed class ModelRunner
         int? ran = (model as RecurrentModelAt)?.Recurrence.Iterations;
 
         var rows = batch.Select((r, i) => new Row(r, Tokenizer) { Index = i }).ToArray();
-        var options = new GenerationOptions(batch.Max(r => r.MaxTokens), first.Sampling with { Seed = seed }, _stopIds);
+        var options = new GenerationOptions(batch.Max(r => r.MaxTokens), first.Sampling with { Seed = seed }, _stopIds) { Speculate = first.Speculate };
         int topK = batch.Max(r => r.Logprobs ?? -1);
         LogitsTap? tap = null;
         // Requests that ask for log-probabilities run with a per-step forward that also keeps the step's log-softmax.

@@ -1,0 +1,83 @@
+// Self-speculative decoding (Engine/Speculative.cs) against plain decoding at the same T, on a trained recurrent model
+// (by default the demo's running-sum model), batch 1, greedy, fp32. Prompts are held-out-style direct running sums
+// ("2+1+0+2=", terms 0–2 as the demo trains them); every run generates exactly --tokens tokens (end-of-text ignored, so
+// plain and speculative runs do the same work). Each round times plain decoding and every (T_d, K) in turn, interleaved,
+// and a speed-up is plain ÷ speculative time within one round; the table gives the median over rounds. Every
+// speculative run's ids are checked against plain decoding's.
+using System.Diagnostics;
+using Recur.Checkpoints;
+using Recur.Data;
+using Recur.Engine;
+using Recur.Model;
+using Recur.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+static class SpeculateSuite
+{
+    public static void Run(string modelDir, int[] ts, int[] drafts, int[] ks, int tokens, int promptCount, int rounds)
+    {
+        using var _ = no_grad();
+        Console.WriteLine($"model {modelDir}; load average at start: {LoadAverage()}");
+        using var m = (RecurrentModel)ModelLoader.Load(modelDir, ScalarType.Float32, CPU);
+        using var tok = TokenizerLoader.Load(TokenizerLoader.PathFor(modelDir, null) ?? throw new InvalidOperationException($"{modelDir}: no tokenizer"));
+        var sums = new VariableChainsOptions(DepthTaskKind.Sum, MaxOffset: 2);
+        var problems = VariableChains.TestSet(sums, 20261206, 3, 8, 4);
+        var prompts = Enumerable.Range(0, promptCount).Select(i => problems[i * problems.Count / promptCount]).Select(p => tok.Encode(p.Prompt)).ToList();
+        Console.WriteLine($"{prompts.Count} prompts, e.g. '{tok.Decode(prompts[0])}'; {tokens} new tokens each; {rounds} rounds");
+        Console.WriteLine();
+        Console.WriteLine($"| T | T_d | K | plain tok/s | speculative tok/s | speed-up (median of {rounds}) | each round | acceptance | tokens/cycle | ids |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+        foreach (int t in ts)
+        {
+            var configs = (from td in drafts where td < t from k in ks select new SpeculativeOptions(td, k)).ToList();
+            // Warm-up of both paths (JIT, plans, pools).
+            Plain(m, t, prompts[0], 4);
+            Speculated(m, t, prompts[0], 4, configs[0], new SpeculativeStats());
+            var plainTimes = new List<double>();
+            var specTimes = configs.Select(_ => new List<double>()).ToList();
+            var stats = configs.Select(_ => new SpeculativeStats()).ToList();
+            var same = configs.Select(_ => true).ToList();
+            for (int round = 0; round < rounds; round++)
+            {
+                var reference = new List<List<int>>();
+                var sw = Stopwatch.StartNew();
+                foreach (var p in prompts) reference.Add(Plain(m, t, p, tokens));
+                plainTimes.Add(sw.Elapsed.TotalSeconds);
+                for (int c = 0; c < configs.Count; c++)
+                {
+                    var roundStats = round == 0 ? stats[c] : new SpeculativeStats();
+                    sw.Restart();
+                    var outs = prompts.Select(p => Speculated(m, t, p, tokens, configs[c], roundStats)).ToList();
+                    specTimes[c].Add(sw.Elapsed.TotalSeconds);
+                    same[c] &= outs.Zip(reference).All(x => x.First.SequenceEqual(x.Second));
+                }
+            }
+            double total = (double)tokens * prompts.Count;
+            for (int c = 0; c < configs.Count; c++)
+            {
+                var ratios = plainTimes.Zip(specTimes[c], (a, b) => a / b).ToList();
+                Console.WriteLine($"| {t} | {configs[c].DraftRecurrences} | {configs[c].DraftTokens} | {total / Median(plainTimes):0.0} | {total / Median(specTimes[c]):0.0} | "
+                    + $"**{Median(ratios):0.00}×** | {string.Join(" ", ratios.Select(r => r.ToString("0.00")))} | {stats[c].AcceptanceRate:P0} | {stats[c].TokensPerCycle:0.00} | {(same[c] ? "identical" : "DIFFER")} |");
+            }
+        }
+        Console.WriteLine();
+        Console.WriteLine($"load average at end: {LoadAverage()}");
+    }
+
+    static List<int> Plain(RecurrentModel m, int t, int[] prompt, int tokens)
+    {
+        using var gen = new Generator(1);
+        return Generation.Generate(m.At(Recurrence.Fixed(t, gen)), [prompt], new GenerationOptions(tokens))[0];
+    }
+
+    static List<int> Speculated(RecurrentModel m, int t, int[] prompt, int tokens, SpeculativeOptions s, SpeculativeStats stats)
+    {
+        using var gen = new Generator(1);
+        return Speculative.Generate(m.At(Recurrence.Fixed(t, gen)), [prompt], new GenerationOptions(tokens), s, stats)[0];
+    }
+
+    static double Median(List<double> xs) => xs.OrderBy(x => x).ElementAt(xs.Count / 2);
+
+    static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
+}
