@@ -63,7 +63,7 @@ static class EvalCommand
             if (batchSize < 1) throw new RecurUserException($"--batch-size must be ≥ 1 (got {batchSize})");
             if (parse.GetValue(maxNew) is < 1) throw new RecurUserException($"--max-new-tokens must be ≥ 1 (got {parse.GetValue(maxNew)})");
             if (parse.GetValue(seqLen) is < 1) throw new RecurUserException($"--seq-len must be ≥ 1 (got {parse.GetValue(seqLen)})");
-            var recurrenceList = parse.GetValue(recurrences) is { } recText ? RecurrenceSetting.ParseList(recText) : null;
+            var recurrenceList = parse.GetValue(recurrences) is { } recText ? RecurrenceSetting.ParseList(recText, "--recurrences") : null;
             var predictionFiles = Split(parse.GetValue(predictions));
             string? modelPath = parse.GetValue(model);
             if (predictionFiles.Count > 0 && modelPath is not null) throw new RecurUserException("give either --model or --predictions, not both");

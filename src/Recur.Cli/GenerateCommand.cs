@@ -143,7 +143,7 @@ static class GenerateCommand
     /// <summary>One integer T or one adaptive spec.</summary>
     static RecurrenceSetting ParseRecurrence(string text)
     {
-        var list = RecurrenceSetting.ParseList(text);
+        var list = RecurrenceSetting.ParseList(text, "--recurrences");
         if (list.Count != 1) throw new RecurUserException($"--recurrences: give one T or one adaptive spec for generate (got '{text}')");
         return list[0];
     }

@@ -98,7 +98,7 @@ public sealed record AdaptiveOptions(ExitCriterion Criterion = ExitCriterion.Kl,
     /// (<c>adaptive:kl,max=32</c>); no criterion (<c>adaptive:max=8</c>) runs every token to max. <paramref name="flag"/> names the
     /// option in error messages.
     /// </summary>
-    public static AdaptiveOptions Parse(string text, string flag = "--recurrences")
+    public static AdaptiveOptions Parse(string text, string flag = "recurrences")
     {
         var s = text.Trim();
         if (!s.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase))
@@ -165,7 +165,7 @@ public sealed record RecurrenceSetting(int? Fixed, AdaptiveOptions? Adaptive)
     /// A part of the form key=value that does not start a new spec belongs to the adaptive spec before it.
     /// Duplicates are dropped, order kept.
     /// </summary>
-    public static List<RecurrenceSetting> ParseList(string text, string flag = "--recurrences")
+    public static List<RecurrenceSetting> ParseList(string text, string flag = "recurrences")
     {
         var entries = new List<string>();
         foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))

@@ -454,7 +454,7 @@ public sealed class OpenAiServer : IDisposable
         // One token for what ends this request early: the client hanging up or the deadline (shutdown stops the worker).
         using var deadline = _o.RequestTimeout > TimeSpan.Zero ? new CancellationTokenSource(_o.RequestTimeout) : new CancellationTokenSource();
         using var ended = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, deadline.Token);
-        ApiException TimedOut() => new(504, $"the request did not finish within the server's request timeout of {_o.RequestTimeout.TotalSeconds:0.###} s (--request-timeout)", "server_error", code: "request_timeout");
+        ApiException TimedOut() => new(504, $"the request did not finish within the server's request timeout of {_o.RequestTimeout.TotalSeconds:0.###} s", "server_error", code: "request_timeout");
 
         // Several prompts or choices, log-probabilities, echo or max_tokens 0: one job on the worker.
         if (prompts.Count > 1 || r.N > 1 || r.Echo || r.Logprobs is not null || maxTokens == 0)

@@ -57,6 +57,36 @@ public interface ILogLikelihoodTask : IEvalTask
 }
 
 /// <summary>
+/// What the log-likelihood tasks share, as lm-eval's <c>ConfigurableTask</c> does for <c>loglikelihood</c> and
+/// <c>multiple_choice</c>: zero-shot, the documents read once, their requests scored in batches and aggregated.
+/// </summary>
+public abstract class LogLikelihoodTask<TDoc, TSample> : ILogLikelihoodTask where TSample : IEvalSample
+{
+    string IEvalTask.Name => TaskName;
+
+    /// <summary>The lm-eval task name.</summary>
+    protected abstract string TaskName { get; }
+
+    public IReadOnlyDictionary<string, string> Settings { get; } = new Dictionary<string, string> { ["num_fewshot"] = "0" };
+
+    /// <summary>The task's documents from a jsonl file.</summary>
+    protected abstract TaskData<TDoc> ReadDocs(string path, TaskLoadOptions? options);
+
+    /// <summary>Scores every document's requests and aggregates.</summary>
+    protected abstract EvalRun<TSample> ScoreDocs(ILogLikelihood model, TaskData<TDoc> data, int batchSize, Action<int, int>? progress);
+
+    public PreparedTask<ILogLikelihood> Prepare(string path, TaskLoadOptions? options = null)
+    {
+        var data = ReadDocs(path, options);
+        return new PreparedTask<ILogLikelihood>(path, data.Docs.Count, data.Warnings, (model, batch, progress) =>
+        {
+            var run = ScoreDocs(model, data, batch, progress);
+            return new TaskRun(run.Result, [.. run.Samples]);
+        });
+    }
+}
+
+/// <summary>
 /// What the generation tasks share, as lm-eval's <c>ConfigurableTask</c> does for <c>generate_until</c>:
 /// few-shot exemplars (the first K of a training file, lm-eval's <c>first_n</c> sampler, or, when
 /// <see cref="FewshotSeed"/> is set, lm-eval's default seeded sampler), the prompt

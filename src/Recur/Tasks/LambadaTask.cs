@@ -11,9 +11,16 @@ public sealed record LambadaSample(int Index, string Context, string Continuatio
 /// greedy prediction; <c>perplexity</c> = exp(−mean log-likelihood) over all passages (lm-eval's
 /// <c>perplexity</c> aggregation; its bootstrap stderr is not computed).
 /// </summary>
-public sealed class LambadaTask : ILogLikelihoodTask
+public sealed class LambadaTask : LogLikelihoodTask<LambadaDoc, LambadaSample>
 {
     public const string Name = "lambada_openai";
+
+    protected override string TaskName => Name;
+
+    protected override TaskData<LambadaDoc> ReadDocs(string path, TaskLoadOptions? options) => Load(path, options);
+
+    protected override EvalRun<LambadaSample> ScoreDocs(ILogLikelihood model, TaskData<LambadaDoc> data, int batchSize, Action<int, int>? progress) =>
+        Evaluate(model, data, batchSize, progress);
 
     public static TaskData<LambadaDoc> Load(string path, TaskLoadOptions? options = null) =>
         Jsonl.Read(path, row => Split(row.Line, row.String("text")), options);
@@ -33,20 +40,6 @@ public sealed class LambadaTask : ILogLikelihoodTask
             .Value("perplexity", "none", Math.Exp(-LmEval.Mean(samples.Select(s => s.LogLikelihood).ToList())))
             .Mean("acc", "none", samples.Select(s => s.IsGreedy ? 1.0 : 0.0).ToList())
             .Build(), new Dictionary<string, string> { ["num_fewshot"] = "0" }, warnings);
-
-    string IEvalTask.Name => Name;
-
-    public IReadOnlyDictionary<string, string> Settings { get; } = new Dictionary<string, string> { ["num_fewshot"] = "0" };
-
-    public PreparedTask<ILogLikelihood> Prepare(string path, TaskLoadOptions? options = null)
-    {
-        var data = Load(path, options);
-        return new PreparedTask<ILogLikelihood>(path, data.Docs.Count, data.Warnings, (model, batch, progress) =>
-        {
-            var run = Evaluate(model, data, batch, progress);
-            return new TaskRun(run.Result, [.. run.Samples]);
-        });
-    }
 
     public static EvalRun<LambadaSample> Evaluate(ILogLikelihood model, TaskData<LambadaDoc> data, int batchSize = 64, Action<int, int>? progress = null)
     {

@@ -39,7 +39,7 @@ public sealed record ChoiceSample(int Index, string Context, IReadOnlyList<strin
 /// choice, as <c>numpy.argmax</c>. Prompts follow the harness yamls for hellaswag, arc_easy/arc_challenge,
 /// piqa and winogrande.
 /// </summary>
-public sealed class MultipleChoiceTask : ILogLikelihoodTask
+public sealed class MultipleChoiceTask : LogLikelihoodTask<ChoiceDoc, ChoiceSample>
 {
     /// <param name="targetDelimiter">lm-eval's <c>target_delimiter</c>, put between context and choice.</param>
     public MultipleChoiceTask(string name, ChoiceFormat format, string targetDelimiter = " ")
@@ -200,17 +200,12 @@ public sealed class MultipleChoiceTask : ILogLikelihoodTask
         return new EvalResult(Name, samples.Count, b.Build(), Settings, warnings);
     }
 
-    public IReadOnlyDictionary<string, string> Settings { get; } = new Dictionary<string, string> { ["num_fewshot"] = "0" };
+    protected override string TaskName => Name;
 
-    public PreparedTask<ILogLikelihood> Prepare(string path, TaskLoadOptions? options = null)
-    {
-        var data = Load(path, options);
-        return new PreparedTask<ILogLikelihood>(path, data.Docs.Count, data.Warnings, (model, batch, progress) =>
-        {
-            var run = Evaluate(model, data, batch, progress);
-            return new TaskRun(run.Result, [.. run.Samples]);
-        });
-    }
+    protected override TaskData<ChoiceDoc> ReadDocs(string path, TaskLoadOptions? options) => Load(path, options);
+
+    protected override EvalRun<ChoiceSample> ScoreDocs(ILogLikelihood model, TaskData<ChoiceDoc> data, int batchSize, Action<int, int>? progress) =>
+        Evaluate(model, data, batchSize, progress);
 
     /// <summary>Scores every choice of every item (requests flattened and batched) and aggregates.</summary>
     public EvalRun<ChoiceSample> Evaluate(ILogLikelihood model, TaskData<ChoiceDoc> data, int batchSize = 64, Action<int, int>? progress = null)
