@@ -220,7 +220,8 @@ static class DepthDemoPlots
         plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. ts.Select(t => Math.Log2(t))], [.. ts.Select(t => t.ToString(Inv))]);
         double top = ts.Length > 0 ? Math.Log2(ts.Max()) : 1;
         plt.Axes.SetLimitsX(-0.3, top + 0.3);
-        plt.Axes.SetLimitsY(0, 100);
+        // A little beyond 0–100 %, so a line at 0 % or 100 % is not hidden under the frame.
+        plt.Axes.SetLimitsY(-3, 103);
         plt.XLabel("test-time recurrence T (log₂ scale)", 12);
         plt.YLabel("accuracy (%)", 12);
         plt.HideLegend();
@@ -275,10 +276,11 @@ static class DepthDemoPlots
     /// </summary>
     static byte[] Compose(Figures f, List<ScottPlot.Plot> panels, List<ScottPlot.LegendItem> legend, string title, string subtitle)
     {
-        const int cols = 3, cellW = 520, cellH = 400, head = 70;
-        int cells = panels.Count + 1;
-        int rows = (cells + cols - 1) / cols;
-        int w = cols * cellW, h = head + rows * cellH;
+        const int cols = 3, cellW = 520, cellH = 400, head = 70, strip = 130;
+        // The key takes the first free cell of the last row, or a strip below the panels when their rows are full.
+        int rows = (panels.Count + cols - 1) / cols;
+        bool inCell = panels.Count % cols != 0;
+        int w = cols * cellW, h = head + rows * cellH + (inCell ? 0 : strip);
         using var surface = SKSurface.Create(new SKImageInfo(w, h));
         var canvas = surface.Canvas;
         canvas.Clear(SKColors.White);
@@ -304,8 +306,8 @@ static class DepthDemoPlots
         key.Layout.Frameless();
         key.ShowLegend(legend, ScottPlot.Alignment.MiddleCenter);
         key.Legend.FontSize = 13;
-        int li = panels.Count, lr = li / cols, lc = li % cols;
-        Draw(canvas, key, lc * cellW, head + lr * cellH, w - lc * cellW, cellH);
+        if (inCell) Draw(canvas, key, panels.Count % cols * cellW, head + (rows - 1) * cellH, w - panels.Count % cols * cellW, cellH);
+        else Draw(canvas, key, 0, head + rows * cellH, w, strip);
         using var image = surface.Snapshot();
         using var data = image.Encode(SKEncodedImageFormat.Png, 100);
         return data.ToArray();
@@ -360,18 +362,30 @@ static class DepthDemoPlots
         plt.Axes.SetLimitsX(0, post.Max(m => m.Curve[^1].Flops) * 1.03);
         plt.XLabel("post-training FLOPs (METHOD §6: 6·N1 + 2·N2 per token)", 14);
         plt.YLabel("training loss (nats, 10-step mean)", 14);
-        plt.Title($"{Cap(TaskName(f.Options))}: post-training loss against FLOPs\n{WhyHigher(f.Options)}", 15);
+        plt.Title($"{Cap(TaskName(f.Options))}: post-training loss against FLOPs\n{WhyHigher(f)}", 15);
         plt.ShowLegend(ScottPlot.Edge.Bottom);
         return plt;
     }
 
-    /// <summary>Why the retrofitted model starts higher than the base it came from, for the loss figure's heading.</summary>
-    internal static string WhyHigher(DepthDemoOptions o)
+    /// <summary>
+    /// Why the retrofitted model starts higher than the base it came from, for the loss figure's heading: its step-1
+    /// loss against a uniform guess and the base's (the baseline's step 1: the base itself, before any update), then
+    /// what differs from the base at that point.
+    /// </summary>
+    internal static string WhyHigher(Figures f)
     {
+        var o = f.Options;
         int kept = o.Shape.Split(',').Sum(x => int.Parse(x.Trim(), Inv));
         int removed = Presets.Demo.NumHiddenLayers - kept;
         string layers = removed > 0 ? $"{removed} of the base's {Presets.Demo.NumHiddenLayers} layers are removed, " : "";
-        return $"The retrofit starts near a uniform guess, not at the base's loss: at step 1 (markers)\n" + Cap($"{layers}the adapter is freshly initialised (METHOD §2.5) and s₀ is random");
+        string F(double v) => v.ToString("0.00", Inv);
+        var rec = f.Model(DepthDemo.RecurrentName);
+        var bl = f.Model(DepthDemo.BaselineName);
+        string start = rec is { Curve.Count: > 0 }
+            ? $"At step 1 the retrofit's loss is {F(rec.Curve[0].Loss)} (uniform guess {F(Math.Log(f.VocabSize))}"
+              + (bl is { Curve.Count: > 0 } ? $"; the base, at the baseline's step 1: {F(bl.Curve[0].Loss)})" : ")") + ", because"
+            : "The retrofit does not start from the base's loss:";
+        return start + "\n" + $"{layers}the adapter is freshly initialised (METHOD §2.5) and s₀ is random";
     }
 
     static double[] Smooth(double[] y, int w = 10) =>

@@ -108,6 +108,19 @@ public sealed class ProgressLineTests
             Assert.True(ProgressLine.Frame(w, desc, 12, 300, el, left).Length <= w - 1, $"frame wider than {w - 1}");
     }
 
+    [Theory]
+    [InlineData(80)]
+    [InlineData(100)]
+    [InlineData(120)]
+    public void A_training_status_keeps_its_step_and_loss_beside_the_bar(int width)
+    {
+        string frame = ProgressLine.Frame(width, TrainStatus(14, 30), 14, 30, TimeSpan.FromSeconds(87), TimeSpan.FromSeconds(99));
+        Assert.StartsWith("phase 1 step 14/30 loss 3.3600 ", frame);
+        Assert.Contains("[", frame);
+        Assert.Contains(" 46%  1:27  ETA 1:39", frame);
+        Assert.True(frame.Length <= width - 1);
+    }
+
     [Fact]
     public void An_evaluation_of_several_tasks_leaves_one_finished_line_and_its_summary_each()
     {
@@ -125,10 +138,12 @@ public sealed class ProgressLineTests
                 line.Log($"{label}: done in 2.5 s: exact_match,strict-match 0.1200, exact_match,flexible-extract 0.1400");
             }
             var (rows, _) = Play(sb.ToString(), width);
-            // A summary longer than the terminal wraps (it is permanent text, kept whole); a progress frame never does.
+            // A summary longer than the terminal is broken at spaces into indented rows (no row reaches the last
+            // column, so the terminal never wraps it mid-word); a progress frame is never wrapped at all.
+            Assert.All(rows, r => Assert.True(r.Length < width, $"row of {r.Length} at width {width}: '{r}'"));
             var text = new List<string>();
             foreach (var r in rows.Where(r => r.Length > 0))
-                if (text.Count > 0 && text[^1].Length == width && !text[^1].Contains('%')) text[^1] += r; else text.Add(r);
+                if (text.Count > 0 && r.StartsWith("  ", StringComparison.Ordinal)) text[^1] += " " + r.TrimStart(); else text.Add(r);
             Assert.Equal(6, text.Count);
             for (int k = 0; k < 3; k++)
             {
@@ -139,6 +154,30 @@ public sealed class ProgressLineTests
             Assert.Equal("gsm8k T=4: done in 2.5 s: exact_match,strict-match 0.1200, exact_match,flexible-extract 0.1400", text[5]);
             Assert.All(text.Where((_, i) => i % 2 == 0), r => Assert.True(r.Length < width));
         }
+    }
+
+    [Theory]
+    [InlineData(60)]
+    [InlineData(80)]
+    public void Long_log_lines_break_between_words_on_a_terminal(int width)
+    {
+        const string status = "step 15/30 loss 3.4120 μ=2 (n,k)=(2,2) lr 2.0e-2/3.0e-3 gn 0.59 57 tok/s MFU 1.3%  val T=1:3.446 T=2:3.446 T=4:3.448";
+        var sb = new StringWriter();
+        var line = new ProgressLine(sb, live: true, () => width);
+        line.Log(status);
+        line.Log("checkpoint /a/very/long/path/" + new string('x', 150));
+        var (rows, wrapped) = Play(sb.ToString(), width);
+        Assert.False(wrapped);
+        var text = rows.Where(r => r.Length > 0).ToList();
+        Assert.All(text, r => Assert.True(r.Length < width, r));
+        // Every row ends at a word boundary of the status: joining them gives it back, and no number is split ("1.3" / "%").
+        var statusRows = text.TakeWhile(r => !r.StartsWith("checkpoint", StringComparison.Ordinal)).ToList();
+        Assert.True(statusRows.Count > 1);
+        Assert.All(statusRows.Skip(1), r => Assert.StartsWith("  ", r));
+        static string Words(string x) => string.Join(' ', x.Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(Words(status), Words(string.Join(" ", statusRows)));
+        // A word longer than a row is split rather than overflowing it.
+        Assert.Equal("checkpoint /a/very/long/path/" + new string('x', 150), string.Concat(text.SkipWhile(r => !r.StartsWith("checkpoint", StringComparison.Ordinal)).Select((r, i) => i == 0 ? r : r[2..])));
     }
 
     [Fact]
