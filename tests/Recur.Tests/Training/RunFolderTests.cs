@@ -72,11 +72,17 @@ public sealed class RunFolderTests
     public void A_missing_data_file_fails_before_the_run_folder_is_created()
     {
         string root = TestModels.TempDir();
+        RefusedBeforeTheRunFolder(root, ["--recipe", Recipe(root, Path.Combine(root, "nope.txt"))], "nope.txt", "does not exist");
+    }
+
+    /// <summary><c>recur train ARGS --out root/out</c> fails with one error naming <paramref name="expected"/> and leaves no run folder.</summary>
+    static void RefusedBeforeTheRunFolder(string root, string[] args, params string[] expected)
+    {
         string outDir = Path.Combine(root, "out");
-        var r = CliProcess.Run("train", "--recipe", Recipe(root, Path.Combine(root, "nope.txt")), "--out", outDir);
+        var r = CliProcess.Run(["train", .. args, "--out", outDir]);
         Assert.Equal(1, r.Code);
-        Assert.Contains("nope.txt", r.Stderr);
-        Assert.Contains("does not exist", r.Stderr);
+        foreach (var e in expected) Assert.Contains(e, r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
         Assert.False(Directory.Exists(outDir), "the run folder was created for a recipe that cannot run");
     }
 
@@ -86,13 +92,8 @@ public sealed class RunFolderTests
         string root = TestModels.TempDir();
         string data = Path.Combine(root, "d.txt");
         File.WriteAllText(data, string.Concat(Enumerable.Repeat("the cat sat on the mat. ", 40)));
-        string outDir = Path.Combine(root, "out");
         // 3 steps with warm-up 0.5 and cool-down 0.5: ⌈1.5⌉ + ⌈1.5⌉ = 4 whole steps do not fit, although 0.5 + 0.5 ≤ 1.
-        var r = CliProcess.Run("train", "--recipe", Recipe(root, data), "--set", "steps=3", "--set", "warmup=0.5", "--set", "cooldown=0.5", "--out", outDir);
-        Assert.Equal(1, r.Code);
-        Assert.Contains("leave no room in 3 steps", r.Stderr);
-        Assert.DoesNotContain("   at ", r.Stderr);
-        Assert.False(Directory.Exists(outDir), "the run folder was created for a recipe whose lr schedule cannot run");
+        RefusedBeforeTheRunFolder(root, ["--recipe", Recipe(root, data), "--set", "steps=3", "--set", "warmup=0.5", "--set", "cooldown=0.5"], "leave no room in 3 steps");
     }
 
     [Fact]
