@@ -25,6 +25,7 @@
 // needs the fast decode path: CPU, Llama or OLMo-2 blocks, fp32 or bf16 weights in the compute dtype, no q/k bias,
 // no test-time noise, RECUR_FAST_DECODE not 0. (The fast path's multi-row tiles, used for batches, round differently
 // from its one-row kernel, so the verify does not use them.)
+using System.Diagnostics;
 using Recur.Model;
 using static TorchSharp.torch;
 
@@ -80,6 +81,13 @@ public sealed class SpeculativeStats
     public long Accepted { get; internal set; }
     /// <summary>Tokens produced by cycles (accepted drafts plus one target token per cycle).</summary>
     public long Produced { get; internal set; }
+
+    /// <summary>Rows the verify passes ran (K + 1 per cycle).</summary>
+    public long VerifiedRows { get; internal set; }
+    /// <summary>Wall time in draft passes (the draft's prelude, T_d iterations and coda), seconds.</summary>
+    public double DraftSeconds { get; internal set; }
+    /// <summary>Wall time in verify passes (iterations T_d … T − 1, the coda and the head for K + 1 rows), seconds.</summary>
+    public double VerifySeconds { get; internal set; }
 
     /// <summary>Accepted ÷ drafted (0 before any draft).</summary>
     public double AcceptanceRate => Drafted == 0 ? 0 : (double)Accepted / Drafted;
@@ -165,11 +173,15 @@ public static class Speculative
             cancel.ThrowIfCancellationRequested();
             // Never draft past the budget: the cycle's own target token is the (k + 1)-th.
             int k = Math.Min(speculate.DraftTokens, max - step - 1);
+            double draftBefore = decoder.DraftSeconds, verifyBefore = decoder.VerifySeconds;
             var (tokens, accepted) = decoder.Cycle(pending[^1], k);
             stats.Cycles++;
             stats.Drafted += k;
             stats.Accepted += accepted;
             stats.Produced += tokens.Length;
+            stats.VerifiedRows += k + 1;
+            stats.DraftSeconds += decoder.DraftSeconds - draftBefore;
+            stats.VerifySeconds += decoder.VerifySeconds - verifyBefore;
             pending = [.. tokens];
         }
     }
@@ -212,6 +224,11 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
     }
 
     public KvCache Cache { get; }
+
+    /// <summary>Wall time so far in draft passes and in verify passes (a plain step, K = 0, counts as a verify of one row).</summary>
+    public double DraftSeconds => Stopwatch.GetElapsedTime(0, _draftTicks).TotalSeconds;
+    public double VerifySeconds => Stopwatch.GetElapsedTime(0, _verifyTicks).TotalSeconds;
+    long _draftTicks, _verifyTicks;
 
     /// <summary>The fast decoder's view of the weights (the tensors FastDecoder reads, in the same roles).</summary>
     static Weights? Plan(RecurrentModel m)
@@ -263,10 +280,13 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         int at = Cache.Length;
+        long started = Stopwatch.GetTimestamp();
         if (k == 0)
         {
             var (_, s) = Front(last, at, _t);
-            return ([ArgMax(CodaLogits([s]))[0]], 0);
+            var plain = ArgMax(CodaLogits([s]))[0];
+            _verifyTicks += Stopwatch.GetTimestamp() - started;
+            return ([plain], 0);
         }
         var es = new float[k + 1][];
         var ss = new float[k + 1][];
@@ -281,6 +301,8 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
             for (int j = 0; j < _c; j++) FastDecode.Step(x, _w.Coda[j], _shape, Cache, _codaSlot + j, rows, _work);
             tokens[i + 1] = DraftArgMax(x);
         }
+        long drafted = Stopwatch.GetTimestamp();
+        _draftTicks += drafted - started;
         // The draft's coda entries were made from s_{T_d}: forget them; the verify writes the target's.
         Cache.Truncate(at, _codaSlot, _c);
         for (int i = _draft; i < _t; i++)
@@ -292,6 +314,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         int m = 0;
         while (m < k && tokens[m + 1] == target[m]) m++;
         Cache.Truncate(at + m + 1);
+        _verifyTicks += Stopwatch.GetTimestamp() - drafted;
         var result = new int[m + 1];
         Array.Copy(tokens, 1, result, 0, m);
         result[m] = target[m];

@@ -58,6 +58,8 @@ public class SpeculativeTests
         Assert.Equal(plain, Speculated(m, t, o, new SpeculativeOptions(draft, k), stats));
         Assert.Equal(40, stats.Produced + 1); // the prefill's token, then the cycles'
         Assert.True(stats.Drafted >= stats.Accepted);
+        Assert.Equal(stats.Drafted + stats.Cycles, stats.VerifiedRows); // K + 1 rows per cycle
+        Assert.True(stats.DraftSeconds > 0 && stats.VerifySeconds > 0);
     }
 
     [Fact]
