@@ -188,6 +188,16 @@ public class SpeculativeTests
     }
 
     [Fact]
+    public void The_library_option_gives_the_same_tokens()
+    {
+        using var model = RecurModel.FromModel(Model());
+        var o = new GenerateOptions { MaxNewTokens = 24, Seed = 3, Recurrences = 5 };
+        var plain = model.GenerateTokens(Prompt, o);
+        Assert.Equal(plain, model.GenerateTokens(Prompt, o with { Speculate = new SpeculativeOptions(2, 4) }));
+        Assert.Equal(24, plain.Length);
+    }
+
+    [Fact]
     public void What_speculation_cannot_do_is_refused_with_a_clear_error()
     {
         using var m = Model();
