@@ -14,7 +14,7 @@ static class DemoCommand
     public static Command Create()
     {
         var output = new Option<string>("--out") { Description = "Run folder for models, report and plots", DefaultValueFactory = _ => "runs/demo" };
-        var quick = new Option<bool>("--quick") { Description = "A ~3-minute smoke-sized run (numbers are not meaningful)" };
+        var quick = new Option<bool>("--quick") { Description = "A smoke-sized run of every stage; its numbers are not meaningful (its time: docs/demo.md)" };
         var force = new Option<bool>("--force") { Description = "Replace an existing run folder" };
         var threads = Common.ThreadsOption();
         var task = new Option<string>("--task")

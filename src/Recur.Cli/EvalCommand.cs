@@ -53,7 +53,7 @@ static class EvalCommand
         {
             var infos = ParseTasks(parse.GetValue(tasks)!);
             foreach (var i in infos)
-                Console.Error.WriteLine($"note: task {i.Name} means {i.Means}" + (i.LmEvalVersion is { } v ? $" (rules version {v})" : ""));
+                ProgressLine.WriteError($"note: task {i.Name} means {i.Means}" + (i.LmEvalVersion is { } v ? $" (rules version {v})" : ""));
             string outDir = parse.GetValue(output)!;
             int shotCount = parse.GetValue(shots);
             if (shotCount < 0) throw new RecurUserException($"--shots must be ≥ 0 (got {shotCount})");

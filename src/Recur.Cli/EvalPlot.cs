@@ -10,7 +10,11 @@ static class EvalPlot
     /// PNG bytes: each of the task's plotted metrics against T on a log₂ axis with ticks at the evaluated T, ±1 standard
     /// error bars (Plots' rules: legend outside the data, distinguishable series).
     /// </summary>
-    public static byte[] Png(EvalTaskInfo info, IReadOnlyList<(int T, EvalResult Result)> runs, string modelName, int width = 960, int height = 520)
+    public static byte[] Png(EvalTaskInfo info, IReadOnlyList<(int T, EvalResult Result)> runs, string modelName, int width = 960, int height = 520) =>
+        Build(info, runs, modelName, width).GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
+
+    /// <summary>The figure of <see cref="Png"/> as a ScottPlot object (tests read its limits).</summary>
+    internal static ScottPlot.Plot Build(EvalTaskInfo info, IReadOnlyList<(int T, EvalResult Result)> runs, string modelName, int width = 960)
     {
         var series = new List<Plots.Series>();
         foreach (var metric in info.PlotMetrics)
@@ -29,8 +33,9 @@ static class EvalPlot
             yMax = Math.Min(1.0, Math.Max(0.1, top * 1.15 + 0.02));
         }
         string yLabel = info.Kind == EvalTaskKind.ValLoss ? "validation loss (nats/token)" : "score (±1 standard error)";
-        return Plots.Png($"{info.Name}: score against test-time recurrence T — {modelName}", "test-time recurrence T (log₂ scale)", yLabel,
-            series, Plots.XAxis.Log2Measured, null, info.Kind != EvalTaskKind.ValLoss ? 0 : null, yMax, width, height);
+        return Plots.Build($"{info.Name}: score against test-time recurrence T — {modelName}", "test-time recurrence T (log₂ scale)", yLabel,
+            // A little below 0, so a score of 0 is not hidden under the frame.
+            series, Plots.XAxis.Log2Measured, null, yMax is { } ceiling ? -0.03 * ceiling : null, yMax, width);
     }
 
     /// <summary>
@@ -75,6 +80,8 @@ static class EvalPlot
             {
                 var t = plot.Add.Text($"T={r.Key}", Math.Log2(r.MeanIterations), Score(r.Result));
                 t.LabelFontSize = 11;
+                t.OffsetX = 6;
+                t.OffsetY = -6;
             }
         }
         var adaptive = pts.Where(r => !r.Fixed).ToList();
@@ -90,6 +97,8 @@ static class EvalPlot
                 var t = plot.Add.Text(r.Key.Replace(AdaptiveSpecPrefix, ""), Math.Log2(r.MeanIterations), Score(r.Result));
                 t.LabelFontSize = 10;
                 t.LabelRotation = -20;
+                t.OffsetX = 6;
+                t.OffsetY = -6;
             }
         }
         var xs = pts.Select(r => Math.Log2(r.MeanIterations)).DefaultIfEmpty(0).ToArray();
@@ -98,7 +107,8 @@ static class EvalPlot
         plot.Axes.Bottom.TickGenerator = ticks;
         plot.Axes.SetLimitsX(xs.Min() - 0.5, xs.Max() + 1.0);
         double top = pts.Select(r => Score(r.Result)).DefaultIfEmpty(0).Max();
-        plot.Axes.SetLimitsY(0, Math.Min(1.05, Math.Max(0.1, top * 1.25 + 0.02)));
+        double yTop = Math.Min(1.05, Math.Max(0.1, top * 1.25 + 0.02));
+        plot.Axes.SetLimitsY(-0.03 * yTop, yTop);
         plot.XLabel("mean recurrent iterations per generated token");
         plot.YLabel(metric);
         plot.Title($"{info.Name} — compute vs accuracy — {modelName}");

@@ -40,6 +40,12 @@ sealed class ProgressLine
 
     public bool Live { get; }
 
+    /// <summary>A line on stderr, broken between words (<see cref="Wrap"/>) when stderr is a terminal.</summary>
+    public static void WriteError(string line)
+    {
+        foreach (var row in Console.IsErrorRedirected ? [line] : Wrap(line, TerminalWidth() - 1)) Console.Error.WriteLine(row);
+    }
+
     static int TerminalWidth()
     {
         try { return Console.WindowWidth > 0 ? Console.WindowWidth : 80; }

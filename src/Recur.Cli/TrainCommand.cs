@@ -204,7 +204,8 @@ static class TrainCommand
         var last = RunCheckpoints.Latest(dir)!;
         var final = Path.Combine(dir, TrainRun.FinalModelDir);
         TrainRun.ExportModel(last, final);
-        Console.WriteLine($"done: final model in {final}; metrics in {Path.Combine(dir, TrainRun.MetricsFile)}; plots in {dir}");
+        // Through the progress line: on a terminal it breaks between words like the log above it.
+        line.Log($"done: final model in {final}; metrics in {Path.Combine(dir, TrainRun.MetricsFile)}; plots in {dir}");
         return 0;
     }
 

@@ -97,7 +97,7 @@ public sealed record DepthDemoOptions
         this with { Task = task, PretrainGapped = task == DepthTaskKind.Sum ? PretrainGapped : 0, PostGapped = task == DepthTaskKind.Sum ? PostGapped : 0 };
 
     /// <summary>
-    /// Smoke-sized: every stage of the pipeline on a few rows (≈ 2 CPU-minutes); its numbers mean nothing. Ten recurrent
+    /// Smoke-sized: every stage of the pipeline on a few rows (its measured time is in docs/demo.md); its numbers mean nothing. Ten recurrent
     /// steps keep the equal-FLOPs baseline's whole-step rounding within 5 %.
     /// </summary>
     public static DepthDemoOptions QuickRun => new()

@@ -56,6 +56,13 @@ public sealed class PlotTests(ITestOutputHelper output)
             [info.PlotMetrics[0]] = 0.1 + 0.02 * Math.Log2(t), [EvalReport.StderrKey(info.PlotMetrics[0])] = 0.03,
             [info.PlotMetrics[^1]] = 0.1 + 0.02 * Math.Log2(t), [EvalReport.StderrKey(info.PlotMetrics[^1])] = 0.03,
         }, new Dictionary<string, string>(), []))).ToList();
+        // Scores start just below 0, so a score of 0 is drawn above the frame rather than hidden under it.
+        var zero = new[] { 1, 2, 4 }.Select(t => (t, new EvalResult("gsm8k", 100, new Dictionary<string, double>
+        {
+            [info.PlotMetrics[0]] = 0, [EvalReport.StderrKey(info.PlotMetrics[0])] = 0,
+        }, new Dictionary<string, string>(), []))).ToList();
+        var limits = EvalPlot.Build(info, zero, "smoke/model").Axes.GetLimits();
+        Assert.True(limits.Bottom < 0 && limits.Top > 0, $"{limits.Bottom}..{limits.Top}");
         string path = Path.Combine(TestModels.TempDir("recur-plots"), "plot_gsm8k.png");
         File.WriteAllBytes(path, EvalPlot.Png(info, runs, "smoke/model"));
         Assert.True(IsPng(path));
