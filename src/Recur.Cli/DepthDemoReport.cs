@@ -12,7 +12,18 @@ static class DepthDemoReport
 {
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
     static string Pct(double v) => (100 * v).ToString("0.0", Inv);
-    static string Pts(Estimate e) => $"{(e.Mean >= 0 ? "+" : "−")}{Math.Abs(100 * e.Mean).ToString("0.0", Inv)} ± {(100 * e.Se).ToString("0.0", Inv)}";
+    static string Pts(Estimate e) => $"{Signed(100 * e.Mean, 1)} ± {(100 * e.Se).ToString("0.0", Inv)}";
+
+    /// <summary>
+    /// <paramref name="v"/> rounded to <paramref name="decimals"/> places with its sign always written ("+" or "−"); the sign
+    /// is the rounded value's, so a tiny negative difference reads "+0.000". (A custom format such as "+0.000;−0.000" prints
+    /// "-+0.000" there: .NET formats a negative value that rounds to zero with the first section and a "-" before it.)
+    /// </summary>
+    public static string Signed(double v, int decimals)
+    {
+        double r = Math.Round(v, decimals, MidpointRounding.AwayFromZero);
+        return (r < 0 ? "−" : "+") + Math.Abs(r).ToString("F" + decimals.ToString(Inv), Inv);
+    }
 
     /// <summary>A comparison on the same problems: a − b with its paired SE.</summary>
     public sealed record Comparison(string Claim, string Bucket, string What, Estimate Accuracy, Estimate Loss);
@@ -119,7 +130,21 @@ static class DepthDemoReport
         return list;
     }
 
-    static string Report(DepthDemoResult r, List<Comparison> comps, bool quick)
+    /// <summary>A table with a row per model and T and a column per bucket, each cell <paramref name="cell"/> of that bucket's problems.</summary>
+    static void ScoreTable(StringBuilder sb, DepthDemoResult r, string heading, Func<ProblemScores, int[], string> cell)
+    {
+        var b = r.BucketIndices();
+        sb.AppendLine(heading);
+        sb.AppendLine();
+        sb.AppendLine($"| model | T | {string.Join(" | ", r.Options.Buckets.Select(x => "k " + x))} |");
+        sb.AppendLine($"|---|---|{string.Concat(r.Options.Buckets.Select(_ => "---|"))}");
+        foreach (var m in r.Models)
+            foreach (var (t, s) in m.Scores)
+                sb.AppendLine($"| {m.Name} | {(m.Recurrent ? t.ToString(Inv) : "–")} | {string.Join(" | ", b.Select(idx => cell(s, idx)))} |");
+        sb.AppendLine();
+    }
+
+    internal static string Report(DepthDemoResult r, List<Comparison> comps, bool quick)
     {
         var o = r.Options;
         var sb = new StringBuilder();
@@ -140,7 +165,7 @@ static class DepthDemoReport
         else sb.AppendLine($"- **a. Base**: the demo Llama (8 layers, width 128) pretrained from scratch for {basePre?.Steps} steps on worked rows ({100 * o.PretrainWorked:0} %){(o.PretrainGapped > 0 ? $", gapped rows ({100 * o.PretrainGapped:0} %, each value written with probability {o.WriteProbability})" : "")} and rows with the last k = {o.PretrainMinK}–{o.PretrainMaxK} hops hidden; loss on the written values and answers only.");
         if (rec is not null)
         {
-            sb.AppendLine($"- **b. Retrofit**: cut to (p, r, c) = ({o.Shape}) (METHOD §2.2), post-trained {rec.Steps} steps with the paper's recipe: 1-sqrt curriculum of the mean recurrence to {o.TrainRecurrence} over 75 %, Poisson-lognormal depths, truncated backprop through {o.BackpropDepth} iterations, Muon {o.MuonLr} + AdamW {o.AdamWLr}, WSD schedule, clipping 1.0. Post-training rows: {100 * o.PostWorked:0} % worked, {(o.PostGapped > 0 ? $"{100 * o.PostGapped:0} % gapped, " : "")}the rest direct/partial with k = {o.PostMinK}–{o.PostMaxK}.");
+            sb.AppendLine($"- **b. Retrofit**: cut to (p, r, c) = ({o.Shape}) (METHOD §2.2){(o.AdapterInit == "identity" ? " with the identity adapter [0 | I]" : "")}, post-trained {rec.Steps} steps with the paper's recipe: 1-sqrt curriculum of the mean recurrence to {o.TrainRecurrence} over 75 %, Poisson-lognormal depths, truncated backprop through {o.BackpropDepth} iterations, Muon {o.MuonLr} + AdamW {o.AdamWLr}, WSD schedule, clipping 1.0. Post-training rows: {100 * o.PostWorked:0} % worked, {(o.PostGapped > 0 ? $"{100 * o.PostGapped:0} % gapped, " : "")}the rest direct/partial with k = {o.PostMinK}–{o.PostMaxK}.");
             if (bl is not null) sb.AppendLine($"- **c. Baseline**: the base post-trained on the same rows without recurrence for {bl.Steps} steps — equal training FLOPs by METHOD §6 ({bl.TrainFlops.ToString("0.00e+0", Inv)} vs {rec.TrainFlops.ToString("0.00e+0", Inv)}).");
             if (rnd is not null) sb.AppendLine($"- **d. Random init**: the same ({o.Shape}) shape and recipe from random weights ({rnd.TrainFlops.ToString("0.00e+0", Inv)} FLOPs).");
         }
@@ -169,22 +194,8 @@ static class DepthDemoReport
         }
         sb.AppendLine();
 
-        sb.AppendLine("## Accuracy (%) per difficulty bucket, ± one SE");
-        sb.AppendLine();
-        sb.AppendLine($"| model | T | {string.Join(" | ", o.Buckets.Select(x => "k " + x))} |");
-        sb.AppendLine($"|---|---|{string.Concat(o.Buckets.Select(_ => "---|"))}");
-        foreach (var m in r.Models)
-            foreach (var (t, s) in m.Scores)
-                sb.AppendLine($"| {m.Name} | {(m.Recurrent ? t.ToString(Inv) : "–")} | {string.Join(" | ", b.Select(idx => $"{Pct(DepthDemoResult.Accuracy(s, idx).Mean)} ± {Pct(DepthDemoResult.Accuracy(s, idx).Se)}"))} |");
-        sb.AppendLine();
-        sb.AppendLine("## Answer loss (nats) per difficulty bucket");
-        sb.AppendLine();
-        sb.AppendLine($"| model | T | {string.Join(" | ", o.Buckets.Select(x => "k " + x))} |");
-        sb.AppendLine($"|---|---|{string.Concat(o.Buckets.Select(_ => "---|"))}");
-        foreach (var m in r.Models)
-            foreach (var (t, s) in m.Scores)
-                sb.AppendLine($"| {m.Name} | {(m.Recurrent ? t.ToString(Inv) : "–")} | {string.Join(" | ", b.Select(idx => DepthDemoResult.Loss(s, idx).Mean.ToString("0.000", Inv)))} |");
-        sb.AppendLine();
+        ScoreTable(sb, r, "## Accuracy (%) per difficulty bucket, ± one SE", (s, idx) => $"{Pct(DepthDemoResult.Accuracy(s, idx).Mean)} ± {Pct(DepthDemoResult.Accuracy(s, idx).Se)}");
+        ScoreTable(sb, r, "## Answer loss (nats) per difficulty bucket", (s, idx) => DepthDemoResult.Loss(s, idx).Mean.ToString("0.000", Inv));
         if (rec is not null)
         {
             sb.AppendLine("![accuracy against T per bucket](accuracy_vs_recurrence.png)");
@@ -203,7 +214,7 @@ static class DepthDemoReport
                 string verdict = c.Claim == "b-saturation"
                     ? (c.Accuracy.Mean < 0 && c.Accuracy.Beyond2Se ? "collapses beyond 2 SE" : "no collapse beyond 2 SE")
                     : c.Accuracy.Mean > 0 && c.Accuracy.Beyond2Se ? "shown" : c.Accuracy.Mean < 0 && c.Accuracy.Beyond2Se ? "reversed" : "not shown";
-                sb.AppendLine($"| {c.Claim} | k {c.Bucket} | {c.What} | {Pts(c.Accuracy)} | {c.Loss.Mean.ToString("+0.000;−0.000", Inv)} ± {c.Loss.Se.ToString("0.000", Inv)} | {verdict} |");
+                sb.AppendLine($"| {c.Claim} | k {c.Bucket} | {c.What} | {Pts(c.Accuracy)} | {Signed(c.Loss.Mean, 3)} ± {c.Loss.Se.ToString("0.000", Inv)} | {verdict} |");
             }
             sb.AppendLine();
             sb.AppendLine("(b) = test-time scaling, (a) = against the non-recurrent baseline at equal training FLOPs, (c) = pretrained against random initialisation. A negative answer-loss difference is an improvement.");

@@ -55,20 +55,12 @@ public sealed record DemoOptions
 }
 
 /// <summary>One trained model's numbers.</summary>
-public sealed record DemoModelResult
+public sealed record DemoModelResult : DemoModel
 {
-    public required string Name { get; init; }
-    public required string Description { get; init; }
-    public bool Recurrent { get; init; }
-    public long Steps { get; init; }
-    public double TrainFlops { get; init; }
-    public double WallSeconds { get; init; }
     /// <summary>T (1 for non-recurrent models) → difficulty (reasoning steps) → accuracy.</summary>
     public SortedDictionary<int, SortedDictionary<int, double>> Accuracy { get; init; } = new();
     public SortedDictionary<int, double> OverallAccuracy { get; init; } = new();
     public SortedDictionary<int, double> ValLoss { get; init; } = new();
-    /// <summary>(cumulative FLOPs, training loss) per step.</summary>
-    public List<(double Flops, double Loss)> Curve { get; init; } = new();
 }
 
 public sealed record DemoResult(DemoOptions Options, List<DemoModelResult> Models, double WallSeconds, string Machine);
@@ -177,11 +169,8 @@ public static class DemoPipeline
         DemoTraining.Recipe(name, model, retrofit, steps, o.MicroBatch, o.SeqLen, o.Seed, o.TrainRecurrence, o.BackpropDepth, o.MuonLr, o.AdamWLr, o.DType);
 
     static (string ModelDir, DemoModelResult Result) Train(TrainRecipe r, string dir, ITokenizer tok, Func<ICausalLM> build,
-        List<int[]> train, List<int[]> val, IDemoProgress ui, CancellationToken cancel)
-    {
-        var t = DemoTraining.Train(r, dir, tok, build, train, val, ui, cancel);
-        return (t.ModelDir, new DemoModelResult { Name = r.Name!, Description = "", Recurrent = r.Recurrent, Steps = r.Steps, TrainFlops = t.Flops, WallSeconds = t.WallSeconds, Curve = t.Curve });
-    }
+        List<int[]> train, List<int[]> val, IDemoProgress ui, CancellationToken cancel) =>
+        DemoTraining.TrainModel<DemoModelResult>(r, dir, tok, build, train, val, ui, cancel);
 
     static DemoModelResult Evaluate(DemoModelResult res, string modelDir, ITokenizer tok, DemoData data, DemoOptions o, IDemoProgress ui, CancellationToken cancel)
     {

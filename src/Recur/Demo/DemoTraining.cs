@@ -11,6 +11,19 @@ namespace Recur.Demo;
 /// <summary>What one demo training run produced: its final model folder, training FLOPs (METHOD §6), wall time and loss curve.</summary>
 public sealed record DemoTrainOutcome(string ModelDir, double Flops, double WallSeconds, List<(double Flops, double Loss)> Curve);
 
+/// <summary>One trained model of a demo run, as both demos report it; each adds its own scores.</summary>
+public abstract record DemoModel
+{
+    public string Name { get; init; } = "";
+    public string Description { get; init; } = "";
+    public bool Recurrent { get; init; }
+    public long Steps { get; init; }
+    public double TrainFlops { get; init; }
+    public double WallSeconds { get; init; }
+    /// <summary>(cumulative FLOPs, training loss) per step.</summary>
+    public List<(double Flops, double Loss)> Curve { get; init; } = new();
+}
+
 static class DemoTraining
 {
     /// <summary>The paper's post-training recipe (METHOD §3–4: 1-sqrt curriculum over 75 %, Muon + AdamW, WSD, clipping 1.0), scaled to a small model.</summary>
@@ -24,6 +37,14 @@ static class DemoTraining
         Optimizer = OptimizerKind.Muon, MuonLr = muonLr, AdamWLr = adamWLr, Warmup = 0.05, Cooldown = 0.4, MinLrRatio = 0.001, Clip = 1.0,
         DType = dtype, LogEvery = 1, ValEvery = 0, CheckpointEvery = 0, KeepCheckpoints = 1,
     };
+
+    /// <summary><see cref="Train(TrainRecipe, string, ITokenizer, Func{ICausalLM}, List{int[]}, List{int[]}, IDemoProgress, CancellationToken)"/>, with its outcome as a <typeparamref name="TModel"/> named after the recipe (scores still empty).</summary>
+    public static (string ModelDir, TModel Result) TrainModel<TModel>(TrainRecipe r, string dir, ITokenizer tok, Func<ICausalLM> build,
+        List<int[]> train, List<int[]> val, IDemoProgress ui, CancellationToken cancel) where TModel : DemoModel, new()
+    {
+        var t = Train(r, dir, tok, build, train, val, ui, cancel);
+        return (t.ModelDir, new TModel { Name = r.Name!, Recurrent = r.Recurrent, Steps = r.Steps, TrainFlops = t.Flops, WallSeconds = t.WallSeconds, Curve = t.Curve });
+    }
 
     /// <summary>
     /// Trains the model from <paramref name="build"/> with recipe <paramref name="r"/> on <paramref name="train"/> rows into

@@ -61,6 +61,8 @@ public sealed record DepthDemoOptions
     public double MuonLr { get; init; } = 0.01;
     public double AdamWLr { get; init; } = 0.002;
     public string Shape { get; init; } = "2,2,2";
+    /// <summary>The retrofit's adapter: "default" (PyTorch's Linear init, as the paper leaves it, METHOD §2.5) or "identity" ([0 | I]: the first iteration sees exactly the prelude output).</summary>
+    public string AdapterInit { get; init; } = "default";
     public int TrainRecurrence { get; init; } = 6;
     public int BackpropDepth { get; init; } = 6;
     public bool SkipRandomInit { get; init; }
@@ -151,6 +153,7 @@ public sealed record DepthDemoOptions
         Check(PretrainRows > 0 && PostRows > 0 && PretrainSteps > 0 && RecurrentSteps > 0 && TestPerK > 0 && MicroBatch > 0 && EvalBatch > 0, "counts and steps must be > 0");
         Check(Recurrences.Length > 0 && Recurrences.All(t => t >= 1), "recurrences must be ≥ 1");
         Check(Buckets.Length > 0, "buckets must not be empty");
+        Check(AdapterInit is "default" or "identity", $"adapter_init must be default or identity (got '{AdapterInit}')");
         try
         {
             var r = BucketRanges();
@@ -169,18 +172,10 @@ public sealed record DepthDemoOptions
 public sealed record ProblemScores(bool[] Correct, double[] Loss);
 
 /// <summary>One trained model's numbers.</summary>
-public sealed record DepthModelResult
+public sealed record DepthModelResult : DemoModel
 {
-    public required string Name { get; init; }
-    public required string Description { get; init; }
-    public bool Recurrent { get; init; }
-    public long Steps { get; init; }
-    public double TrainFlops { get; init; }
-    public double WallSeconds { get; init; }
     /// <summary>T (1 for non-recurrent models) → per-problem scores on the test set.</summary>
     public SortedDictionary<int, ProblemScores> Scores { get; init; } = new();
-    /// <summary>(cumulative FLOPs, training loss) per step.</summary>
-    public List<(double Flops, double Loss)> Curve { get; init; } = new();
 }
 
 /// <summary>Mean and standard error (of a mean of per-problem values, or of paired differences).</summary>
@@ -294,7 +289,7 @@ public static class DepthDemo
         if (o.BaseOnly) return new DepthDemoResult(o, results, data.Test, wall.Elapsed.TotalSeconds, DemoPipeline.Machine(), data.SeqLen, data.Summary);
 
         ui.Stage($"b. retrofit to ({o.Shape}) and post-train with recurrence");
-        var recRecipe = Recipe(o, data, "recurrent", baseDir, new RetrofitSpec { Shape = o.Shape }, o.RecurrentSteps);
+        var recRecipe = Recipe(o, data, "recurrent", baseDir, new RetrofitSpec { Shape = o.Shape, AdapterInit = o.AdapterInit == "identity" ? Recur.Checkpoints.AdapterInit.Identity : Recur.Checkpoints.AdapterInit.Default }, o.RecurrentSteps);
         var (recDir, rec) = Train(recRecipe, Path.Combine(outDir, "recurrent"), tok, () => TrainRun.BuildModel(recRecipe, tok, device, ui.Info), data.PostTrain, data.Validation, ui, cancel);
         // Scored at once (listed after the baseline): its numbers are the ones a run is for, so they come first.
         var recScored = Evaluate(rec with { Name = RecurrentName, Description = $"retrofitted to ({o.Shape}) from the pretrained base, post-trained with the recurrence curriculum" }, recDir, data, o, ui, cancel);
@@ -311,7 +306,7 @@ public static class DepthDemo
         if (!o.SkipRandomInit)
         {
             ui.Stage("d. same recurrent shape from random initialisation, same FLOPs");
-            var rndRecipe = recRecipe with { Retrofit = new RetrofitSpec { Shape = o.Shape, Init = RetrofitInit.Random } };
+            var rndRecipe = recRecipe with { Retrofit = recRecipe.Retrofit! with { Init = RetrofitInit.Random } };
             (rndDir, random) = Train(rndRecipe, Path.Combine(outDir, "random-init"), tok, () => TrainRun.BuildModel(rndRecipe, tok, device, ui.Info), data.PostTrain, data.Validation, ui, cancel);
         }
 
@@ -328,11 +323,8 @@ public static class DepthDemo
         DemoTraining.Recipe(name, model, retrofit, steps, o.MicroBatch, d.SeqLen, o.Seed, o.TrainRecurrence, o.BackpropDepth, o.MuonLr, o.AdamWLr, o.DType);
 
     static (string ModelDir, DepthModelResult Result) Train(TrainRecipe r, string dir, ITokenizer tok, Func<ICausalLM> build,
-        List<int[]> train, List<int[]> val, IDemoProgress ui, CancellationToken cancel)
-    {
-        var t = DemoTraining.Train(r, dir, tok, build, train, val, ui, cancel);
-        return (t.ModelDir, new DepthModelResult { Name = r.Name!, Description = "", Recurrent = r.Recurrent, Steps = r.Steps, TrainFlops = t.Flops, WallSeconds = t.WallSeconds, Curve = t.Curve });
-    }
+        List<int[]> train, List<int[]> val, IDemoProgress ui, CancellationToken cancel) =>
+        DemoTraining.TrainModel<DepthModelResult>(r, dir, tok, build, train, val, ui, cancel);
 
     static DepthModelResult Evaluate(DepthModelResult res, string modelDir, DepthData data, DepthDemoOptions o, IDemoProgress ui, CancellationToken cancel)
     {

@@ -97,6 +97,15 @@ public class DemoTests
     }
 
     [Fact]
+    public void Adapter_init_option_takes_default_or_identity_only()
+    {
+        Assert.Equal("default", DepthDemoOptions.Default.AdapterInit);
+        Assert.Equal("identity", DepthDemoOptions.Override(DepthDemoOptions.Default, "{\"adapter_init\": \"identity\"}", "o.json").AdapterInit);
+        var e = Assert.Throws<RecurUserException>(() => DepthDemoOptions.Override(DepthDemoOptions.Default, "{\"adapter_init\": \"zero\"}", "o.json"));
+        Assert.Contains("adapter_init must be default or identity", e.Message);
+    }
+
+    [Fact]
     public void Paired_standard_error_is_the_se_of_per_problem_differences()
     {
         // Two models right on the same 3 of 4 problems except one swap: differences 0, 0, +1, −1.
@@ -129,6 +138,31 @@ public class DemoTests
             Assert.Equal(one.Correct[0], batched.Correct[i]);
             Assert.Equal(one.Loss[0], batched.Loss[i], 4);
         }
+    }
+
+    [Fact]
+    public void Report_writes_a_difference_that_rounds_to_zero_with_one_sign()
+    {
+        // Two problems, one bucket; the recurrent model's answer loss at T = 2 is 1e-5 nats below T = 1, which rounds
+        // to zero at three decimals and used to print as "-+0.000".
+        var o = DepthDemoOptions.Default with { Buckets = ["1-2"], TestMinK = 1, TestMaxK = 2, TrainRecurrence = 2, Recurrences = [1, 2] };
+        var test = Recur.Data.VariableChains.TestSet(o.TaskOptions, 1, 1, 2, 1);
+        Assert.Equal(2, test.Count);
+        var rec = new DepthModelResult
+        {
+            Name = DepthDemo.RecurrentName, Description = "", Recurrent = true,
+            Scores = new() { [1] = new([true, false], [0.5, 0.7]), [2] = new([true, false], [0.5, 0.69998]) },
+        };
+        var r = new DepthDemoResult(o, [rec], test, 1, "test machine", 40, "test data");
+        var report = Recur.Cli.DepthDemoReport.Report(r, Recur.Cli.DepthDemoReport.Comparisons(r), quick: true);
+        Assert.DoesNotContain("-+", report);
+        Assert.Contains("| recurrent T=2 (train recurrence) − T=1 | +0.0 ± 0.0 | +0.000 ± 0.000 |", report);
+
+        Assert.Equal("+0.000", Recur.Cli.DepthDemoReport.Signed(-1e-5, 3));
+        Assert.Equal("−0.001", Recur.Cli.DepthDemoReport.Signed(-0.0006, 3));
+        Assert.Equal("+0.0", Recur.Cli.DepthDemoReport.Signed(0, 1));
+        Assert.Equal("−12.3", Recur.Cli.DepthDemoReport.Signed(-12.34, 1));
+        Assert.Equal("+4.6", Recur.Cli.DepthDemoReport.Signed(4.56, 1));
     }
 
     [Fact]
