@@ -1,6 +1,7 @@
 using Recur.Evaluation;
 using Recur.Model;
 using Recur.Tasks;
+using Recur.Tests.Support;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
@@ -129,18 +130,9 @@ public class AdapterTests
     }
 
     /// <summary>The same model, claiming other end-of-sequence ids.</summary>
-    sealed class WithEos(ICausalLM inner, int[] eos) : ICausalLM
+    sealed class WithEos(ICausalLM inner, int[] eos) : DelegatingModel(inner, ownsInner: false)
     {
-        public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) => inner.Forward(inputIds, keyPadding, cache, lastOnly);
-        public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) => inner.Hidden(inputIds, keyPadding, cache);
-        public Tensor Logits(Tensor hidden) => inner.Logits(hidden);
-        public int CacheSlots => inner.CacheSlots;
-        public int VocabSize => inner.VocabSize;
-        public int MaxPositions => inner.MaxPositions;
-        public Device Device => inner.Device;
-        public IReadOnlyList<int> EosTokenIds => eos;
-        public ScalarType ComputeDType { get => inner.ComputeDType; set => inner.ComputeDType = value; }
-        public void Dispose() { }
+        public override IReadOnlyList<int> EosTokenIds => eos;
     }
 
     [Fact]

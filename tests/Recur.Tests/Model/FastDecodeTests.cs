@@ -297,17 +297,5 @@ public class FastDecodeTests
     }
 
     /// <summary>A model seen through a type FastDecoder does not know, so every step goes op by op.</summary>
-    sealed class OpPathOnly(ICausalLM inner) : ICausalLM
-    {
-        public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) => inner.Forward(inputIds, keyPadding, cache, lastOnly);
-        public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) => inner.Hidden(inputIds, keyPadding, cache);
-        public Tensor Logits(Tensor hidden) => inner.Logits(hidden);
-        public int CacheSlots => inner.CacheSlots;
-        public int VocabSize => inner.VocabSize;
-        public int MaxPositions => inner.MaxPositions;
-        public Device Device => inner.Device;
-        public IReadOnlyList<int> EosTokenIds => inner.EosTokenIds;
-        public ScalarType ComputeDType { get => inner.ComputeDType; set => inner.ComputeDType = value; }
-        public void Dispose() { }
-    }
+    sealed class OpPathOnly(ICausalLM inner) : DelegatingModel(inner, ownsInner: false);
 }

@@ -20,27 +20,18 @@ namespace Recur.Tests.Serving;
 public sealed class ServerLimitTests
 {
     /// <summary>A real model that sleeps in every forward, counts them and never ends a reply early: generation long enough to interrupt.</summary>
-    internal sealed class Slow(ICausalLM inner, int sleepMs) : ICausalLM
+    internal sealed class Slow(ICausalLM inner, int sleepMs) : DelegatingModel(inner, ownsInner: true)
     {
         int _forwards;
         public int Forwards => Volatile.Read(ref _forwards);
-        public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
+        public override Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false)
         {
             Interlocked.Increment(ref _forwards);
             Thread.Sleep(sleepMs);
             // The special tokens (ids 0–4 of the chat models, EOS among them) are never chosen, so a request runs
             // to its max_tokens unless something stops it.
-            return inner.Forward(inputIds, keyPadding, cache, lastOnly).index_fill_(-1, arange(5L), float.NegativeInfinity);
+            return Inner.Forward(inputIds, keyPadding, cache, lastOnly).index_fill_(-1, arange(5L), float.NegativeInfinity);
         }
-        public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) => inner.Hidden(inputIds, keyPadding, cache);
-        public Tensor Logits(Tensor hidden) => inner.Logits(hidden);
-        public int CacheSlots => inner.CacheSlots;
-        public int VocabSize => inner.VocabSize;
-        public int MaxPositions => inner.MaxPositions;
-        public Device Device => inner.Device;
-        public IReadOnlyList<int> EosTokenIds => inner.EosTokenIds;
-        public ScalarType ComputeDType { get => inner.ComputeDType; set => inner.ComputeDType = value; }
-        public void Dispose() => inner.Dispose();
     }
 
     internal sealed class Served : IDisposable

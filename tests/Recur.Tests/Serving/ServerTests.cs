@@ -268,19 +268,10 @@ public sealed class ServerTests
     }
 
     /// <summary>Delegates to a real model but fails on a prompt holding a chosen token, to provoke an internal error.</summary>
-    sealed class Faulty(ICausalLM inner, int poison) : ICausalLM
+    sealed class Faulty(ICausalLM inner, int poison) : DelegatingModel(inner, ownsInner: true)
     {
-        public Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) =>
-            inputIds.shape[1] > 1 && inputIds.eq(poison).any().item<bool>() ? throw new InvalidOperationException("poisoned token") : inner.Forward(inputIds, keyPadding, cache, lastOnly);
-        public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) => inner.Hidden(inputIds, keyPadding, cache);
-        public Tensor Logits(Tensor hidden) => inner.Logits(hidden);
-        public int CacheSlots => inner.CacheSlots;
-        public int VocabSize => inner.VocabSize;
-        public int MaxPositions => inner.MaxPositions;
-        public Device Device => inner.Device;
-        public IReadOnlyList<int> EosTokenIds => inner.EosTokenIds;
-        public ScalarType ComputeDType { get => inner.ComputeDType; set => inner.ComputeDType = value; }
-        public void Dispose() => inner.Dispose();
+        public override Tensor Forward(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null, bool lastOnly = false) =>
+            inputIds.shape[1] > 1 && inputIds.eq(poison).any().item<bool>() ? throw new InvalidOperationException("poisoned token") : Inner.Forward(inputIds, keyPadding, cache, lastOnly);
     }
 
     [Fact]
