@@ -6,7 +6,7 @@ namespace Recur.Tests.Cli;
 /// <summary>Bad input through the real CLI: one `error:` line naming the problem, a non-zero exit, no stack trace.</summary>
 public class CliErrorTests
 {
-    static void OneLine(CliProcess.Result r, string expected)
+    internal static void OneLine(CliProcess.Result r, string expected)
     {
         Assert.Equal(1, r.Code);
         var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);

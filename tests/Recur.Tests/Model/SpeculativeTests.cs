@@ -257,14 +257,7 @@ public class SpeculativeTests
 /// <summary><c>--speculate</c> on <c>recur generate</c> and <c>recur chat</c>: same output as without it, clear errors.</summary>
 public class SpeculativeCliTests
 {
-    static void OneLine(CliProcess.Result r, string expected)
-    {
-        Assert.Equal(1, r.Code);
-        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("error: ", lines[0]);
-        Assert.Contains(expected, lines[0]);
-    }
+    static void OneLine(CliProcess.Result r, string expected) => Cli.CliErrorTests.OneLine(r, expected);
 
     [Fact]
     public void Generate_prints_the_same_ids_with_and_without_speculation()
