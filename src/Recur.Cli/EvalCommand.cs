@@ -178,7 +178,7 @@ static class EvalCommand
                     }
             });
             report.Write(resultsPath, complete: true);
-            console.Write(report.Table());
+            console.Write(report.Summary(console.Profile.Width));
             if (rm is not null)
                 foreach (var p in report.WritePlots(outDir, EvalPlot.ModelLabel(modelPath!)))
                     console.WriteLine($"wrote {p}");
@@ -219,7 +219,7 @@ static class EvalCommand
         var path = Path.Combine(outDir, ResultsFile);
         report.Write(path, complete: true);
         var console = OutConsole();
-        console.Write(report.Table());
+        console.Write(report.Summary(console.Profile.Width));
         console.WriteLine($"wrote {path}");
         return 0;
     }

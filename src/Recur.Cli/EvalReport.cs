@@ -115,12 +115,49 @@ sealed class EvalReport(JsonObject header, JsonObject settings)
     public void Write(string path, bool complete) =>
         AtomicFile.WriteAllText(path, ToJson(complete).ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = SampleLog.Json.Encoder }) + "\n");
 
-    /// <summary>One row per task and metric, one column per T; each cell "mean ± stderr".</summary>
-    public Table Table()
+    /// <summary>
+    /// The summary for a console <paramref name="width"/> columns wide. One row per task and metric and one column
+    /// per T, each cell "mean ± stderr", when that table fits; otherwise, per task, one line per T and metric: a sweep
+    /// of four T, or an adaptive spec as a column heading, would fold every cell of the table at 80 columns.
+    /// </summary>
+    public Spectre.Console.Rendering.IRenderable Summary(int width)
     {
         var ts = _tasks.SelectMany(e => e.Runs.Select(r => r.T)).Distinct().ToList();
-        var table = new Table().Border(TableBorder.Rounded).AddColumn("task").AddColumn("metric");
-        foreach (var t in ts) table.AddColumn(new TableColumn(Markup.Escape(t == NoRecurrence ? "value" : IsFixed(t) ? $"T={t}" : t)).RightAligned());
+        var lines = Lines(ts);
+        string[] heads = ["task", "metric", .. ts.Select(t => t == NoRecurrence ? "value" : IsFixed(t) ? $"T={t}" : t)];
+        // A rounded table with Spectre's default padding: one border column, then content + 2 + 1 per column.
+        int wide = 1 + heads.Select((h, i) => Math.Max(h.Length, lines.Select(l => l.Cells[i].Length).DefaultIfEmpty(0).Max()) + 3).Sum();
+        if (wide <= width)
+        {
+            var table = new Table().Border(TableBorder.Rounded).AddColumn(heads[0]).AddColumn(heads[1]);
+            foreach (var h in heads.Skip(2)) table.AddColumn(new TableColumn(Markup.Escape(h)).RightAligned());
+            foreach (var l in lines) table.AddRow(l.Cells.Select(Markup.Escape).ToArray());
+            return table;
+        }
+        var parts = new List<Spectre.Console.Rendering.IRenderable>();
+        foreach (var task in lines.Select(l => l.Task).Distinct())
+        {
+            var grid = new Grid().AddColumn(new GridColumn().Padding(2, 0, 2, 0)).AddColumn(new GridColumn().Padding(0, 0, 2, 0))
+                .AddColumn(new GridColumn().Padding(0, 0, 0, 0).RightAligned());
+            for (int i = 0; i < ts.Count; i++)
+            {
+                bool first = true;
+                foreach (var l in lines.Where(l => l.Task == task && l.Cells[i + 2].Length > 0))
+                {
+                    grid.AddRow(Markup.Escape(first && ts[i] != NoRecurrence ? heads[i + 2] : ""), Markup.Escape(l.Cells[1]), Markup.Escape(l.Cells[i + 2]));
+                    first = false;
+                }
+            }
+            parts.Add(new Text(task));
+            parts.Add(grid);
+        }
+        return new Rows(parts);
+    }
+
+    /// <summary>One line per task and metric: its cells (task, metric, then "mean ± stderr" per T, "" where absent).</summary>
+    List<(string Task, string[] Cells)> Lines(List<string> ts)
+    {
+        var lines = new List<(string, string[])>();
         foreach (var e in _tasks)
         {
             var metrics = e.Runs.SelectMany(r => r.Result.Metrics.Keys).Where(k => !IsStderr(k)).Distinct()
@@ -128,20 +165,20 @@ sealed class EvalReport(JsonObject header, JsonObject settings)
             bool first = true;
             foreach (var m in metrics)
             {
-                var cells = new List<string> { first ? Markup.Escape(e.Info.Name) : "", Markup.Escape(m) };
+                var cells = new List<string> { first ? e.Info.Name : "", m };
                 foreach (var t in ts)
                 {
                     var run = e.Runs.FirstOrDefault(r => r.T == t);
                     cells.Add(run.Result is null || !run.Result.Metrics.TryGetValue(m, out var v) ? "" : Format(v, run.Result.Metrics.GetValueOrDefault(StderrKey(m), double.NaN)));
                 }
-                table.AddRow(cells.ToArray());
+                lines.Add((e.Info.Name, cells.ToArray()));
                 first = false;
             }
             if (e.MeanIterations.Count > 0)
-                table.AddRow(new[] { "", "mean iterations / token" }.Concat(ts.Select(t =>
-                    e.MeanIterations.TryGetValue(t, out var mi) ? mi.ToString("0.00", CultureInfo.InvariantCulture) : "")).ToArray());
+                lines.Add((e.Info.Name, new[] { "", "mean iterations / token" }.Concat(ts.Select(t =>
+                    e.MeanIterations.TryGetValue(t, out var mi) ? mi.ToString("0.00", CultureInfo.InvariantCulture) : "")).ToArray()));
         }
-        return table;
+        return lines;
     }
 
     /// <summary>
