@@ -30,11 +30,8 @@ static class DemoCommand
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
             string dir = parse.GetValue(output)!;
-            if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
-            {
-                if (!parse.GetValue(force)) throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --force to replace it)");
-                Directory.Delete(dir, true);
-            }
+            // Flags and options are checked before the run folder is touched, so a bad invocation with --force
+            // leaves an existing run as it was.
             string taskName = parse.GetValue(task)!;
             if (taskName is not ("variable-chains" or "running-sum" or "word-problems"))
                 throw new RecurUserException($"--task must be variable-chains, running-sum or word-problems (got '{taskName}')");
@@ -51,6 +48,11 @@ static class DemoCommand
                 depth = depth.Validate("options");
             }
             else if (parse.GetValue(config) is not null) throw new RecurUserException("--config applies to the depth tasks (variable-chains, running-sum), not word-problems");
+            if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
+            {
+                if (!parse.GetValue(force)) throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --force to replace it)");
+                Directory.Delete(dir, true);
+            }
             Directory.CreateDirectory(dir);
             Common.SetThreads(parse.GetValue(threads));
             if (depth is not null)

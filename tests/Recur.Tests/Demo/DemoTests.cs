@@ -106,6 +106,20 @@ public class DemoTests
     }
 
     [Fact]
+    public void A_refused_demo_invocation_leaves_an_existing_run_folder_alone_even_with_force()
+    {
+        var dir = Path.Combine(TestModels.TempDir(), "run");
+        Directory.CreateDirectory(dir);
+        var keep = Path.Combine(dir, "report.md");
+        File.WriteAllText(keep, "an earlier run");
+        var cfg = Path.Combine(TestModels.TempDir(), "bad.json");
+        File.WriteAllText(cfg, "{\"shape\": 5}");
+        Cli.CliErrorTests.OneLine(CliProcess.Run("demo", "--config", cfg, "--out", dir, "--force"), "--config " + cfg);
+        Cli.CliErrorTests.OneLine(CliProcess.Run("demo", "--task", "mazes", "--out", dir, "--force"), "--task must be");
+        Assert.Equal("an earlier run", File.ReadAllText(keep));
+    }
+
+    [Fact]
     public void Paired_standard_error_is_the_se_of_per_problem_differences()
     {
         // Two models right on the same 3 of 4 problems except one swap: differences 0, 0, +1, −1.
