@@ -2,8 +2,10 @@
 // (by default the demo's running-sum model), batch 1, greedy, fp32. Prompts are held-out-style direct running sums
 // ("2+1+0+2=", terms 0–2 as the demo trains them); every run generates exactly --tokens tokens (end-of-text ignored, so
 // plain and speculative runs do the same work). Each round times plain decoding and every (T_d, K) in turn, interleaved,
-// and a speed-up is plain ÷ speculative time within one round; the table gives the median over rounds. Every
-// speculative run's ids are checked against plain decoding's.
+// and a speed-up is plain ÷ speculative time within one round; the table gives the median over rounds. Both include
+// the prompt's prefill (the same op-by-op forward in both); each round also times the prefill alone (generating one
+// token), and "without prefill" is (plain − prefill) ÷ (speculative − prefill) within the round. Every speculative
+// run's ids are checked against plain decoding's.
 using System.Diagnostics;
 using Recur.Checkpoints;
 using Recur.Data;
@@ -15,7 +17,8 @@ using static TorchSharp.torch;
 
 static class SpeculateSuite
 {
-    public static void Run(string modelDir, int[] ts, int[] drafts, int[] ks, int tokens, int promptCount, int rounds)
+    /// <param name="compareOneRow">Also time every setting with the verify's products one row at a time (GemvRows off), interleaved.</param>
+    public static void Run(string modelDir, int[] ts, int[] drafts, int[] ks, int tokens, int promptCount, int rounds, bool compareOneRow = false)
     {
         using var _ = no_grad();
         Console.WriteLine($"model {modelDir}; load average at start: {LoadAverage()}");
@@ -46,15 +49,17 @@ static class SpeculateSuite
         }
         using var _m = m;
         Console.WriteLine();
-        Console.WriteLine($"| T | T_d | K | plain tok/s | speculative tok/s | speed-up (median of {rounds}) | each round | acceptance | tokens/cycle | plain ms/token | draft ms/pass | verify ms/row | ids |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine($"| T | T_d | K | verify kernel | plain tok/s | speculative tok/s | speed-up (median of {rounds}) | each round | without prefill | acceptance | tokens/cycle | plain ms/token | draft ms/pass | verify ms/row | ids |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (int t in ts)
         {
-            var configs = (from td in drafts where td < t from k in ks select new SpeculativeOptions(td, k)).ToList();
+            var configs = (from td in drafts where td < t from k in ks from shared in compareOneRow ? new[] { true, false } : new[] { true }
+                           select (Options: new SpeculativeOptions(td, k), Shared: shared)).ToList();
             // Warm-up of both paths (JIT, plans, pools).
             Plain(m, t, prompts[0], 4);
-            Speculated(m, t, prompts[0], 4, configs[0], new SpeculativeStats());
+            Speculated(m, t, prompts[0], 4, configs[0].Options, new SpeculativeStats());
             var plainTimes = new List<double>();
+            var prefillTimes = new List<double>();
             var specTimes = configs.Select(_ => new List<double>()).ToList();
             var stats = configs.Select(_ => new SpeculativeStats()).ToList();
             var same = configs.Select(_ => true).ToList();
@@ -62,14 +67,19 @@ static class SpeculateSuite
             {
                 var reference = new List<List<int>>();
                 var sw = Stopwatch.StartNew();
+                foreach (var p in prompts) Plain(m, t, p, 1);
+                prefillTimes.Add(sw.Elapsed.TotalSeconds);
+                sw.Restart();
                 foreach (var p in prompts) reference.Add(Plain(m, t, p, tokens));
                 plainTimes.Add(sw.Elapsed.TotalSeconds);
                 for (int c = 0; c < configs.Count; c++)
                 {
                     var roundStats = round == 0 ? stats[c] : new SpeculativeStats();
                     sw.Restart();
-                    var outs = prompts.Select(p => Speculated(m, t, p, tokens, configs[c], roundStats)).ToList();
+                    GemvRows.Enabled = configs[c].Shared;
+                    var outs = prompts.Select(p => Speculated(m, t, p, tokens, configs[c].Options, roundStats)).ToList();
                     specTimes[c].Add(sw.Elapsed.TotalSeconds);
+                    GemvRows.Enabled = true;
                     same[c] &= outs.Zip(reference).All(x => x.First.SequenceEqual(x.Second));
                 }
             }
@@ -77,8 +87,10 @@ static class SpeculateSuite
             for (int c = 0; c < configs.Count; c++)
             {
                 var ratios = plainTimes.Zip(specTimes[c], (a, b) => a / b).ToList();
-                Console.WriteLine($"| {t} | {configs[c].DraftRecurrences} | {configs[c].DraftTokens} | {total / Median(plainTimes):0.0} | {total / Median(specTimes[c]):0.0} | "
-                    + $"**{Median(ratios):0.00}×** | {string.Join(" ", ratios.Select(r => r.ToString("0.00")))} | {stats[c].AcceptanceRate:P0} | {stats[c].TokensPerCycle:0.00} | "
+                var decodeRatios = Enumerable.Range(0, rounds).Select(r => (plainTimes[r] - prefillTimes[r]) / (specTimes[c][r] - prefillTimes[r])).ToList();
+                var (o, shared) = configs[c];
+                Console.WriteLine($"| {t} | {o.DraftRecurrences} | {o.DraftTokens} | {(shared ? "multi-row" : "one-row")} | {total / Median(plainTimes):0.0} | {total / Median(specTimes[c]):0.0} | "
+                    + $"**{Median(ratios):0.00}×** | {string.Join(" ", ratios.Select(r => r.ToString("0.00")))} | {Median(decodeRatios):0.00}× | {stats[c].AcceptanceRate:P0} | {stats[c].TokensPerCycle:0.00} | "
                     + $"{1000 * plainTimes[0] / total:0.00} | {1000 * stats[c].DraftSeconds / Math.Max(1, stats[c].Drafted + stats[c].Cycles):0.00} | {1000 * stats[c].VerifySeconds / Math.Max(1, stats[c].VerifiedRows):0.00} | "
                     + $"{(same[c] ? "identical" : "DIFFER")} |");
             }

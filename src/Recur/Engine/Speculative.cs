@@ -19,12 +19,13 @@
 // makes per token, so every position sees the s_0 plain decoding gives it, whichever cycle reaches it.
 //
 // Exactness. The draft runs the fast decoder's own single-token block step (FastDecode.Step); the verify runs the
-// same operations per row, in the same order, with the matrix products of all rows in one hand-off (each row's dot
-// products are Gemv's own row routine). So the verified logits, the cache and the greedy tokens are bit for bit those
-// of plain decoding (tests/Recur.Tests/Engine/SpeculativeTests.cs checks ids and caches). That is why speculation
-// needs the fast decode path: CPU, Llama or OLMo-2 blocks, fp32 or bf16 weights in the compute dtype, no q/k bias,
-// no test-time noise, RECUR_FAST_DECODE not 0. (The fast path's multi-row tiles, used for batches, round differently
-// from its one-row kernel, so the verify does not use them.)
+// same operations per row, in the same order, with the matrix products of all rows in one hand-off through GemvRows,
+// which keeps the one-row kernel's reduction order for every row while loading each weight vector once for several
+// rows. So the verified logits, the cache and the greedy tokens are bit for bit those of plain decoding
+// (tests/Recur.Tests/Model/SpeculativeTests.cs checks ids and caches, GemvRowsTests the products). That is why
+// speculation needs the fast decode path: CPU, Llama or OLMo-2 blocks, fp32 or bf16 weights in the compute dtype, no
+// q/k bias, no test-time noise, RECUR_FAST_DECODE not 0. (The fast path's batch tiles, Gemv.ProductRows, accumulate
+// in another order and round differently from the one-row kernel, so the verify does not use them.)
 using System.Diagnostics;
 using Recur.Model;
 using static TorchSharp.torch;
@@ -284,7 +285,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         if (k == 0)
         {
             var (_, s) = Front(last, at, _t);
-            var plain = ArgMax(CodaLogits([s]))[0];
+            var plain = ArgMax(CodaLogits([s], Positions(at, 1)))[0];
             _verifyTicks += Stopwatch.GetTimestamp() - started;
             return ([plain], 0);
         }
@@ -305,12 +306,13 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         _draftTicks += drafted - started;
         // The draft's coda entries were made from s_{T_d}: forget them; the verify writes the target's.
         Cache.Truncate(at, _codaSlot, _c);
+        var positions = Positions(at, k + 1);
         for (int i = _draft; i < _t; i++)
         {
             ss = Adapter(ss, es);
-            for (int j = 0; j < _r; j++) StepRows(ss, _w.Core[j], _p + i * _r + j);
+            for (int j = 0; j < _r; j++) StepRows(ss, _w.Core[j], _p + i * _r + j, positions);
         }
-        var target = ArgMax(CodaLogits(ss));
+        var target = ArgMax(CodaLogits(ss, positions));
         int m = 0;
         while (m < k && tokens[m + 1] == target[m]) m++;
         Cache.Truncate(at + m + 1);
@@ -353,10 +355,18 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
     }
 
     /// <summary>The coda (target slots) and the head for every row; the rows' states are changed in place.</summary>
-    float[][] CodaLogits(float[][] states)
+    float[][] CodaLogits(float[][] states, FastDecode.Rows[] positions)
     {
-        for (int j = 0; j < _c; j++) StepRows(states, _w.Coda[j], _codaSlot + j);
+        for (int j = 0; j < _c; j++) StepRows(states, _w.Coda[j], _codaSlot + j, positions);
         return ProjectRows([_w.Head], Norm(states, _w.Norm), _w.Head.Rows);
+    }
+
+    /// <summary>The rotary angles of <paramref name="count"/> consecutive positions from <paramref name="first"/>, one row each (the same for every layer).</summary>
+    FastDecode.Rows[] Positions(int first, int count)
+    {
+        var rows = new FastDecode.Rows[count];
+        for (int r = 0; r < count; r++) rows[r] = FastDecode.Rows.Of(1, null, first + r, _shape.InvFreq);
+        return rows;
     }
 
     /// <summary>Greedy tokens as plain decoding picks them: libtorch's argmax over fp32 logits.</summary>
@@ -407,7 +417,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
     /// operations in the same order as a one-row step at its position; the rows' keys and values are all written
     /// before any row attends (row i sees rows ≤ i). Only the matrix products of all rows go out together.
     /// </summary>
-    void StepRows(float[][] xs, FastDecode.Block w, int slot)
+    void StepRows(float[][] xs, FastDecode.Block w, int slot, FastDecode.Rows[] rows)
     {
         var s = _shape;
         int n = xs.Length, h = s.Hidden, nh = s.Heads, nkv = s.KvHeads, d = s.HeadDim;
@@ -421,8 +431,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
             if (r == 0) first = a.Position;
             (kp, vp, cap) = (a.K, a.V, a.Capacity);
         }
-        var rows = new FastDecode.Rows[n];
-        for (int r = 0; r < n; r++) rows[r] = FastDecode.Rows.Of(1, null, first + r, s.InvFreq);
+        if (rows.Length != n || rows[0].Length != first + 1) throw new InvalidOperationException($"KV cache slot {slot} is at position {first}, the verify's rows at {rows[0].Length - 1}");
         // Attention half: Llama normalises its input, OLMo-2 its output.
         var qkv = ProjectRows(w.Qkv, llama ? Norm(xs, w.Norm1) : xs, s.QkvWidth);
         var attn = new float[n][];
@@ -463,43 +472,20 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
             fixed (float* x = xs[r], y = ys[r]) FastDecode.Residual(x, y, 1, _h, norm, _shape.Eps);
     }
 
-    /// <summary>Weight rows per block: small enough to stay in L1 while every input row reads them.</summary>
-    const int BlockBytes = 16 << 10;
-
     /// <summary>
-    /// The one-row product of the fast path (Gemv.ProductStacked) for several inputs: y_r = [W₁; W₂; …]·x_r, every dot
-    /// product by Gemv's own one-row routine (so each y_r is bit for bit the one-row product's; Gemv's multi-row tiles
-    /// round differently), the weight rows split over the kernel threads once for all inputs.
+    /// The one-row product of the fast path for several inputs: y_r = [W₁; W₂; …]·x_r, each y_r bit for bit the one-row
+    /// product's (GemvRows: the one-row kernel's reduction order per row, each weight vector loaded once for the rows
+    /// of a tile), the weight rows split over the kernel threads once for all inputs.
     /// </summary>
-    float[][] ProjectRows(Gemv.Matrix[] ms, float[][] xs, int outputs)
+    static float[][] ProjectRows(Gemv.Matrix[] ms, float[][] xs, int outputs)
     {
-        bool bf16 = _shape.Bf16;
-        int n = xs.Length, rows = 0;
+        int n = xs.Length, cols = ms[0].Cols, rows = 0;
         foreach (var m in ms) rows += m.Rows;
         if (rows != outputs) throw new InvalidOperationException($"projections give {rows} outputs, expected {outputs}");
-        var inputs = xs.Select(x => Gemv.Prepare(x, bf16)).ToArray();
+        var input = new float[(long)n * cols];
+        for (int r = 0; r < n; r++) xs[r].CopyTo(input, (long)r * cols);
         var flat = new float[(long)n * outputs];
-        int threads = Math.Max(1, Math.Min(KernelThreads.Width, rows / 64));
-        int per = (rows + threads - 1) / threads;
-        fixed (float* yp = flat)
-        {
-            var y = (IntPtr)yp;
-            KernelThreads.Run(threads, t =>
-            {
-                int lo = t * per, hi = Math.Min(rows, lo + per), start = 0;
-                foreach (var w in ms)
-                {
-                    int a = Math.Max(lo, start), b = Math.Min(hi, start + w.Rows);
-                    int block = Math.Max(1, BlockBytes / (w.Cols * (w.Bf16 ? 2 : 4)));
-                    for (int b0 = a; b0 < b; b0 += block)
-                    {
-                        int b1 = Math.Min(b, b0 + block);
-                        for (int r = 0; r < n; r++) Gemv.Rows(inputs[r], w.Address, (float*)y + (long)r * outputs + start, b0 - start, b1 - start, w.Cols, w.Bf16);
-                    }
-                    start += w.Rows;
-                }
-            });
-        }
+        GemvRows.Product(ms, input, n, flat);
         var ys = new float[n][];
         for (int r = 0; r < n; r++) ys[r] = flat.AsSpan(r * outputs, outputs).ToArray();
         return ys;

@@ -342,7 +342,7 @@ public static unsafe class Gemv
     // ---- fp32 ----
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static float DotF32(float* x, float* w, int n)
+    internal static float DotF32(float* x, float* w, int n)
     {
         float s = 0;
         int i = 0;
@@ -379,7 +379,7 @@ public static unsafe class Gemv
     // and no lane shuffles are needed. Rows of odd length start at odd addresses every other row: those go scalar.
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static float DotBf16(float* x, ushort* w, int n)
+    internal static float DotBf16(float* x, ushort* w, int n)
     {
         int half = n / 2, j = 0;
         float* xe = x, xo = x + half;
