@@ -52,6 +52,8 @@ static class GemvRowsSuite
                 {
                     for (int m = 0; m < 4; m++) { using var y = nn.functional.linear(m == 3 ? ti : th, ws[m]); }
                 }
+                Reps(Multi, targetMs);
+                Reps(Linear, targetMs);
                 int reps = Reps(OneRow, targetMs);
                 var times = new List<double[]>();
                 for (int round = 0; round < rounds; round++)
@@ -72,8 +74,9 @@ static class GemvRowsSuite
     /// <summary>Repetitions that take about <paramref name="targetMs"/> milliseconds.</summary>
     static int Reps(Action a, double targetMs)
     {
-        for (int i = 0; i < 3; i++) a();
         var sw = Stopwatch.StartNew();
+        while (sw.Elapsed.TotalMilliseconds < 300) a(); // past the JIT's tiering
+        sw.Restart();
         int n = 0;
         while (sw.Elapsed.TotalMilliseconds < targetMs / 4) { a(); n++; }
         return Math.Max(1, (int)(4 * n));

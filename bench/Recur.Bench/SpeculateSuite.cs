@@ -4,8 +4,9 @@
 // plain and speculative runs do the same work). Each round times plain decoding and every (T_d, K) in turn, interleaved,
 // and a speed-up is plain ÷ speculative time within one round; the table gives the median over rounds. Both include
 // the prompt's prefill (the same op-by-op forward in both); each round also times the prefill alone (generating one
-// token), and "without prefill" is (plain − prefill) ÷ (speculative − prefill) within the round. Every speculative
-// run's ids are checked against plain decoding's.
+// token), and "without prefill" is (plain − prefill) ÷ (speculative − prefill) within the round. The draft/verify
+// split sums all rounds; "rest" is what a speculative generation spends outside prefill, draft and verify, per cycle.
+// Every speculative run's ids are checked against plain decoding's.
 using System.Diagnostics;
 using Recur.Checkpoints;
 using Recur.Data;
@@ -49,20 +50,30 @@ static class SpeculateSuite
         }
         using var _m = m;
         Console.WriteLine();
-        Console.WriteLine($"| T | T_d | K | verify kernel | plain tok/s | speculative tok/s | speed-up (median of {rounds}) | each round | without prefill | acceptance | tokens/cycle | plain ms/token | draft ms/pass | verify ms/row | ids |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine($"| T | T_d | K | verify kernel | plain tok/s | speculative tok/s | speed-up (median of {rounds}) | each round | without prefill | acceptance | tokens/cycle | plain ms/token | draft ms/pass | verify ms/row | of which products | rest ms/cycle | ids |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (int t in ts)
         {
             var configs = (from td in drafts where td < t from k in ks from shared in compareOneRow ? new[] { true, false } : new[] { true }
                            select (Options: new SpeculativeOptions(td, k), Shared: shared)).ToList();
-            // Warm-up of both paths (JIT, plans, pools).
-            Plain(m, t, prompts[0], 4);
-            Speculated(m, t, prompts[0], 4, configs[0].Options, new SpeculativeStats());
+            // Warm-up of both paths and both verify kernels until the JIT's tiering has settled (a short warm-up left the
+            // first timed round several times slower than the others).
+            for (int w = 0; w < 3; w++)
+            {
+                Plain(m, t, prompts[0], tokens);
+                foreach (var shared in configs.Select(x => x.Shared).Distinct())
+                {
+                    GemvRows.Enabled = shared;
+                    Speculated(m, t, prompts[0], tokens, configs[0].Options, new SpeculativeStats());
+                }
+                GemvRows.Enabled = true;
+            }
             var plainTimes = new List<double>();
             var prefillTimes = new List<double>();
             var specTimes = configs.Select(_ => new List<double>()).ToList();
             var stats = configs.Select(_ => new SpeculativeStats()).ToList();
             var same = configs.Select(_ => true).ToList();
+            var productSeconds = new double[configs.Count];
             for (int round = 0; round < rounds; round++)
             {
                 var reference = new List<List<int>>();
@@ -74,11 +85,13 @@ static class SpeculateSuite
                 plainTimes.Add(sw.Elapsed.TotalSeconds);
                 for (int c = 0; c < configs.Count; c++)
                 {
-                    var roundStats = round == 0 ? stats[c] : new SpeculativeStats();
+                    var roundStats = stats[c];
                     sw.Restart();
                     GemvRows.Enabled = configs[c].Shared;
+                    long ticks = SpeculativeDecoder.ProductTicks;
                     var outs = prompts.Select(p => Speculated(m, t, p, tokens, configs[c].Options, roundStats)).ToList();
                     specTimes[c].Add(sw.Elapsed.TotalSeconds);
+                    productSeconds[c] += Stopwatch.GetElapsedTime(0, SpeculativeDecoder.ProductTicks - ticks).TotalSeconds;
                     GemvRows.Enabled = true;
                     same[c] &= outs.Zip(reference).All(x => x.First.SequenceEqual(x.Second));
                 }
@@ -91,7 +104,8 @@ static class SpeculateSuite
                 var (o, shared) = configs[c];
                 Console.WriteLine($"| {t} | {o.DraftRecurrences} | {o.DraftTokens} | {(shared ? "multi-row" : "one-row")} | {total / Median(plainTimes):0.0} | {total / Median(specTimes[c]):0.0} | "
                     + $"**{Median(ratios):0.00}×** | {string.Join(" ", ratios.Select(r => r.ToString("0.00")))} | {Median(decodeRatios):0.00}× | {stats[c].AcceptanceRate:P0} | {stats[c].TokensPerCycle:0.00} | "
-                    + $"{1000 * plainTimes[0] / total:0.00} | {1000 * stats[c].DraftSeconds / Math.Max(1, stats[c].Drafted + stats[c].Cycles):0.00} | {1000 * stats[c].VerifySeconds / Math.Max(1, stats[c].VerifiedRows):0.00} | "
+                    + $"{1000 * Median(plainTimes) / total:0.00} | {1000 * stats[c].DraftSeconds / Math.Max(1, stats[c].Drafted + stats[c].Cycles):0.00} | {1000 * stats[c].VerifySeconds / Math.Max(1, stats[c].VerifiedRows):0.00} | {productSeconds[c] / stats[c].VerifySeconds:P0} | "
+                    + $"{1000 * (specTimes[c].Sum() - prefillTimes.Sum() - stats[c].DraftSeconds - stats[c].VerifySeconds) / Math.Max(1, stats[c].Cycles):0.00} | "
                     + $"{(same[c] ? "identical" : "DIFFER")} |");
             }
         }

@@ -285,7 +285,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         if (k == 0)
         {
             var (_, s) = Front(last, at, _t);
-            var plain = ArgMax(CodaLogits([s], Positions(at, 1)))[0];
+            var plain = ArgMax(CodaLogits(s, 1, Positions(at, 1), new Scratch(1, _shape)), 1)[0];
             _verifyTicks += Stopwatch.GetTimestamp() - started;
             return ([plain], 0);
         }
@@ -306,13 +306,19 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         _draftTicks += drafted - started;
         // The draft's coda entries were made from s_{T_d}: forget them; the verify writes the target's.
         Cache.Truncate(at, _codaSlot, _c);
-        var positions = Positions(at, k + 1);
+        int n = k + 1;
+        var positions = Positions(at, n);
+        var scratch = new Scratch(n, _shape);
+        // The rows' states and embeddings side by side, [n × h] each.
+        var states = new float[n * _h];
+        var embeddings = new float[n * _h];
+        for (int r = 0; r < n; r++) { ss[r].CopyTo(states, r * _h); es[r].CopyTo(embeddings, r * _h); }
         for (int i = _draft; i < _t; i++)
         {
-            ss = Adapter(ss, es);
-            for (int j = 0; j < _r; j++) StepRows(ss, _w.Core[j], _p + i * _r + j, positions);
+            Adapter(states, embeddings, n, scratch);
+            for (int j = 0; j < _r; j++) StepRows(states, n, _w.Core[j], _p + i * _r + j, positions, scratch);
         }
-        var target = ArgMax(CodaLogits(ss, positions));
+        var target = ArgMax(CodaLogits(states, n, positions, scratch), n);
         int m = 0;
         while (m < k && tokens[m + 1] == target[m]) m++;
         Cache.Truncate(at + m + 1);
@@ -354,11 +360,15 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         return (e, state);
     }
 
-    /// <summary>The coda (target slots) and the head for every row; the rows' states are changed in place.</summary>
-    float[][] CodaLogits(float[][] states, FastDecode.Rows[] positions)
+    /// <summary>The coda (target slots) and the head for the <paramref name="n"/> rows of <paramref name="states"/> [n × h], changed in place: logits [n × V].</summary>
+    float[] CodaLogits(float[] states, int n, FastDecode.Rows[] positions, Scratch sc)
     {
-        for (int j = 0; j < _c; j++) StepRows(states, _w.Coda[j], _codaSlot + j, positions);
-        return ProjectRows([_w.Head], Norm(states, _w.Norm), _w.Head.Rows);
+        for (int j = 0; j < _c; j++) StepRows(states, n, _w.Coda[j], _codaSlot + j, positions, sc);
+        var logits = new float[n * _w.Head.Rows];
+        fixed (float* x = states, norm = sc.Norm)
+            for (int r = 0; r < n; r++) FastDecode.RmsNorm(x + r * _h, norm + r * _h, _h, _w.Norm, _shape.Eps);
+        Product([_w.Head], sc.Norm, n, logits);
+        return logits;
     }
 
     /// <summary>The rotary angles of <paramref name="count"/> consecutive positions from <paramref name="first"/>, one row each (the same for every layer).</summary>
@@ -369,58 +379,56 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         return rows;
     }
 
-    /// <summary>Greedy tokens as plain decoding picks them: libtorch's argmax over fp32 logits.</summary>
-    static int[] ArgMax(float[][] logits)
+    /// <summary>Greedy tokens as plain decoding picks them: libtorch's argmax over fp32 logits [n × V].</summary>
+    static int[] ArgMax(float[] logits, int n)
     {
         using var scope = NewDisposeScope();
-        var flat = logits.SelectMany(x => x).ToArray();
-        var ids = tensor(flat, [logits.Length, logits[0].Length]).argmax(-1).data<long>().ToArray();
+        var ids = tensor(logits, [n, logits.Length / n]).argmax(-1).data<long>().ToArray();
         return [.. ids.Select(i => (int)i)];
     }
 
     /// <summary>The draft's token: only ever compared with the target's, so any consistent argmax does.</summary>
     int DraftArgMax(float[] x)
     {
-        var logits = ProjectRows([_w.Head], Norm([x], _w.Norm), _w.Head.Rows)[0];
+        var norm = new float[_h];
+        var logits = new float[_w.Head.Rows];
+        fixed (float* xp = x, np = norm) FastDecode.RmsNorm(xp, np, _h, _w.Norm, _shape.Eps);
+        GemvRows.Product([_w.Head], norm, 1, logits);
         int best = 0;
         for (int i = 1; i < logits.Length; i++) if (logits[i] > logits[best]) best = i;
         return best;
     }
 
-    /// <summary>The adapter on concat[s, e] per row, state first (METHOD §2.1).</summary>
-    float[][] Adapter(float[][] states, float[][] es)
+    /// <summary>The adapter on concat[s, e] per row, state first (METHOD §2.1); the states [n × h] are replaced.</summary>
+    void Adapter(float[] states, float[] embeddings, int n, Scratch sc)
     {
-        var joined = new float[states.Length][];
-        for (int r = 0; r < joined.Length; r++)
+        var joined = sc.Joined;
+        for (int r = 0; r < n; r++)
         {
-            joined[r] = new float[2 * _h];
-            Array.Copy(states[r], 0, joined[r], 0, _h);
-            Array.Copy(es[r], 0, joined[r], _h, _h);
+            Array.Copy(states, r * _h, joined, r * 2 * _h, _h);
+            Array.Copy(embeddings, r * _h, joined, r * 2 * _h + _h, _h);
         }
-        return ProjectRows([_w.Adapter], joined, _h);
+        Product([_w.Adapter], joined, n, states);
     }
 
-    /// <summary>RMSNorm of every row (FastDecode's).</summary>
-    float[][] Norm(float[][] xs, Gemv.Matrix weight)
+    /// <summary>Activation buffers of one verify pass, [n × width] each (FastDecode.Workspace's, without its batch semantics).</summary>
+    sealed class Scratch(int n, FastDecode.Shape s)
     {
-        var ys = new float[xs.Length][];
-        for (int r = 0; r < xs.Length; r++)
-        {
-            ys[r] = new float[xs[r].Length];
-            fixed (float* x = xs[r], y = ys[r]) FastDecode.RmsNorm(x, y, xs[r].Length, weight, _shape.Eps);
-        }
-        return ys;
+        public readonly float[] Norm = new float[n * s.Hidden], Out = new float[n * s.Hidden], Qkv = new float[n * s.QkvWidth],
+            Attn = new float[n * s.Heads * s.HeadDim], GateUp = new float[n * 2 * s.Intermediate], Act = new float[n * s.Intermediate],
+            Joined = new float[n * 2 * s.Hidden];
     }
 
     /// <summary>
-    /// FastDecode.Step of one row, for consecutive positions, in one pass over the block: each row runs the same
-    /// operations in the same order as a one-row step at its position; the rows' keys and values are all written
-    /// before any row attends (row i sees rows ≤ i). Only the matrix products of all rows go out together.
+    /// FastDecode.Step of one row, for the <paramref name="n"/> consecutive positions of <paramref name="rows"/>, in one
+    /// pass over the block: each row runs the same operations in the same order as a one-row step at its position; the
+    /// rows' keys and values are all written before any row attends (row i sees rows ≤ i). Only the matrix products of
+    /// all rows go out together (GemvRows: each row's outputs bit for bit the one-row kernel's).
     /// </summary>
-    void StepRows(float[][] xs, FastDecode.Block w, int slot, FastDecode.Rows[] rows)
+    void StepRows(float[] x, int n, FastDecode.Block w, int slot, FastDecode.Rows[] rows, Scratch sc)
     {
         var s = _shape;
-        int n = xs.Length, h = s.Hidden, nh = s.Heads, nkv = s.KvHeads, d = s.HeadDim;
+        int h = s.Hidden, nh = s.Heads, nkv = s.KvHeads, d = s.HeadDim, width = s.QkvWidth, inter = s.Intermediate;
         bool llama = w.Type == BlockType.Llama;
         // Reserve every row's position first: a later reservation may move the buffers.
         int first = 0, cap = 0;
@@ -432,15 +440,14 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
             (kp, vp, cap) = (a.K, a.V, a.Capacity);
         }
         if (rows.Length != n || rows[0].Length != first + 1) throw new InvalidOperationException($"KV cache slot {slot} is at position {first}, the verify's rows at {rows[0].Length - 1}");
-        // Attention half: Llama normalises its input, OLMo-2 its output.
-        var qkv = ProjectRows(w.Qkv, llama ? Norm(xs, w.Norm1) : xs, s.QkvWidth);
-        var attn = new float[n][];
-        for (int r = 0; r < n; r++)
+        fixed (float* xp = x, norm = sc.Norm, qkv = sc.Qkv, attn = sc.Attn)
         {
-            attn[r] = new float[nh * d];
-            fixed (float* qp = qkv[r], o = attn[r])
+            // Attention half: Llama normalises its input, OLMo-2 its output.
+            if (llama) for (int r = 0; r < n; r++) FastDecode.RmsNorm(xp + r * h, norm + r * h, h, w.Norm1, s.Eps);
+            Product(w.Qkv, llama ? sc.Norm : x, n, sc.Qkv);
+            for (int r = 0; r < n; r++)
             {
-                float* q = qp, k = q + nh * d, v = k + nkv * d;
+                float* q = qkv + r * width, k = q + nh * d, v = k + nkv * d;
                 if (w.QNorm is { } qn) { FastDecode.RmsNorm(q, q, nh * d, qn, s.Eps); FastDecode.RmsNorm(k, k, nkv * d, w.KNorm!.Value, s.Eps); }
                 FastDecode.Rotate(q, nh, d, rows[r], 0);
                 FastDecode.Rotate(k, nkv, d, rows[r], 0);
@@ -451,44 +458,33 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
                     FastDecode.Write(vp, at, v + hk * d, d, s.Bf16);
                 }
             }
+            for (int r = 0; r < n; r++) FastDecode.Attend(qkv + r * width, width, attn + r * nh * d, nh, nkv, d, kp, vp, cap, rows[r], s.Bf16, _work);
         }
-        for (int r = 0; r < n; r++)
-            fixed (float* q = qkv[r], o = attn[r]) FastDecode.Attend(q, s.QkvWidth, o, nh, nkv, d, kp, vp, cap, rows[r], s.Bf16, _work);
-        Residual(xs, ProjectRows([w.O], attn, h), llama ? null : w.Norm1);
+        Product([w.O], sc.Attn, n, sc.Out);
+        fixed (float* xp = x, output = sc.Out) FastDecode.Residual(xp, output, n, h, llama ? null : w.Norm1, s.Eps);
         // MLP half.
-        var gu = ProjectRows(w.GateUp, llama ? Norm(xs, w.Norm2) : xs, 2 * s.Intermediate);
-        var act = new float[n][];
-        for (int r = 0; r < n; r++)
-        {
-            act[r] = new float[s.Intermediate];
-            fixed (float* g = gu[r], a = act[r]) FastDecode.SwiGlu(g, a, s.Intermediate);
-        }
-        Residual(xs, ProjectRows([w.Down], act, h), llama ? null : w.Norm2);
+        fixed (float* xp = x, norm = sc.Norm)
+            if (llama) for (int r = 0; r < n; r++) FastDecode.RmsNorm(xp + r * h, norm + r * h, h, w.Norm2, s.Eps);
+        Product(w.GateUp, llama ? sc.Norm : x, n, sc.GateUp);
+        fixed (float* gu = sc.GateUp, act = sc.Act)
+            for (int r = 0; r < n; r++) FastDecode.SwiGlu(gu + r * 2 * inter, act + r * inter, inter);
+        Product([w.Down], sc.Act, n, sc.Out);
+        fixed (float* xp = x, output = sc.Out) FastDecode.Residual(xp, output, n, h, llama ? null : w.Norm2, s.Eps);
     }
 
-    void Residual(float[][] xs, float[][] ys, Gemv.Matrix? norm)
-    {
-        for (int r = 0; r < xs.Length; r++)
-            fixed (float* x = xs[r], y = ys[r]) FastDecode.Residual(x, y, 1, _h, norm, _shape.Eps);
-    }
+    /// <summary>Stopwatch ticks spent in the verify's multi-row products (bench: how much of a verify row they are); process-wide.</summary>
+    internal static long ProductTicks;
 
     /// <summary>
-    /// The one-row product of the fast path for several inputs: y_r = [W₁; W₂; …]·x_r, each y_r bit for bit the one-row
-    /// product's (GemvRows: the one-row kernel's reduction order per row, each weight vector loaded once for the rows
-    /// of a tile), the weight rows split over the kernel threads once for all inputs.
+    /// The one-row product of the fast path for the <paramref name="n"/> rows of x: y_r = [W₁; W₂; …]·x_r, each y_r bit
+    /// for bit the one-row product's (GemvRows: the one-row kernel's reduction order per row, each weight vector loaded
+    /// once for the rows of a tile), the weight rows split over the kernel threads once for all rows.
     /// </summary>
-    static float[][] ProjectRows(Gemv.Matrix[] ms, float[][] xs, int outputs)
+    static void Product(Gemv.Matrix[] ms, float[] x, int n, float[] y)
     {
-        int n = xs.Length, cols = ms[0].Cols, rows = 0;
-        foreach (var m in ms) rows += m.Rows;
-        if (rows != outputs) throw new InvalidOperationException($"projections give {rows} outputs, expected {outputs}");
-        var input = new float[(long)n * cols];
-        for (int r = 0; r < n; r++) xs[r].CopyTo(input, (long)r * cols);
-        var flat = new float[(long)n * outputs];
-        GemvRows.Product(ms, input, n, flat);
-        var ys = new float[n][];
-        for (int r = 0; r < n; r++) ys[r] = flat.AsSpan(r * outputs, outputs).ToArray();
-        return ys;
+        long started = Stopwatch.GetTimestamp();
+        GemvRows.Product(ms, x, n, y);
+        if (n > 1) ProductTicks += Stopwatch.GetTimestamp() - started;
     }
 
     public void Dispose() => Cache.Dispose();

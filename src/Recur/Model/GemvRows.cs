@@ -70,7 +70,9 @@ internal static unsafe class GemvRows
                 for (int i = 0; i < count; i++) prepared[i].Floats!.CopyTo(deinterleaved, (long)i * cols);
             }
         }
-        bool shared = Enabled && SharesLoads(bf16);
+        // One row gains nothing from shared loads, and two weight rows streamed side by side read slower than one
+        // from memory (Gemv.cs header): one row goes through the one-row routine.
+        bool shared = Enabled && count > 1 && SharesLoads(bf16);
         int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 64));
         int per = (rows + threads - 1) / threads;
         per += per & 1; // whole pairs of weight rows per thread
