@@ -15,6 +15,10 @@ static class DemoCommand
     {
         var output = new Option<string>("--out") { Description = "Run folder for models, report and plots", DefaultValueFactory = _ => "runs/demo" };
         var quick = new Option<bool>("--quick") { Description = "A smoke-sized run of every stage; its numbers are not meaningful (its time: docs/demo.md)" };
+        var longRun = new Option<bool>("--long")
+        {
+            Description = "A longer preset (cut (2,4,2), identity adapter, train recurrence 3, twice the post-training); docs/demo.md says what it shows and its time",
+        };
         var force = new Option<bool>("--force") { Description = "Replace an existing run folder" };
         var threads = Common.ThreadsOption();
         var task = new Option<string>("--task")
@@ -25,21 +29,21 @@ static class DemoCommand
         var config = new Option<string?>("--config") { Description = "JSON file overriding the depth task's run options (snake_case keys, see docs/demo.md)" };
         var cmd = new Command("demo", "Reproduce the paper's experiment in miniature: pretrain, retrofit, train with recurrence, compare at equal FLOPs, evaluate across T")
         {
-            output, quick, force, threads, task, config,
+            output, quick, longRun, force, threads, task, config,
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
             string dir = parse.GetValue(output)!;
             // Flags and options are checked before the run folder is touched, so a bad invocation with --force
             // leaves an existing run as it was.
+            var preset = DepthDemoOptions.Preset(parse.GetValue(quick), parse.GetValue(longRun));
             string taskName = parse.GetValue(task)!;
             if (taskName is not ("variable-chains" or "running-sum" or "word-problems"))
                 throw new RecurUserException($"--task must be variable-chains, running-sum or word-problems (got '{taskName}')");
             DepthDemoOptions? depth = null;
             if (taskName != "word-problems")
             {
-                depth = (parse.GetValue(quick) ? DepthDemoOptions.QuickRun : DepthDemoOptions.Default)
-                    .ForTask(taskName == "running-sum" ? Recur.Data.DepthTaskKind.Sum : Recur.Data.DepthTaskKind.Chains);
+                depth = preset.ForTask(taskName == "running-sum" ? Recur.Data.DepthTaskKind.Sum : Recur.Data.DepthTaskKind.Chains);
                 if (parse.GetValue(config) is { } cfgPath)
                 {
                     if (!File.Exists(cfgPath)) throw new RecurUserException($"--config {cfgPath}: file not found");
@@ -48,6 +52,7 @@ static class DemoCommand
                 depth = depth.Validate("options");
             }
             else if (parse.GetValue(config) is not null) throw new RecurUserException("--config applies to the depth tasks (variable-chains, running-sum), not word-problems");
+            else if (parse.GetValue(longRun)) throw new RecurUserException("--long applies to the depth tasks (variable-chains, running-sum), not word-problems");
             if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
             {
                 if (!parse.GetValue(force)) throw new RecurUserException($"{dir}: run folder already exists and is not empty (use --force to replace it)");

@@ -108,6 +108,28 @@ public sealed record DepthDemoOptions
         Buckets = ["1-2", "3-4", "5-8"], Recurrences = [1, 2, 4, 8], MicroBatch = 8,
     };
 
+    /// <summary>
+    /// <c>--long</c>: the configuration of pilots W2/W3 in docs/demo.md — the cut (2,4,2) that keeps all eight layers,
+    /// the identity adapter (post-training starts from exactly the base's function), train recurrence and backprop
+    /// depth 3 (T = 3 unrolls 16 layers, as (2,2,2) at T = 6 does), twice the default's post-training (the baseline
+    /// gets equal FLOPs, METHOD §6) — with random init included, so claim (c) is measured in the same run. Pretraining
+    /// and evaluation are the default's; T = 3 is added to the test recurrences because claim (a) is read there.
+    /// Its estimated time on the idle 2-core host is in docs/demo.md (≤ 60 minutes, the budget for this mode).
+    /// </summary>
+    public static DepthDemoOptions LongRun => Default with
+    {
+        Shape = "2,4,2", AdapterInit = "identity", TrainRecurrence = 3, BackpropDepth = 3,
+        RecurrentSteps = 2 * Default.RecurrentSteps, Recurrences = [1, 2, 3, 4, 6, 8, 16, 32],
+    };
+
+    /// <summary>The preset a <c>recur demo</c> invocation starts from: <see cref="QuickRun"/>, <see cref="LongRun"/> or <see cref="Default"/>.</summary>
+    public static DepthDemoOptions Preset(bool quick, bool longRun)
+    {
+        if (quick && longRun)
+            throw new RecurUserException("--quick and --long cannot be combined (--quick is the smoke-sized CI run, --long the longer preset; see docs/demo.md)");
+        return quick ? QuickRun : longRun ? LongRun : Default;
+    }
+
     internal static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,

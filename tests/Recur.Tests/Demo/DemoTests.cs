@@ -106,6 +106,51 @@ public class DemoTests
     }
 
     [Fact]
+    public void Long_preset_is_the_identity_adapter_242_cut_with_twice_the_post_training_and_random_init()
+    {
+        var d = DepthDemoOptions.Default;
+        var l = DepthDemoOptions.LongRun.Validate("long");
+        Assert.Equal("2,4,2", l.Shape);
+        Assert.Equal("identity", l.AdapterInit);
+        Assert.Equal(3, l.TrainRecurrence);
+        Assert.Equal(3, l.BackpropDepth);
+        Assert.Equal(2 * d.RecurrentSteps, l.RecurrentSteps);
+        // Claim (c) is measured in the same run, and claim (a) is read at the train recurrence, so it must be scored.
+        Assert.False(l.SkipRandomInit);
+        Assert.Contains(l.TrainRecurrence, l.Recurrences);
+        Assert.Equal(d.Recurrences.Append(3).Order(), l.Recurrences);
+        // Everything else (data, pretraining, rates, evaluation) is the default's.
+        var rest = l with { Shape = d.Shape, AdapterInit = d.AdapterInit, TrainRecurrence = d.TrainRecurrence, BackpropDepth = d.BackpropDepth, RecurrentSteps = d.RecurrentSteps, Recurrences = d.Recurrences };
+        Assert.Equal(JsonSerializer.Serialize(d, DepthDemoOptions.Json), JsonSerializer.Serialize(rest, DepthDemoOptions.Json));
+        // --config still overrides fields on top of the preset.
+        var o = DepthDemoOptions.Override(l, "{\"recurrent_steps\": 150}", "o.json");
+        Assert.Equal(150, o.RecurrentSteps);
+        Assert.Equal("2,4,2", o.Shape);
+    }
+
+    [Fact]
+    public void Preset_picks_quick_long_or_default_and_refuses_both()
+    {
+        Assert.Equal(DepthDemoOptions.QuickRun.RecurrentSteps, DepthDemoOptions.Preset(quick: true, longRun: false).RecurrentSteps);
+        Assert.Equal("2,4,2", DepthDemoOptions.Preset(quick: false, longRun: true).Shape);
+        Assert.Equal(JsonSerializer.Serialize(DepthDemoOptions.Default, DepthDemoOptions.Json), JsonSerializer.Serialize(DepthDemoOptions.Preset(false, false), DepthDemoOptions.Json));
+        var e = Assert.Throws<RecurUserException>(() => DepthDemoOptions.Preset(quick: true, longRun: true));
+        Assert.Contains("--quick and --long cannot be combined", e.Message);
+    }
+
+    [Fact]
+    public void Long_with_quick_or_with_word_problems_is_one_error_line_and_leaves_the_run_folder_alone()
+    {
+        var dir = Path.Combine(TestModels.TempDir(), "run");
+        Directory.CreateDirectory(dir);
+        var keep = Path.Combine(dir, "report.md");
+        File.WriteAllText(keep, "an earlier run");
+        Cli.CliErrorTests.OneLine(CliProcess.Run("demo", "--quick", "--long", "--out", dir, "--force"), "--quick and --long cannot be combined");
+        Cli.CliErrorTests.OneLine(CliProcess.Run("demo", "--long", "--task", "word-problems", "--out", dir, "--force"), "--long applies to the depth tasks");
+        Assert.Equal("an earlier run", File.ReadAllText(keep));
+    }
+
+    [Fact]
     public void A_refused_demo_invocation_leaves_an_existing_run_folder_alone_even_with_force()
     {
         var dir = Path.Combine(TestModels.TempDir(), "run");
