@@ -12,6 +12,11 @@
 // on read), so in bf16 it is slightly more accurate than the op-by-op path, which rounds to bf16 after every op;
 // in fp32 the two agree to rounding (tests/Recur.Tests/Model/FastDecodeTests.cs).
 //
+// The per-token helpers (norms, RoPE, attention, SwiGLU) are compiled fully optimised on their first call
+// (AggressiveOptimization, as the Gemv kernels): with tiered compilation a short run, e.g. a `recur generate` of a
+// hundred tokens on a small model, otherwise spends its first tokens in unoptimised code that calls the vector
+// intrinsics as functions.
+//
 // Taken only when it applies: no autograd, CPU, one new token per row, a KvCache, Llama or OLMo-2 blocks, weights
 // already in the compute dtype (fp32 or bf16). RECUR_FAST_DECODE=0 turns it off.
 using System.Runtime.CompilerServices;
@@ -236,6 +241,7 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>x += y, or x += RMSNorm(y) (OLMo-2), row by row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Residual(float* x, float* y, int batch, int h, Gemv.Matrix? norm, float eps)
     {
         for (int r = 0; r < batch; r++)
@@ -246,6 +252,7 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>RMSNorm in fp32 (METHOD §2.4): y = x·rsqrt(mean(x²) + ε)·w; y may be x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void RmsNorm(float* x, float* y, int n, Gemv.Matrix weight, float eps)
     {
         double ss = 0;
@@ -256,6 +263,7 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>HF rotate-half RoPE at row <paramref name="row"/>'s position, in place on [heads × d].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Rotate(float* x, int heads, int d, Rows rows, int row)
     {
         int half = d / 2;
@@ -282,6 +290,7 @@ internal static unsafe class FastDecode
         float scale = 1f / MathF.Sqrt(d);
         var allowed = rows.Allowed;
         var (qAddr, oAddr) = ((IntPtr)qkv, (IntPtr)o);
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void Head(int part, int rh)
         {
             int r = rh / nh, h = rh % nh, hk = h / g;
@@ -323,6 +332,7 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>a = SiLU(gate) ⊙ up for gu = [gate | up] of one row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void SwiGlu(float* g, float* o, int n)
     {
         int i = 0;
@@ -348,6 +358,7 @@ internal static unsafe class FastDecode
         : Vector512.Load((float*)buffer + at);
 
     /// <summary>q · row for the cached row starting at element <paramref name="at"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float DotRow(float* q, IntPtr buffer, long at, int d, bool bf16)
     {
         int i = 0;
@@ -369,6 +380,7 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>o += p · row for the cached row starting at element <paramref name="at"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void AddScaledRow(float* o, float p, IntPtr buffer, long at, int d, bool bf16)
     {
         int i = 0;
@@ -386,6 +398,7 @@ internal static unsafe class FastDecode
         for (; i < d; i++) o[i] += p * (bf16 ? Gemv.Bf16ToFloat(((ushort*)buffer)[at + i]) : ((float*)buffer)[at + i]);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Write(IntPtr buffer, long at, float* values, int n, bool bf16)
     {
         if (bf16) { ushort* p = (ushort*)buffer + at; for (int i = 0; i < n; i++) p[i] = Gemv.FloatToBf16(values[i]); }

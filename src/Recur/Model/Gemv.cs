@@ -12,6 +12,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -21,6 +22,8 @@ public static unsafe class Gemv
 {
     /// <summary>Off switch for comparisons (bench) and as an escape hatch; on by default.</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("RECUR_GEMV") != "0";
+    /// <summary>How far ahead of the weight row being read the AVX2 kernels prefetch.</summary>
+    const int PrefetchBytes = 1024;
     static readonly int MaxThreads = int.TryParse(Environment.GetEnvironmentVariable("RECUR_GEMV_THREADS"), out int n) ? n : 0;
 
     /// <summary>Whether <see cref="Apply"/> handles this product: x has a single row, both on the CPU, same dtype (fp32 or bf16), contiguous, no grad.</summary>
@@ -361,9 +364,14 @@ public static unsafe class Gemv
         }
         else if (Vector256.IsHardwareAccelerated)
         {
+            // A prefetch of the weights PrefetchBytes ahead (one 64-byte line per iteration): one core's stream keeps more
+            // lines in flight than the hardware prefetcher alone and reads more of the memory bus (bench/RESULTS.md,
+            // "Per-token overhead on small models"). A prefetch past the matrix's end is harmless (it never faults). The
+            // arithmetic, and so the reduction order GemvRows reproduces, is unchanged.
             Vector256<float> a = default, b = default;
             for (; i + 16 <= n; i += 16)
             {
+                if (Sse.IsSupported) Sse.Prefetch0((byte*)(w + i) + PrefetchBytes);
                 a = Vector256.FusedMultiplyAdd(Vector256.Load(w + i), Vector256.Load(x + i), a);
                 b = Vector256.FusedMultiplyAdd(Vector256.Load(w + i + 8), Vector256.Load(x + i + 8), b);
             }
@@ -412,6 +420,7 @@ public static unsafe class Gemv
             Vector256<float> a0 = default, b0 = default, a1 = default, b1 = default;
             for (; j + 16 <= half; j += 16)
             {
+                if (Sse.IsSupported) Sse.Prefetch0((byte*)(p + j) + PrefetchBytes); // one 64-byte line per iteration, as DotF32
                 var v0 = Vector256.Load(p + j); var v1 = Vector256.Load(p + j + 8);
                 a0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(v0, 16).AsSingle(), Vector256.Load(xe + j), a0);
                 b0 = Vector256.FusedMultiplyAdd((v0 & mask).AsSingle(), Vector256.Load(xo + j), b0);
