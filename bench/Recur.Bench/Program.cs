@@ -1,6 +1,6 @@
 // Recur benchmarks. Each suite measures its peers in the same run and reports ratios, because the
 // machine is shared and absolute numbers drift. Usage:
-//   dotnet run -c Release --project bench/Recur.Bench -- decode [--threads 2] [--shapes stories15m,stories110m] [--rounds 3] [--peer /path/to/llama2.c/run]
+//   dotnet run -c Release --project bench/Recur.Bench -- decode [--threads 2] [--shapes stories15m,stories110m] [--rounds 3] [--peer /path/to/llama2.c/run] [--matmul 0] [--prefill 0]
 //   dotnet run -c Release --project bench/Recur.Bench -- gemv [--threads 2] [--rows 1,4,16] [--dims 768] [--dtypes fp32,bf16]
 //   dotnet run -c Release --project bench/Recur.Bench -- generate [--threads 2] [--shapes stories15m,stories110m] [--tokens 64] [--rounds 3]
 //   dotnet run -c Release --project bench/Recur.Bench -- ttft --peer /path/to/llama2.c/run [--recur src/Recur.Cli/bin/Release/net10.0/linux-x64/Recur.Cli]
@@ -157,8 +157,10 @@ void Decode()
             int elem = dt == ScalarType.Float32 ? 4 : 2;
 
             // Prefill: 512-token prompt, logits for the last position only (as generation does).
+            // --prefill 0 skips it (a 512-token bf16 prefill takes minutes on a host without AVX-512 BF16); its columns read NaN.
             var prompt = randint(0, cfg.VocabSize, [1, 512], dtype: ScalarType.Int64);
-            double tPre = Time(() => { using var c = new KvCache(m.CacheSlots, 512); using var l = m.Forward(prompt, cache: c, lastOnly: true); }, 3);
+            double tPre = Arg("--prefill", 1) == 0 ? double.NaN
+                : Time(() => { using var c = new KvCache(m.CacheSlots, 512); using var l = m.Forward(prompt, cache: c, lastOnly: true); }, 3);
             double flopsPerTok = 2.0 * (nParams - embed) + 4.0 * cfg.NumHiddenLayers * 256 * cfg.NumAttentionHeads * cfg.HeadDimension; // matmuls + attention at mean length 256
             double preTps = 512 / tPre;
             double preGf = preTps * flopsPerTok / 1e9;
