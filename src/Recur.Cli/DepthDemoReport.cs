@@ -144,6 +144,22 @@ static class DepthDemoReport
         sb.AppendLine();
     }
 
+    /// <summary>
+    /// What accuracy a model gets without the skill, in the task line: the same per-bucket floor the figures draw
+    /// (<see cref="DepthDemoPlots.Floor"/>). Sums with small terms have no single chance level — a guess that adds
+    /// nothing scores a different rate on every bucket — so the line gives that floor's range, not 10 %.
+    /// </summary>
+    internal static string ChanceWords(DepthDemoOptions o, IReadOnlyList<Estimate> floor)
+    {
+        var known = floor.Where(f => double.IsFinite(f.Mean)).Select(f => f.Mean).ToList();
+        if (known.Count == 0) return "no test problems to state a floor on";
+        double lo = known.Min(), hi = known.Max();
+        string range = Pct(lo) == Pct(hi) ? $"{Pct(lo)} %" : $"{Pct(lo)}–{Pct(hi)} % by bucket";
+        return o.Task == Recur.Data.DepthTaskKind.Sum
+            ? $"floor {range}: what a guess that adds nothing scores, see below"
+            : $"chance {range}";
+    }
+
     internal static string Report(DepthDemoResult r, List<Comparison> comps, bool quick)
     {
         var o = r.Options;
@@ -160,7 +176,8 @@ static class DepthDemoReport
         sb.AppendLine();
         sb.AppendLine("## What was done");
         sb.AppendLine();
-        sb.AppendLine($"- **Task**: {task}; difficulty k = hops whose values are not written (docs/variable-chains.md). Answers are one digit, scored by one teacher-forced forward per problem (accuracy = the answer is the argmax over the whole vocabulary, chance 10 %; answer loss = −log p(answer)). Data: {r.DataSummary}.");
+        var floor = DepthDemoPlots.Floor(o, r.Test, b);
+        sb.AppendLine($"- **Task**: {task}; difficulty k = hops whose values are not written (docs/variable-chains.md). Answers are one digit, scored by one teacher-forced forward per problem (accuracy = the answer is the argmax over the whole vocabulary, {ChanceWords(o, floor)}; answer loss = −log p(answer)). Data: {r.DataSummary}.");
         if (o.BaseModel is not null) sb.AppendLine($"- **a. Base**: reused from `{o.BaseModel}` (pretrained by an earlier run; its recipe is in that run's report).");
         else sb.AppendLine($"- **a. Base**: the demo Llama (8 layers, width 128) pretrained from scratch for {basePre?.Steps} steps on worked rows ({100 * o.PretrainWorked:0} %){(o.PretrainGapped > 0 ? $", gapped rows ({100 * o.PretrainGapped:0} %, each value written with probability {o.WriteProbability})" : "")} and rows with the last k = {o.PretrainMinK}–{o.PretrainMaxK} hops hidden; loss on the written values and answers only.");
         if (rec is not null)
@@ -172,7 +189,6 @@ static class DepthDemoReport
         sb.AppendLine($"- Buckets of k: {string.Join(", ", o.Buckets.Select((x, i) => $"{x} ({b[i].Length} problems{(o.BucketRanges()[i].Hi > o.PostMaxK ? ", deeper than post-training saw" : "")})"))}. SEs are of a mean over problems; model-vs-model and T-vs-T differences are paired over the same problems.");
         if (o.Task == Recur.Data.DepthTaskKind.Sum)
         {
-            var floor = DepthDemoPlots.Floor(o, r.Test, b);
             sb.AppendLine($"- Floor: a guess that adds nothing (the first term plus the most likely total of k terms 0–{o.MaxOffset}) scores {string.Join(", ", o.Buckets.Select((x, i) => $"k {x} {Pct(floor[i].Mean)} %"))} on these problems, so chance is not 10 % here; the figures draw this floor per bucket.");
         }
         sb.AppendLine();

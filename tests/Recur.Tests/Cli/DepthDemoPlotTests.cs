@@ -41,9 +41,9 @@ public sealed class DepthDemoPlotTests(ITestOutputHelper output)
     }
 
     /// <summary>A small finished run: two buckets, a recurrent model at T = 1, 2, 4, 8, the baseline and random init.</summary>
-    static DepthDemoResult FakeRun()
+    internal static DepthDemoResult FakeRun(DepthTaskKind task = DepthTaskKind.Sum)
     {
-        var o = DepthDemoOptions.QuickRun with { Buckets = ["1-2", "3-8"], Recurrences = [1, 2, 4, 8] };
+        var o = DepthDemoOptions.QuickRun.ForTask(task) with { Buckets = ["1-2", "3-8"], Recurrences = [1, 2, 4, 8] };
         var test = VariableChains.TestSet(o.TaskOptions, (ulong)o.Seed, o.TestMinK, o.TestMaxK, o.TestPerK);
         var rng = new Random(5);
         ProblemScores Scores(double p) => new([.. test.Select(_ => rng.NextDouble() < p)], [.. test.Select(_ => rng.NextDouble() * 2)]);
