@@ -43,12 +43,17 @@ public sealed class Muon : IOptimizer
 
     readonly IReadOnlyList<(string Name, Parameter Param)> _params;
     readonly Tensor[] _momentum;
+    // NS5's bf16 products: libtorch's numbers, computed faster where its bf16 GEMM is the slow reference kernel.
+    readonly ExactBf16MatMul _matmul = new();
 
     public MuonOptions Options { get; }
     public string Name => "muon";
     public double BaseLearningRate => Options.LearningRate;
     public double LearningRate { get; set; }
     public IReadOnlyList<(string Name, Parameter Param)> Parameters => _params;
+
+    /// <summary>The Newton–Schulz products' engine (which shapes run on the fast kernel).</summary>
+    public ExactBf16MatMul MatMul => _matmul;
 
     public Muon(IEnumerable<(string Name, Parameter Param)> parameters, MuonOptions? options = null)
     {
@@ -73,21 +78,25 @@ public sealed class Muon : IOptimizer
     /// <paramref name="coefficients"/> reproduces that version (see the Muon fixture tests).
     /// </para>
     /// </summary>
-    public static Tensor NewtonSchulz5(Tensor g, int steps = 5, ScalarType dtype = ScalarType.BFloat16, (double A, double B, double C)? coefficients = null)
+    /// <param name="matmul">Computes the three products of each iteration (libtorch's <c>mm</c> when null); the optimizer
+    /// passes its <see cref="ExactBf16MatMul"/>, which returns the same bits faster on CPUs without fast bf16 GEMM.</param>
+    public static Tensor NewtonSchulz5(Tensor g, int steps = 5, ScalarType dtype = ScalarType.BFloat16, (double A, double B, double C)? coefficients = null,
+        ExactBf16MatMul? matmul = null)
     {
         if (g.dim() != 2) throw new ArgumentException($"NewtonSchulz5 needs a 2-D matrix (got shape [{string.Join(", ", g.shape)}])");
         var (a, b, c) = coefficients ?? DefaultNsCoefficients;
         using var scope = NewDisposeScope();
+        Tensor Mm(Tensor l, Tensor r) => matmul is null ? l.mm(r) : matmul.MatMul(l, r);
         var x = g.to(dtype);
         bool transposed = g.shape[0] > g.shape[1];
         if (transposed) x = x.t();
         x = x / Scalars.Add(x.norm(), NsEpsilon);
         for (int i = 0; i < steps; i++)
         {
-            var gram = x.mm(x.t());
+            var gram = Mm(x, x.t());
             // KellerJordan/Muon:muon.py writes `b * A + c * A @ A`, which Python evaluates as (c*A) @ A; same order here.
-            var poly = Scalars.Add(Scalars.Mul(gram, b), Scalars.Mul(gram, c).mm(gram));
-            x = Scalars.Add(Scalars.Mul(x, a), poly.mm(x));
+            var poly = Scalars.Add(Scalars.Mul(gram, b), Mm(Scalars.Mul(gram, c), gram));
+            x = Scalars.Add(Scalars.Mul(x, a), Mm(poly, x));
         }
         if (transposed) x = x.t();
         return x.contiguous().MoveToOuterDisposeScope();
@@ -100,13 +109,14 @@ public sealed class Muon : IOptimizer
     /// Advances <paramref name="momentum"/> in place with <paramref name="grad"/> and returns the scaled orthogonalised
     /// update O (bf16, shape of the gradient); <paramref name="grad"/> is not modified.
     /// </summary>
-    public static Tensor Update(Tensor grad, Tensor momentum, double beta = 0.95, bool nesterov = true, int steps = 5, (double A, double B, double C)? coefficients = null)
+    public static Tensor Update(Tensor grad, Tensor momentum, double beta = 0.95, bool nesterov = true, int steps = 5, (double A, double B, double C)? coefficients = null,
+        ExactBf16MatMul? matmul = null)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         momentum.lerp_(grad, 1 - beta);
         var u = nesterov ? grad.lerp(momentum, beta) : momentum;
-        var o = NewtonSchulz5(u, steps, ScalarType.BFloat16, coefficients);
+        var o = NewtonSchulz5(u, steps, ScalarType.BFloat16, coefficients, matmul);
         // The reference multiplies in place on the bf16 result, so the scale is applied in bf16 too.
         o = Scalars.Mul(o, UpdateScale(grad.shape[0], grad.shape[1]));
         return o.MoveToOuterDisposeScope();
@@ -122,7 +132,7 @@ public sealed class Muon : IOptimizer
             var p = _params[i].Param;
             // RR's Muon (KellerJordan/Muon MuonWithAuxAdam) turns a missing gradient into zeros rather than skipping.
             var g = p.grad ?? zeros_like(p);
-            var o = Update(g, _momentum[i], Options.Momentum, Options.Nesterov, Options.NsSteps, Options.Coefficients);
+            var o = Update(g, _momentum[i], Options.Momentum, Options.Nesterov, Options.NsSteps, Options.Coefficients, _matmul);
             using Scalar decay = 1 - lr * wd, step = -lr; // held across the calls (Model/Scalars.cs)
             p.mul_(decay);
             p.add_(o.reshape(p.shape), alpha: step);
