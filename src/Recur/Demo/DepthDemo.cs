@@ -357,11 +357,10 @@ public static class DepthDemo
         var tok = Tokenizer(o);
         var scores = new SortedDictionary<int, ProblemScores>();
         var buckets = new DepthDemoResult(o, [], data.Test, 0, "", 0, "").BucketIndices();
-        foreach (int t in rec is null ? [1] : o.Recurrences)
+        if (rec is null) scores[1] = Score(model, tok, data.Test, o.EvalBatch, cancel);
+        else foreach (var (t, s) in ScoreAcrossT(rec, o.Recurrences, (ulong)o.Seed, tok, data.Test, o.EvalBatch, cancel)) scores[t] = s;
+        foreach (var (t, s) in scores)
         {
-            using var gen = rec is null ? null : new Generator((ulong)o.Seed);
-            var s = Score(rec?.At(Recurrence.Fixed(t, gen)) ?? model, tok, data.Test, o.EvalBatch, cancel);
-            scores[t] = s;
             string per = string.Join(", ", o.Buckets.Select((b, i) => $"k {b}: {100 * DepthDemoResult.Accuracy(s, buckets[i]).Mean:0.0} %"));
             ui.Info($"{res.Name}{(rec is null ? "" : $", T = {t}")}: {per}");
         }
@@ -369,13 +368,59 @@ public static class DepthDemo
     }
 
     /// <summary>
+    /// <see cref="Score"/> of <paramref name="model"/> at every T in <paramref name="recurrences"/>, each with s₀ from a
+    /// generator seeded with <paramref name="seed"/> — the same numbers, bit for bit, as one <see cref="Score"/> per T
+    /// with a fresh <c>new Generator(seed)</c>, at a fraction of the cost. Each batch runs the prelude and draws s₀ once
+    /// and iterates the core once up to the largest T, applying the coda at every T on the way (the states at T = 1, 2,
+    /// … are the same whichever T the forward stops at; the batches draw s₀ in the same order either way). With
+    /// test-time noise, whose draws interleave with the iterations, it falls back to one pass per T.
+    /// </summary>
+    public static SortedDictionary<int, ProblemScores> ScoreAcrossT(RecurrentModel model, IReadOnlyList<int> recurrences, ulong seed,
+        CharTokenizerAdapter tok, IReadOnlyList<DepthProblem> test, int batch, CancellationToken cancel = default)
+    {
+        var ts = recurrences.Distinct().Order().ToArray();
+        if (ts.Length == 0 || ts[0] < 1) throw new ArgumentException("recurrences must be ≥ 1", nameof(recurrences));
+        if (model.Config.TestTimeNoise > 0)
+        {
+            var each = new SortedDictionary<int, ProblemScores>();
+            foreach (int t in ts)
+            {
+                using var g = new Generator(seed);
+                each[t] = Score(model.At(Recurrence.Fixed(t, g)), tok, test, batch, cancel);
+            }
+            return each;
+        }
+        using var gen = new Generator(seed);
+        var (p, r, _) = model.Config.Shape;
+        return ScoreBatches(model, ts, tok, test, batch, cancel, ids => AllT(ids));
+
+        IEnumerable<(int T, Tensor Hidden)> AllT(Tensor ids)
+        {
+            // As RecurrentModel.Hidden does for one T, stopping at each T on the way to the last.
+            using var ctx = model.Context(ids, stateGenerator: gen);
+            var e = model.Prelude(ids, ctx);
+            var state = model.InitialState(e, gen);
+            int done = 0;
+            foreach (int t in ts)
+            {
+                for (; done < t; done++) state = model.Iterate(state, e, ctx, p + done * r);
+                yield return (t, model.Coda(state, ctx, p + r * t));
+            }
+        }
+    }
+
+    /// <summary>
     /// One teacher-forced forward per problem: the distribution at the prompt's last position. Prompts are batched by
     /// length and right-padded (padding after a prompt cannot affect it under causal attention).
     /// </summary>
-    public static ProblemScores Score(ICausalLM model, CharTokenizerAdapter tok, IReadOnlyList<DepthProblem> test, int batch, CancellationToken cancel = default)
+    public static ProblemScores Score(ICausalLM model, CharTokenizerAdapter tok, IReadOnlyList<DepthProblem> test, int batch, CancellationToken cancel = default) =>
+        ScoreBatches(model, [0], tok, test, batch, cancel, ids => [(0, model.Hidden(ids))])[0];
+
+    /// <summary>The scoring loop of <see cref="Score"/>: <paramref name="hidden"/> gives a batch's final hidden states under each key.</summary>
+    static SortedDictionary<int, ProblemScores> ScoreBatches(ICausalLM model, IReadOnlyList<int> keys, CharTokenizerAdapter tok, IReadOnlyList<DepthProblem> test,
+        int batch, CancellationToken cancel, Func<Tensor, IEnumerable<(int Key, Tensor Hidden)>> hidden)
     {
-        var correct = new bool[test.Count];
-        var loss = new double[test.Count];
+        var result = new SortedDictionary<int, ProblemScores>(keys.ToDictionary(k => k, _ => new ProblemScores(new bool[test.Count], new double[test.Count])));
         var order = Enumerable.Range(0, test.Count).OrderBy(i => test[i].Prompt.Length).ThenBy(i => i).ToArray();
         using var noGrad = no_grad();
         for (int start = 0; start < order.Length; start += batch)
@@ -388,17 +433,20 @@ public static class DepthDemo
             var flat = new long[idx.Length * width];
             for (int r = 0; r < idx.Length; r++)
                 for (int j = 0; j < prompts[r].Length; j++) flat[r * width + j] = prompts[r][j];
-            var hidden = model.Hidden(tensor(flat, [idx.Length, width]).to(model.Device));
             var last = tensor(prompts.Select(p => (long)p.Length - 1).ToArray()).to(model.Device);
             var rows = Scalars.Add(Scalars.Mul(Scalars.Arange(0, idx.Length, model.Device), width), last);
-            var h = hidden.reshape(idx.Length * width, -1).index_select(0, rows);
-            var logp = model.Logits(h).log_softmax(-1);
             var target = tensor(idx.Select(i => (long)tok.Inner.Encode(test[i].Answer.ToString(), addBos: false)[0]).ToArray()).to(model.Device);
-            var lp = logp.gather(1, target.unsqueeze(1)).squeeze(1).data<float>().ToArray();
-            var arg = logp.argmax(-1).data<long>().ToArray();
             var tg = target.data<long>().ToArray();
-            for (int r = 0; r < idx.Length; r++) { loss[idx[r]] = -lp[r]; correct[idx[r]] = arg[r] == tg[r]; }
+            foreach (var (key, hiddenStates) in hidden(tensor(flat, [idx.Length, width]).to(model.Device)))
+            {
+                var h = hiddenStates.reshape(idx.Length * width, -1).index_select(0, rows);
+                var logp = model.Logits(h).log_softmax(-1);
+                var lp = logp.gather(1, target.unsqueeze(1)).squeeze(1).data<float>().ToArray();
+                var arg = logp.argmax(-1).data<long>().ToArray();
+                var (correct, loss) = result[key];
+                for (int r = 0; r < idx.Length; r++) { loss[idx[r]] = -lp[r]; correct[idx[r]] = arg[r] == tg[r]; }
+            }
         }
-        return new ProblemScores(correct, loss);
+        return result;
     }
 }
