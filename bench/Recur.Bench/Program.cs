@@ -9,6 +9,7 @@
 //   dotnet run -c Release --project bench/Recur.Bench -- speculate [--model DIR] [--recurrences 4,8,16,32] [--drafts 1,2,4] [--ks 2,4,8]
 //       [--tokens 48] [--prompts 4] [--rounds 3] [--threads 2] [--compare-one-row 1]
 //   dotnet run -c Release --project bench/Recur.Bench -- gemvrows [--threads 1] [--shapes demo,stories110m] [--rows 1,2,3,4,5,6,8] [--rounds 5] [--ms 100]
+//   dotnet run -c Release --project bench/Recur.Bench -- muon [--threads 2] [--rounds 3]
 //   mpiexec -n 2 bench/Recur.Bench/bin/Release/net10.0/linux-x64/Recur.Bench allreduce --threads 1 [--sizes-mb 16,64,256] [--reference 16:4.1,...]
 //     (run by bench/mpi/run.sh, which passes the C program's GB/s as --reference)
 using System.Diagnostics;
@@ -41,6 +42,7 @@ switch (suite)
     case "serve": Serve(); break;
     case "gemv": GemvSuite(); break;
     case "ttft": Ttft(); break;
+    case "muon": MuonSuite.Run(Arg("--rounds", 3)); break;
     case "speculate":
         SpeculateSuite.Run(ArgS("--model", "/work/demo-trained/recurrent/model"), Ints("--recurrences", "4,8,16,32"), Ints("--drafts", "1,2,4"), Ints("--ks", "2,4,8"),
             Arg("--tokens", 48), Arg("--prompts", 4), Arg("--rounds", 3), Arg("--compare-one-row", 0) != 0);
@@ -48,7 +50,7 @@ switch (suite)
     case "gemvrows":
         GemvRowsSuite.Run(ArgS("--shapes", "demo,stories110m").Split(','), Ints("--rows", "1,2,3,4,5,6,8"), Arg("--rounds", 5), Arg("--ms", 100));
         break;
-    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, generate, gemv, ttft, eval, train, recurrence, allreduce, serve, speculate, gemvrows)"); return 2;
+    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, generate, gemv, ttft, eval, train, recurrence, allreduce, serve, speculate, gemvrows, muon)"); return 2;
 }
 return 0;
 
