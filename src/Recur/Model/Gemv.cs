@@ -302,11 +302,7 @@ public static unsafe class Gemv
             if (bf16)
             {
                 ushort* wp = (ushort*)w;
-                int r = r0;
-                // Two rows per pass on AVX2 when every row starts 4-byte aligned: each row's arithmetic is DotBf16's, op for op.
-                if (!Vector512.IsHardwareAccelerated && Vector256.IsHardwareAccelerated && (cols & 1) == 0 && ((long)wp & 3) == 0)
-                    for (; r + 2 <= r1; r += 2) DotBf16Pair(xp, wp + (long)r * cols, cols, y + r);
-                for (; r < r1; r++) y[r] = DotBf16(xp, wp + (long)r * cols, cols);
+                for (int r = r0; r < r1; r++) y[r] = DotBf16(xp, wp + (long)r * cols, cols);
             }
             else
             {
@@ -437,49 +433,6 @@ public static unsafe class Gemv
         for (int i = 2 * j; i < 2 * half; i++) s += Bf16ToFloat(w[i]) * ((i & 1) == 0 ? xe[i / 2] : xo[i / 2]);
         if ((n & 1) == 1) s += Bf16ToFloat(w[n - 1]) * x[n - 1];
         return s;
-    }
-
-    /// <summary>
-    /// y[0] = DotBf16(x, w, n) and y[1] = DotBf16(x, w + n, n), bit for bit, on AVX2 for an even n and a 4-byte aligned w:
-    /// the same accumulators, operations and order per row as DotBf16's AVX2 branch, with each load of x shared by the two
-    /// rows and one loop and call per pair. A small model's rows (288 values at the stories15M shape) are short enough
-    /// that the per-row overhead (call, loop set-up, horizontal sums) weighed as much as the row's own work.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void DotBf16Pair(float* x, ushort* w, int n, float* y)
-    {
-        int half = n / 2, j = 0;
-        float* xe = x, xo = x + half;
-        uint* p = (uint*)w, q = (uint*)(w + n);
-        var mask = Vector256.Create(0xFFFF0000u);
-        Vector256<float> a0 = default, b0 = default, a1 = default, b1 = default;
-        Vector256<float> c0 = default, d0 = default, c1 = default, d1 = default;
-        for (; j + 16 <= half; j += 16)
-        {
-            if (Sse.IsSupported) { Sse.Prefetch0((byte*)(p + j) + PrefetchBytes); Sse.Prefetch0((byte*)(q + j) + PrefetchBytes); }
-            var e0 = Vector256.Load(xe + j); var o0 = Vector256.Load(xo + j);
-            var e1 = Vector256.Load(xe + j + 8); var o1 = Vector256.Load(xo + j + 8);
-            var v0 = Vector256.Load(p + j); var v1 = Vector256.Load(p + j + 8);
-            a0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(v0, 16).AsSingle(), e0, a0);
-            b0 = Vector256.FusedMultiplyAdd((v0 & mask).AsSingle(), o0, b0);
-            a1 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(v1, 16).AsSingle(), e1, a1);
-            b1 = Vector256.FusedMultiplyAdd((v1 & mask).AsSingle(), o1, b1);
-            var u0 = Vector256.Load(q + j); var u1 = Vector256.Load(q + j + 8);
-            c0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(u0, 16).AsSingle(), e0, c0);
-            d0 = Vector256.FusedMultiplyAdd((u0 & mask).AsSingle(), o0, d0);
-            c1 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(u1, 16).AsSingle(), e1, c1);
-            d1 = Vector256.FusedMultiplyAdd((u1 & mask).AsSingle(), o1, d1);
-        }
-        float s = Vector256.Sum((a0 + b0) + (a1 + b1)), t = Vector256.Sum((c0 + d0) + (c1 + d1));
-        ushort* w1 = w + n;
-        for (int i = 2 * j; i < 2 * half; i++)
-        {
-            float xi = (i & 1) == 0 ? xe[i / 2] : xo[i / 2];
-            s += Bf16ToFloat(w[i]) * xi;
-            t += Bf16ToFloat(w1[i]) * xi;
-        }
-        y[0] = s;
-        y[1] = t;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -82,29 +82,6 @@ public class GemvTests
         Assert.True(Gemv.Handles(last, w));
         Assert.True((Gemv.Apply(last, w) - nn.functional.linear(last, w)).abs().max().item<float>() < 1e-5);
     }
-
-    [Theory]
-    [InlineData(7, 288)]  // the stories15M width: whole 32-value steps, an odd row left for the one-row loop
-    [InlineData(6, 40)]   // one step and a scalar tail of 8 values per row
-    [InlineData(4, 30)]   // a scalar tail only
-    [InlineData(5, 17)]   // odd width: rows start at odd addresses, so every row takes the one-row loop
-    public void Managed_bf16_rows_two_at_a_time_are_bit_for_bit_the_one_row_loop(int outF, int inF)
-    {
-        // The AVX-512 BF16 native kernel, where present, takes these rows instead; the managed pair loop is what runs without it.
-        if (Gemv.NativeBf16.Available) return;
-        using var _ = no_grad();
-        var w = randn(outF, inF).to(ScalarType.BFloat16).contiguous();
-        var input = Gemv.Prepare(randn(inF).data<float>().ToArray(), bf16: true);
-        var y = new float[outF];
-        Gemv.Product(Gemv.Matrix.Of(w), input, y);
-        for (int r = 0; r < outF; r++)
-        {
-            // A one-row matrix over row r: the kernel has no second row to pair it with.
-            var one = new float[1];
-            Gemv.Product(new Gemv.Matrix(Gemv.Address(w) + (nint)r * inF * 2, 1, inF, true), input, one);
-            Assert.True(BitConverter.SingleToInt32Bits(one[0]) == BitConverter.SingleToInt32Bits(y[r]), $"row {r}: {y[r]:R} against the one-row loop's {one[0]:R}");
-        }
-    }
 }
 
 /// <summary>The native kernel against the managed one; switching the native kernel off is process-wide.</summary>
