@@ -112,8 +112,18 @@ public sealed class Trainer
 
     void Log(string s) => _hooks.Log?.Invoke(s);
 
-    /// <summary>FLOP/s of a square matmul in the compute dtype: the practical peak MFU is measured against.</summary>
-    public static double MeasurePeak(ScalarType dtype, Device device, int n = 1024)
+    // One measurement per process, dtype, device and size: a run that builds several trainers (the demo builds four,
+    // the test suite dozens) would otherwise spend 0.3 s or more on each, and the figure only scales the MFU column.
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<(ScalarType, string, int), double> Peaks = new();
+
+    /// <summary>
+    /// FLOP/s of a square matmul in the compute dtype: the practical peak MFU is measured against. Measured once per
+    /// process for each dtype, device and size, then reused.
+    /// </summary>
+    public static double MeasurePeak(ScalarType dtype, Device device, int n = 1024) =>
+        Peaks.GetOrAdd((dtype, device.ToString(), n), key => MeasurePeakOnce(key.Item1, device, key.Item3));
+
+    static double MeasurePeakOnce(ScalarType dtype, Device device, int n)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();

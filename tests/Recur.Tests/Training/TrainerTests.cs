@@ -41,6 +41,18 @@ public class TrainerTests
     }
 
     [Fact]
+    public void Peak_flops_are_measured_once_per_process_and_dtype()
+    {
+        // A fresh measurement times 0.3 s of matmuls and never returns the same double twice; a reused one does, at once.
+        double first = Trainer.MeasurePeak(ScalarType.Float32, CPU, n: 96);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        double second = Trainer.MeasurePeak(ScalarType.Float32, CPU, n: 96);
+        Assert.Equal(first, second);
+        Assert.True(sw.Elapsed.TotalSeconds < 0.25, $"the second call took {sw.Elapsed.TotalSeconds:0.00} s: it measured again");
+        Assert.True(first > 0);
+    }
+
+    [Fact]
     public void Loss_falls_on_a_tiny_corpus()
     {
         var m = Run(Recipe("steps=30"), TestModels.TempDir());
