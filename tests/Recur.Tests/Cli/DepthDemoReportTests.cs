@@ -30,6 +30,21 @@ public sealed class DepthDemoReportTests
     }
 
     [Fact]
+    public void One_hop_gate_is_read_on_the_easiest_bucket_with_k_1_alone_stated_beside_it()
+    {
+        // A base that solves every k = 1 problem and no k = 2 one: k = 1 alone is a handful of sums, the gate is the bucket.
+        var r = DepthDemoPlotTests.FakeRun(DepthTaskKind.Sum);
+        var solvesK1 = new ProblemScores([.. r.Test.Select(p => p.K == 1)], [.. r.Test.Select(_ => 1.0)]);
+        r = r with { Models = [r.Models[0] with { Scores = new() { [1] = solvesK1 } }, .. r.Models.Skip(1)] };
+        int n1 = r.Test.Count(p => p.K == 1), n12 = r.Test.Count(p => p.K <= 2);
+        Assert.True(n1 > 0 && n12 > n1);
+        string gate = DepthDemoReport.Report(r, DepthDemoReport.Comparisons(r), quick: true).Split('\n').Single(l => l.StartsWith("- One hop", StringComparison.Ordinal));
+        Assert.Contains($"(k 1-2, {n12} problems): {Pct((double)n1 / n12)} ± ", gate, StringComparison.Ordinal);
+        Assert.Contains("does not meet the ≥ 90 % gate", gate, StringComparison.Ordinal);
+        Assert.Contains($"k = 1 alone, {n1} problems: 100.0 ± 0.0 %", gate, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Chains_task_line_gives_chance_from_the_floor()
     {
         var r = DepthDemoPlotTests.FakeRun(DepthTaskKind.Chains);
