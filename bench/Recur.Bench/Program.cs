@@ -4,7 +4,7 @@
 //   dotnet run -c Release --project bench/Recur.Bench -- gemv [--threads 2] [--rows 1,4,16] [--dims 768] [--dtypes fp32,bf16]
 //   dotnet run -c Release --project bench/Recur.Bench -- generate [--threads 2] [--shapes stories15m,stories110m] [--tokens 64] [--rounds 3]
 //   dotnet run -c Release --project bench/Recur.Bench -- ttft --peer /path/to/llama2.c/run [--recur src/Recur.Cli/bin/Release/net10.0/linux-x64/Recur.Cli]
-//       [--baseline another/Recur.Cli] [--rounds 5] [--shapes stories15m,stories110m] [--threads 2]
+//       [--baseline another/Recur.Cli] [--rounds 5] [--shapes stories15m,stories110m] [--threads 2] [--torch-path 1]
 //   dotnet run -c Release --project bench/Recur.Bench -- eval [--threads 2] [--problems 64] [--max-new 32] [--items 64] [--batch 32] [--single 0] [--mc 0]
 //   dotnet run -c Release --project bench/Recur.Bench -- speculate [--model DIR] [--recurrences 4,8,16,32] [--drafts 1,2,4] [--ks 2,4,8]
 //       [--tokens 48] [--prompts 4] [--rounds 3] [--threads 2] [--compare-one-row 1]
@@ -536,24 +536,27 @@ void Ttft()
                 HfCheckpoint.Save(m, Path.Combine(dir, $"{name}-{HfCheckpoint.DTypeName(dt)}"), dt);
             WriteLlama2c(m, bin);
         }
-        var runs = new List<(string Label, string File, string Exe, string[] Args)>
+        var runs = new List<(string Label, string File, string Exe, string[] Args, string? TorchFree)>
         {
-            ("llama2.c fp32", bin, peer, [bin, "-z", peerTok, "-n", "3", "-i", "O", "-t", "0"]),
+            ("llama2.c fp32", bin, peer, [bin, "-z", peerTok, "-n", "3", "-i", "O", "-t", "0"], null),
         };
-        foreach (var (label, exe) in recurs)
+        // --torch-path 1: the measured build also with RECUR_TORCH_FREE=0 (its libtorch path, where the libtorch-free one applies).
+        var variants = recurs.Select(r => (r.Label, r.Bin, TorchFree: (string?)null)).ToList();
+        if (Arg("--torch-path", 0) != 0) variants.Add(($"{recurs[^1].Label} via libtorch", recurs[^1].Bin, "0"));
+        foreach (var (label, exe, torchFree) in variants)
             foreach (var dt in new[] { "float32", "bfloat16" })
             {
                 string folder = Path.Combine(dir, $"{name}-{dt}");
                 runs.Add(($"{label} {(dt == "float32" ? "fp32" : "bf16")}", Path.Combine(folder, "model.safetensors"), exe,
                     ["generate", "--model", folder, "--tokenizer", tokPath, "--prompt", "O", "--max-new-tokens", "1", "--output-ids",
-                     "--threads", ompThreads, "--dtype", dt == "float32" ? "fp32" : "bf16"]));
+                     "--threads", ompThreads, "--dtype", dt == "float32" ? "fp32" : "bf16"], torchFree));
             }
         var results = runs.Select(_ => new List<(double S, double Mb, double Cpu)>()).ToArray();
         for (int round = 0; round < rounds; round++)
             for (int i = 0; i < runs.Count; i++)
             {
                 foreach (var f in runs.Select(r => r.File).Distinct()) File.ReadAllBytes(f); // warm page cache
-                results[i].Add(TimeProcess(runs[i].Exe, runs[i].Args, ompThreads));
+                results[i].Add(TimeProcess(runs[i].Exe, runs[i].Args, ompThreads, runs[i].TorchFree));
             }
         double Median(IEnumerable<double> xs) { var a = xs.OrderBy(x => x).ToArray(); return a[a.Length / 2]; }
         double peerS = Median(results[0].Select(r => r.S)), peerCpu = Median(results[0].Select(r => r.Cpu));
@@ -567,7 +570,7 @@ void Ttft()
     Directory.Delete(dir, recursive: true);
 }
 
-static (double Seconds, double PeakMb, double CpuSeconds) TimeProcess(string exe, string[] args, string ompThreads)
+static (double Seconds, double PeakMb, double CpuSeconds) TimeProcess(string exe, string[] args, string ompThreads, string? torchFree = null)
 {
     var psi = new ProcessStartInfo("/usr/bin/time") { RedirectStandardError = true, RedirectStandardOutput = true };
     psi.ArgumentList.Add("-f");
@@ -575,6 +578,7 @@ static (double Seconds, double PeakMb, double CpuSeconds) TimeProcess(string exe
     psi.ArgumentList.Add(exe);
     foreach (var a in args) psi.ArgumentList.Add(a);
     psi.Environment["OMP_NUM_THREADS"] = ompThreads;
+    if (torchFree is not null) psi.Environment["RECUR_TORCH_FREE"] = torchFree;
     using var p = Process.Start(psi)!;
     var stdout = p.StandardOutput.ReadToEndAsync();
     string err = p.StandardError.ReadToEnd();

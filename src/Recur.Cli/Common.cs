@@ -49,21 +49,35 @@ static class Common
     public static bool RunsModel(string verb) =>
         verb is "generate" or "chat" or "serve" or "eval" or "info" or "train" or "retrofit" or "convert" or "init" or "demo";
 
-    /// <summary>Loads libtorch on a thread-pool thread; the first torch call elsewhere waits for it, and a failure surfaces there.</summary>
-    public static void PreloadTorch() => ThreadPool.UnsafeQueueUserWorkItem(_ =>
-    {
-        try { torch.get_num_threads(); Diagnostics.StartupTrace.Mark("libtorch loaded"); }
-        catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or ExternalException or NotSupportedException) { }
-    }, null);
+    static int _preloading;
 
-    public static void SetThreads(int threads)
+    /// <summary>
+    /// Loads libtorch on a thread-pool thread (once per process; later calls do nothing); the first torch call elsewhere
+    /// waits for it, and a failure surfaces there.
+    /// </summary>
+    public static void PreloadTorch()
+    {
+        if (Interlocked.Exchange(ref _preloading, 1) == 1) return;
+        ThreadPool.UnsafeQueueUserWorkItem(_ => Load(), null);
+        // Its own method: the call into libtorch is compiled only when the work item runs.
+        static void Load()
+        {
+            try { torch.get_num_threads(); Diagnostics.StartupTrace.Mark("libtorch loaded"); }
+            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or ExternalException or NotSupportedException) { }
+        }
+    }
+
+    /// <summary>The thread count a --threads value asks for (0: all cores), checked.</summary>
+    public static int ThreadCount(int threads)
     {
         // More threads than a few per core only add start-up and hand-off cost (100000 took minutes to start).
         int most = Math.Max(64, 4 * Environment.ProcessorCount);
         if (threads < 0 || threads > most)
             throw new RecurUserException($"--threads must be between 0 (all cores) and {most} (got {threads}; this machine has {Environment.ProcessorCount} cores)");
-        torch.set_num_threads(threads > 0 ? threads : Environment.ProcessorCount);
+        return threads > 0 ? threads : Environment.ProcessorCount;
     }
+
+    public static void SetThreads(int threads) => torch.set_num_threads(ThreadCount(threads));
 
     /// <summary>
     /// The flag for each API parameter the library names in its errors (<see cref="RecurUserException.Parameters"/>):

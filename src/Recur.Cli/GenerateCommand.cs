@@ -55,7 +55,12 @@ static class GenerateCommand
             if (texts.Length == 0 && idTexts.Length == 0) throw new RecurUserException("give --prompt TEXT or --prompt-ids \"1 2 3\"");
             if (texts.Length > 0 && idTexts.Length > 0) throw new RecurUserException("give either --prompt or --prompt-ids, not both");
             var format = ModelLoader.Detect(path);
-            StartupTrace.Mark("arguments parsed");
+            // Greedy generation of one prompt from a plain folder stored in the compute dtype runs without libtorch
+            // (MappedDecoder, docs/performance.md); everything else loads it, as Program.cs started to unless this might apply.
+            using var mapped = TorchFreeRoute.Open(path, format, dt, parse.GetValue(device)!, sampling, spec, parse.GetValue(recurrences),
+                texts.Length + idTexts.Length, out string route, notice: s => Console.Error.WriteLine($"note: {s}"));
+            if (mapped is null) Common.PreloadTorch();
+            StartupTrace.Mark($"arguments parsed; {route}");
 
             ITokenizer? tok = null;
             string? tokPath = TokenizerLoader.PathFor(path, parse.GetValue(tokenizer));
@@ -66,6 +71,17 @@ static class GenerateCommand
             }
             using var _tok = tok;
             StartupTrace.Mark("tokenizer loaded");
+            var output = new Output(tok, texts, idTexts, parse.GetValue(outputIds));
+
+            if (mapped is not null)
+            {
+                MappedDecoder.SetThreads(Common.ThreadCount(parse.GetValue(threads)));
+                if (tok is not null) TokenizerLoader.CheckFitsModel(tok, mapped.VocabSize, tokPath!);
+                return output.Run(max, mapped.MaxPositions, mapped.EosTokenIds, sampling, null,
+                    (prompts, opts, onToken, cancel) => [mapped.Generate(prompts[0], opts.MaxNewTokens, opts.StopIds, onToken is null ? null : new Action<int>(id => onToken(0, id)), cancel)],
+                    () => "", () => StartupTrace.Mark($"generated; {TorchFreeRoute.LibtorchMapped()}"));
+            }
+
             // torch calls come after the tokenizer so that it loads while libtorch does (Common.PreloadTorch).
             Common.SetThreads(parse.GetValue(threads));
             var dev = Common.ParseDevice(parse.GetValue(device)!);
@@ -79,35 +95,59 @@ static class GenerateCommand
             if (adaptive is not null && spec is not null) throw new RecurUserException("--speculate runs at a fixed T: give --recurrences N, not an adaptive spec");
             var atT = Common.AtRecurrence(m, recurrence?.Fixed ?? adaptive?.MaxIterations, seedValue);
             var stats = new AdaptiveStats();
+            var specStats = new SpeculativeStats();
+            return output.Run(max, m.MaxPositions, m.EosTokenIds, sampling, spec,
+                (prompts, opts, onToken, cancel) => spec is not null
+                    ? Speculative.Generate(atT, prompts, opts, spec, specStats, onToken, cancel)
+                    : adaptive is null
+                    ? Generation.Generate(atT, prompts, opts, onToken, cancel)
+                    : AdaptiveGeneration.Generate(atT, prompts, opts, adaptive, stats, onToken, cancel),
+                () =>
+                {
+                    string depth = adaptive is not null
+                        ? $", {adaptive} (experimental): {stats.MeanIterations:0.00} iterations per token, depths {Histogram(stats)}"
+                        : atT is RecurrentModelAt v ? $", T = {v.Recurrence.Iterations}" : "";
+                    if (spec is not null)
+                        depth += $", speculative {spec}: {specStats.Accepted}/{specStats.Drafted} drafts accepted ({specStats.AcceptanceRate:P0}), {specStats.TokensPerCycle:0.00} tokens per cycle";
+                    return depth;
+                },
+                () => StartupTrace.Mark("generated"),
+                // Checked before the clock starts: a setting speculation cannot run with is a usage error, not a slow generation.
+                spec is null ? null : new Action<List<int[]>, GenerationOptions>((prompts, opts) => Speculative.Stream(atT, prompts, opts, spec, specStats)));
+        }));
+        return cmd;
+    }
 
+    /// <summary>What both generation paths share: the prompts, the context cap, stop ids, streaming, the output and the closing line.</summary>
+    sealed class Output(ITokenizer? tok, string[] texts, string[] idTexts, bool outputIds)
+    {
+        public delegate List<int>[] Generator(List<int[]> prompts, GenerationOptions options, Action<int, int>? onToken, CancellationToken cancel);
+
+        public int Run(int max, int maxPositions, IEnumerable<int> eos, SamplingOptions sampling, SpeculativeOptions? spec, Generator generate,
+            Func<string> depth, Action generated, Action<List<int[]>, GenerationOptions>? check = null)
+        {
             var prompts = texts.Length > 0 ? texts.Select(t => tok!.Encode(t)).ToList() : idTexts.Select(ParseIds).ToList();
             // Never generate past the context: a huge --max-new-tokens is capped (prompt + limit added in 64 bits).
             int longest = prompts.Max(p => p.Length);
-            if ((long)longest + max > m.MaxPositions && longest < m.MaxPositions)
+            if ((long)longest + max > maxPositions && longest < maxPositions)
             {
-                Console.Error.WriteLine($"note: --max-new-tokens {max} capped at {m.MaxPositions - longest}: the model's context is {m.MaxPositions} positions and the prompt has {longest} tokens");
-                max = m.MaxPositions - longest;
+                Console.Error.WriteLine($"note: --max-new-tokens {max} capped at {maxPositions - longest}: the model's context is {maxPositions} positions and the prompt has {longest} tokens");
+                max = maxPositions - longest;
             }
-            var stops = new HashSet<int>(m.EosTokenIds);
+            var stops = new HashSet<int>(eos);
             if (tok is not null) stops.UnionWith(tok.StopIds);
             var opts = new GenerationOptions(max, sampling, stops) { Speculate = spec };
-            var specStats = new SpeculativeStats();
-            // Checked before the clock starts: a setting speculation cannot run with is a usage error, not a slow generation.
-            if (spec is not null) Speculative.Stream(atT, prompts, opts, spec, specStats);
+            check?.Invoke(prompts, opts);
 
             using var cancel = Common.CancelOnCtrlC();
-            bool stream = prompts.Count == 1 && tok is not null && !parse.GetValue(outputIds);
+            bool stream = prompts.Count == 1 && tok is not null && !outputIds;
             var decoder = stream ? new StreamingDecoder(tok!) : null;
             var sw = Stopwatch.StartNew();
             List<int>[] outputs;
             try
             {
                 Action<int, int>? onToken = stream ? (_, id) => Console.Write(decoder!.Push(id)) : null;
-                outputs = spec is not null
-                    ? Speculative.Generate(atT, prompts, opts, spec, specStats, onToken, cancel.Token)
-                    : adaptive is null
-                    ? Generation.Generate(atT, prompts, opts, onToken, cancel.Token)
-                    : AdaptiveGeneration.Generate(atT, prompts, opts, adaptive, stats, onToken, cancel.Token);
+                outputs = generate(prompts, opts, onToken, cancel.Token);
             }
             catch (OperationCanceledException)
             {
@@ -116,28 +156,22 @@ static class GenerateCommand
                 return 130;
             }
             sw.Stop();
-            StartupTrace.Mark("generated");
+            generated();
             if (stream) Console.WriteLine(decoder!.Flush());
-            else if (parse.GetValue(outputIds) || tok is null) foreach (var o in outputs) Console.WriteLine(string.Join(' ', o));
+            else if (outputIds || tok is null) foreach (var o in outputs) Console.WriteLine(string.Join(' ', o));
             else
                 for (int i = 0; i < outputs.Length; i++)
                 {
                     if (outputs.Length > 1) Console.WriteLine($"--- [{i}]");
                     Console.WriteLine(tok.Decode(outputs[i]));
                 }
-            if (!parse.GetValue(outputIds))
+            if (!outputIds)
             {
                 int n = outputs.Sum(o => o.Count);
-                string depth = adaptive is not null
-                    ? $", {adaptive} (experimental): {stats.MeanIterations:0.00} iterations per token, depths {Histogram(stats)}"
-                    : atT is RecurrentModelAt v ? $", T = {v.Recurrence.Iterations}" : "";
-                if (spec is not null)
-                    depth += $", speculative {spec}: {specStats.Accepted}/{specStats.Drafted} drafts accepted ({specStats.AcceptanceRate:P0}), {specStats.TokensPerCycle:0.00} tokens per cycle";
-                Console.Error.WriteLine($"[{n} tokens in {sw.Elapsed.TotalSeconds:0.00} s, {n / Math.Max(sw.Elapsed.TotalSeconds, 1e-9):0.0} tok/s{depth}]");
+                Console.Error.WriteLine($"[{n} tokens in {sw.Elapsed.TotalSeconds:0.00} s, {n / Math.Max(sw.Elapsed.TotalSeconds, 1e-9):0.0} tok/s{depth()}]");
             }
             return 0;
-        }));
-        return cmd;
+        }
     }
 
     /// <summary>One integer T or one adaptive spec.</summary>
@@ -151,7 +185,7 @@ static class GenerateCommand
     static string Histogram(AdaptiveStats s) =>
         string.Join(' ', s.Histogram.Select((n, d) => (n, d)).Where(x => x.n > 0).Select(x => $"{x.d}:{x.n}"));
 
-    static int[] ParseIds(string text)
+    internal static int[] ParseIds(string text)
     {
         var parts = text.Split([' ', ',', '\t'], StringSplitOptions.RemoveEmptyEntries);
         if (parts.Length == 0) throw new RecurUserException("--prompt-ids is empty: give at least one token id");

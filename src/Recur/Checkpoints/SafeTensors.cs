@@ -34,6 +34,8 @@ public sealed class SafeTensorsFile : IDisposable
     readonly MemoryMappedViewAccessor _view;
     // The whole file as one tensor per element type (libtorch's private file mapping), made on first use.
     readonly Dictionary<ScalarType, Tensor> _mapped = new();
+    // The first byte of this reader's own read-only view of the file, once Address has been asked for (held until Dispose).
+    unsafe byte* _pointer;
 
     SafeTensorsFile(string path, Dictionary<string, SafeTensorEntry> entries, Dictionary<string, string> metadata, long dataStart, long fileLength)
     {
@@ -186,10 +188,32 @@ public sealed class SafeTensorsFile : IDisposable
         return flat.view(e.Shape);
     }
 
-    public void Dispose()
+    /// <summary>
+    /// The address of a tensor's first byte in this reader's read-only mapping of the file (shared with the page cache,
+    /// never copied), valid until the reader is disposed, with no libtorch involved: the libtorch-free generation path
+    /// (Engine/MappedDecoder.cs) computes on these bytes directly. Header validation on open guarantees the tensor's byte
+    /// range lies inside the file.
+    /// </summary>
+    internal unsafe IntPtr Address(string name)
+    {
+        if (!Entries.TryGetValue(name, out var e)) throw new RecurUserException($"{Path}: missing tensor '{name}'");
+        if (_pointer == null)
+        {
+            byte* p = null;
+            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            _pointer = p + _view.PointerOffset;
+        }
+        return (IntPtr)(_pointer + _dataStart + e.Begin);
+    }
+
+    /// <summary>The byte offset of a tensor's data from the start of the file (alignment checks).</summary>
+    internal long FileOffset(string name) => _dataStart + Entries[name].Begin;
+
+    public unsafe void Dispose()
     {
         foreach (var t in _mapped.Values) t.Dispose();
         _mapped.Clear();
+        if (_pointer != null) { _view.SafeMemoryMappedViewHandle.ReleasePointer(); _pointer = null; }
         _view.Dispose();
         _map.Dispose();
     }

@@ -79,6 +79,11 @@ public sealed class WeightFiles : IDisposable
     /// <summary>The tensor over the file's bytes (SafeTensorsFile.Map), or null when it cannot be mapped.</summary>
     public Tensor? Map(string name) =>
         _byName.TryGetValue(name, out var f) ? f.Map(name) : throw new RecurUserException($"{Folder}: missing tensor '{name}'");
+    /// <summary>The address of a tensor's bytes in its file's read-only mapping, valid while this set is open (SafeTensorsFile.Address).</summary>
+    internal IntPtr Address(string name) =>
+        _byName.TryGetValue(name, out var f) ? f.Address(name) : throw new RecurUserException($"{Folder}: missing tensor '{name}'");
+    /// <summary>The byte offset of a tensor's data in its file.</summary>
+    internal long FileOffset(string name) => _byName[name].FileOffset(name);
     public Tensor Read(string name, ScalarType? dtype = null) =>
         _byName.TryGetValue(name, out var f) ? f.Read(name, dtype) : throw new RecurUserException($"{Folder}: missing tensor '{name}'");
 

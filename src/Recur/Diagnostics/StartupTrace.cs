@@ -9,7 +9,7 @@ namespace Recur.Diagnostics;
 /// </summary>
 public static class StartupTrace
 {
-    static readonly bool Enabled = Environment.GetEnvironmentVariable("RECUR_TRACE_STARTUP") == "1";
+    public static readonly bool Enabled = Environment.GetEnvironmentVariable("RECUR_TRACE_STARTUP") == "1";
     static readonly DateTime Start = Enabled ? Process.GetCurrentProcess().StartTime.ToUniversalTime() : default;
 
     public static void Mark(string phase)

@@ -162,13 +162,8 @@ public static class Generation
     /// </summary>
     internal static (int Batch, int MaxLen, long[] Ids, bool[] Real, bool Padded) LeftPad(ICausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options)
     {
-        if (prompts.Any(p => p.Length == 0)) throw new RecurUserException("a prompt is empty: give at least one token (e.g. BOS)");
-        foreach (var p in prompts)
-            foreach (var id in p)
-                if (id < 0 || id >= model.VocabSize) throw new RecurUserException($"prompt token id {id} is outside the model's vocabulary (0..{model.VocabSize - 1})");
+        CheckPrompts(prompts, model.VocabSize, model.MaxPositions, options.MaxNewTokens);
         int b = prompts.Count, maxLen = prompts.Max(p => p.Length);
-        if ((long)maxLen + options.MaxNewTokens > model.MaxPositions) // 64-bit: a huge limit must not wrap negative
-            throw RecurUserException.About($"prompt ({maxLen} tokens) plus MaxNewTokens {options.MaxNewTokens} exceeds the model's context of {model.MaxPositions} positions", "MaxNewTokens");
         var ids = new long[b * maxLen];
         var real = new bool[b * maxLen];
         for (int r = 0; r < b; r++)
@@ -179,6 +174,18 @@ public static class Generation
                 real[r * maxLen + col] = true;
             }
         return (b, maxLen, ids, real, prompts.Any(p => p.Length != maxLen));
+    }
+
+    /// <summary>Prompts a model can continue: non-empty, ids in the vocabulary, prompt + new tokens within the context (also MappedDecoder's checks).</summary>
+    internal static void CheckPrompts(IReadOnlyList<int[]> prompts, int vocabSize, int maxPositions, int maxNewTokens)
+    {
+        if (prompts.Any(p => p.Length == 0)) throw new RecurUserException("a prompt is empty: give at least one token (e.g. BOS)");
+        foreach (var p in prompts)
+            foreach (var id in p)
+                if (id < 0 || id >= vocabSize) throw new RecurUserException($"prompt token id {id} is outside the model's vocabulary (0..{vocabSize - 1})");
+        int maxLen = prompts.Max(p => p.Length);
+        if ((long)maxLen + maxNewTokens > maxPositions) // 64-bit: a huge limit must not wrap negative
+            throw RecurUserException.About($"prompt ({maxLen} tokens) plus MaxNewTokens {maxNewTokens} exceeds the model's context of {maxPositions} positions", "MaxNewTokens");
     }
 
     /// <summary>Fixed depth: the fast batch-1 decoder when it applies (<see cref="FastDecoder"/>), else the model's reference Forward.</summary>

@@ -63,7 +63,7 @@ public sealed class KvCache : IRawKvCache, IDisposable
     /// and values itself (the fast decoder): the addresses of the slot's whole buffers [batch, n_kv, capacity, d]
     /// (contiguous), the capacity, and the position to write.
     /// </summary>
-    public (IntPtr K, IntPtr V, int Capacity, int Position) AppendColumn(int slot, long batch, long kvHeads, long headDim, ScalarType dtype, Device device)
+    public (IntPtr K, IntPtr V, int Capacity, int Position) AppendColumn(int slot, long batch, long kvHeads, long headDim, ScalarType dtype)
     {
         if (slot < 0 || slot >= _k.Length) throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} outside 0..{_k.Length - 1}");
         int fill = _fill[slot];
@@ -72,8 +72,8 @@ public sealed class KvCache : IRawKvCache, IDisposable
         if (_k[slot] is null || fill + 1 > _capacity[slot])
         {
             int cap = Math.Max(Math.Max(_capacityHint, fill + 1), _k[slot] is null ? 0 : _capacity[slot] * 2);
-            _k[slot] = Grow(_k[slot], [batch, kvHeads, cap, headDim], dtype, device, fill);
-            _v[slot] = Grow(_v[slot], [batch, kvHeads, cap, headDim], dtype, device, fill);
+            _k[slot] = Grow(_k[slot], [batch, kvHeads, cap, headDim], dtype, CPU, fill);
+            _v[slot] = Grow(_v[slot], [batch, kvHeads, cap, headDim], dtype, CPU, fill);
             Track(slot);
         }
         _fill[slot] = fill + 1;

@@ -435,7 +435,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         IntPtr kp = 0, vp = 0;
         for (int r = 0; r < n; r++)
         {
-            var a = Cache.AppendColumn(slot, 1, nkv, d, s.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32, CPU);
+            var a = Cache.AppendColumn(slot, 1, nkv, d, s.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32);
             if (r == 0) first = a.Position;
             (kp, vp, cap) = (a.K, a.V, a.Capacity);
         }

@@ -32,9 +32,11 @@ internal interface IRawKvCache : IKvCache
 {
     /// <summary>
     /// Room for one more position in a slot, for every row of a batch of <paramref name="batch"/>: the addresses of the
-    /// slot's whole K and V buffers [batch, n_kv, capacity, d] (contiguous), their capacity, and the position to write.
+    /// slot's whole K and V buffers [batch, n_kv, capacity, d] (contiguous, in CPU memory), their capacity, and the
+    /// position to write. No device argument: this path runs on the CPU only, and naming libtorch's CPU device would
+    /// load libtorch, which the libtorch-free generation path (Engine/MappedDecoder.cs) must not.
     /// </summary>
-    (IntPtr K, IntPtr V, int Capacity, int Position) AppendColumn(int slot, long batch, long kvHeads, long headDim, ScalarType dtype, Device device);
+    (IntPtr K, IntPtr V, int Capacity, int Position) AppendColumn(int slot, long batch, long kvHeads, long headDim, ScalarType dtype);
 }
 
 internal static unsafe class FastDecode
@@ -187,7 +189,7 @@ internal static unsafe class FastDecode
     {
         int b = rows.Count, h = s.Hidden, nh = s.Heads, nkv = s.KvHeads, d = s.HeadDim, width = s.QkvWidth, inter = s.Intermediate;
         bool llama = w.Type == BlockType.Llama;
-        var (kp, vp, cap, pos) = cache.AppendColumn(slot, b, nkv, d, s.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32, CPU);
+        var (kp, vp, cap, pos) = cache.AppendColumn(slot, b, nkv, d, s.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32);
         if (pos != rows.Length - 1) throw new InvalidOperationException($"KV cache slot {slot} is at position {pos}, the step's rows at {rows.Length - 1}");
         fixed (float* xp = x, norm = ws.Norm, qkv = ws.Qkv, attn = ws.Attn, output = ws.Out, gu = ws.GateUp, act = ws.Act)
         {

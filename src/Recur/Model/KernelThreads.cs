@@ -13,7 +13,17 @@ namespace Recur.Model;
 internal static class KernelThreads
 {
     static readonly Lazy<KernelPool> Pool = new(() =>
-        new KernelPool(Math.Max(0, Math.Min(Environment.ProcessorCount, TorchSharp.torch.get_num_threads()) - 1)));
+        new KernelPool(Math.Max(0, Math.Min(Environment.ProcessorCount, Threads ?? TorchThreads()) - 1)));
+
+    /// <summary>
+    /// The pool's width when set before its first use; unset, libtorch's intra-op thread count. The libtorch-free
+    /// generation path (Engine/MappedDecoder.cs) sets it from --threads, because asking libtorch would load it.
+    /// </summary>
+    public static int? Threads { get; set; }
+
+    // Not inlined: the call into libtorch stays out of the pool's factory when Threads is set.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    static int TorchThreads() => TorchSharp.torch.get_num_threads();
 
     /// <summary>How many parts run at once: the calling thread plus the helpers.</summary>
     public static int Width => Pool.Value.Width;

@@ -148,6 +148,14 @@ public sealed class Rope
 
     public Rope(int headDim, double theta, RopeScaling? scaling, Device device)
     {
+        var inv = Frequencies(headDim, theta, scaling);
+        _invFreq = tensor(inv, device: device).DetachFromDisposeScope();
+        InverseFrequencies = inv;
+    }
+
+    /// <summary>θ^(−2i/d) for i &lt; d/2 after any llama3 scaling, computed without libtorch (the libtorch-free path needs them too).</summary>
+    internal static float[] Frequencies(int headDim, double theta, RopeScaling? scaling)
+    {
         var inv = new float[headDim / 2];
         for (int i = 0; i < inv.Length; i++)
         {
@@ -168,8 +176,7 @@ public sealed class Rope
                 inv[i] = (float)((1 - smooth) * inv[i] / s.Factor + smooth * inv[i]);
             }
         }
-        _invFreq = tensor(inv, device: device).DetachFromDisposeScope();
-        InverseFrequencies = inv;
+        return inv;
     }
 
     /// <summary>θ^(−2i/d) after any llama3 scaling, [d/2] (for code that applies RoPE outside libtorch).</summary>

@@ -130,12 +130,12 @@ public class FastDecodeTests
     {
         using var cache = new KvCache(1, 4);
         cache.Append(0, zeros(2, 2, 3, 8), zeros(2, 2, 3, 8)); // two rows
-        Assert.Throws<InvalidOperationException>(() => cache.AppendColumn(0, 1, 2, 8, ScalarType.Float32, CPU));
-        Assert.Equal(3, cache.AppendColumn(0, 2, 2, 8, ScalarType.Float32, CPU).Position);
+        Assert.Throws<InvalidOperationException>(() => cache.AppendColumn(0, 1, 2, 8, ScalarType.Float32));
+        Assert.Equal(3, cache.AppendColumn(0, 2, 2, 8, ScalarType.Float32).Position);
         using var bf = new KvCache(1, 4);
         bf.Append(0, zeros(1, 2, 3, 8, ScalarType.BFloat16), zeros(1, 2, 3, 8, ScalarType.BFloat16));
-        Assert.Throws<InvalidOperationException>(() => bf.AppendColumn(0, 1, 2, 8, ScalarType.Float32, CPU));
-        var (_, _, cap, pos) = bf.AppendColumn(0, 1, 2, 8, ScalarType.BFloat16, CPU);
+        Assert.Throws<InvalidOperationException>(() => bf.AppendColumn(0, 1, 2, 8, ScalarType.Float32));
+        var (_, _, cap, pos) = bf.AppendColumn(0, 1, 2, 8, ScalarType.BFloat16);
         Assert.Equal(3, pos);
         Assert.True(cap >= 4);
     }
