@@ -7,7 +7,8 @@
 //       [--baseline another/Recur.Cli] [--rounds 5] [--shapes stories15m,stories110m] [--threads 2] [--torch-path 1]
 //   dotnet run -c Release --project bench/Recur.Bench -- eval [--threads 2] [--problems 64] [--max-new 32] [--items 64] [--batch 32] [--single 0] [--mc 0]
 //   dotnet run -c Release --project bench/Recur.Bench -- speculate [--model DIR] [--recurrences 4,8,16,32] [--drafts 1,2,4] [--ks 2,4,8]
-//       [--tokens 48] [--prompts 4] [--rounds 3] [--threads 2] [--compare-one-row 1]
+//       [--tokens 48] [--prompts 4] [--rounds 3] [--threads 2] [--compare-one-row 1] [--compare-prefill 1]
+//   dotnet run -c Release --project bench/Recur.Bench -- prefill [--threads 1] [--shapes stories110m] [--model DIR] [--recurrences 32] [--lengths 8,32,128] [--rounds 3]
 //   dotnet run -c Release --project bench/Recur.Bench -- gemvrows [--threads 1] [--shapes demo,stories110m] [--rows 1,2,3,4,5,6,8] [--rounds 5] [--ms 100]
 //   dotnet run -c Release --project bench/Recur.Bench -- muon [--threads 2] [--rounds 3]
 //   mpiexec -n 2 bench/Recur.Bench/bin/Release/net10.0/linux-x64/Recur.Bench allreduce --threads 1 [--sizes-mb 16,64,256] [--reference 16:4.1,...]
@@ -45,12 +46,16 @@ switch (suite)
     case "muon": MuonSuite.Run(Arg("--rounds", 3)); break;
     case "speculate":
         SpeculateSuite.Run(ArgS("--model", "/work/demo-trained/recurrent/model"), Ints("--recurrences", "4,8,16,32"), Ints("--drafts", "1,2,4"), Ints("--ks", "2,4,8"),
-            Arg("--tokens", 48), Arg("--prompts", 4), Arg("--rounds", 3), Arg("--compare-one-row", 0) != 0);
+            Arg("--tokens", 48), Arg("--prompts", 4), Arg("--rounds", 3), Arg("--compare-one-row", 0) != 0, Arg("--compare-prefill", 0) != 0);
+        break;
+    case "prefill":
+        PrefillSuite.Run(ArgS("--shapes", "stories110m").Split(',', StringSplitOptions.RemoveEmptyEntries), ArgS("--model", "/work/demo-trained/recurrent/model"),
+            Ints("--recurrences", "32"), Ints("--lengths", "8,32,128"), ArgS("--dtypes", "fp32,bf16").Split(','), Arg("--rounds", 3));
         break;
     case "gemvrows":
         GemvRowsSuite.Run(ArgS("--shapes", "demo,stories110m").Split(','), Ints("--rows", "1,2,3,4,5,6,8"), Arg("--rounds", 5), Arg("--ms", 100));
         break;
-    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, generate, gemv, ttft, eval, train, recurrence, allreduce, serve, speculate, gemvrows, muon)"); return 2;
+    default: Console.Error.WriteLine($"unknown suite '{suite}' (expected: decode, generate, gemv, ttft, eval, train, recurrence, allreduce, serve, speculate, prefill, gemvrows, muon)"); return 2;
 }
 return 0;
 

@@ -3,7 +3,9 @@
 // ("2+1+0+2=", terms 0–2 as the demo trains them); every run generates exactly --tokens tokens (end-of-text ignored, so
 // plain and speculative runs do the same work). Each round times plain decoding and every (T_d, K) in turn, interleaved,
 // and a speed-up is plain ÷ speculative time within one round; the table gives the median over rounds. Both include
-// the prompt's prefill (the same op-by-op forward in both); each round also times each path's prefill alone (generating
+// the prompt's prefill (the same in both: its positions as rows through each block, or op by op with --compare-prefill,
+// which adds a row per setting for the op-path prefill, interleaved, and a column comparing each setting with the
+// op-path prefill's plain decoding of the same round); each round also times each path's prefill alone (generating
 // one token: the setup and the prompt's forward), and "without prefill" is (plain − its prefill) ÷ (speculative − its
 // prefill) within the round. The draft/verify
 // split sums all rounds; "rest" is what a speculative generation spends outside prefill, draft and verify, per cycle.
@@ -20,7 +22,8 @@ using static TorchSharp.torch;
 static class SpeculateSuite
 {
     /// <param name="compareOneRow">Also time every setting with the verify's products one row at a time (GemvRows off), interleaved.</param>
-    public static void Run(string modelDir, int[] ts, int[] drafts, int[] ks, int tokens, int promptCount, int rounds, bool compareOneRow = false)
+    /// <param name="comparePrefill">Also time every setting with the prompt's prefill op by op (FastDecode.MultiRowPrefill off, the state before it), interleaved.</param>
+    public static void Run(string modelDir, int[] ts, int[] drafts, int[] ks, int tokens, int promptCount, int rounds, bool compareOneRow = false, bool comparePrefill = false)
     {
         using var _ = no_grad();
         Console.WriteLine($"model {modelDir}; load average at start: {LoadAverage()}");
@@ -51,68 +54,86 @@ static class SpeculateSuite
         }
         using var _m = m;
         Console.WriteLine();
-        Console.WriteLine($"| T | T_d | K | verify kernel | plain tok/s | speculative tok/s | speed-up (median of {rounds}) | each round | without prefill | prefill share of plain | acceptance | tokens/cycle | plain ms/token | draft ms/pass | verify ms/row | of which products | rest ms/cycle | ids |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        string before = comparePrefill ? " speed-up vs op-path-prefill plain (median) |" : "";
+        Console.WriteLine($"| T | T_d | K | verify kernel | prefill | prefill ms/prompt | plain tok/s | speculative tok/s | speed-up (median of {rounds}) | each round |{before} without prefill | prefill share of plain | acceptance | tokens/cycle | plain ms/token | draft ms/pass | verify ms/row | of which products | rest ms/cycle | ids |");
+        Console.WriteLine($"|---|---|---|---|---|---|---|---|---|---|{(comparePrefill ? "---|" : "")}---|---|---|---|---|---|---|---|---|---|");
         foreach (int t in ts)
         {
             var configs = (from td in drafts where td < t from k in ks from shared in compareOneRow ? new[] { true, false } : new[] { true }
                            select (Options: new SpeculativeOptions(td, k), Shared: shared)).ToList();
-            // Warm-up of both paths and both verify kernels until the JIT's tiering has settled (a short warm-up left the
-            // first timed round several times slower than the others).
+            // The prompt's prefill: as rows (FastRows.cs), and with --compare-prefill also op by op as before it (both paths
+            // alike), interleaved round by round.
+            var modes = comparePrefill ? new[] { false, true } : new[] { true };
+            // Warm-up of both paths, both verify kernels and both prefills until the JIT's tiering has settled (a short
+            // warm-up left the first timed round several times slower than the others).
             for (int w = 0; w < 3; w++)
-            {
-                Plain(m, t, prompts[0], tokens);
-                foreach (var shared in configs.Select(x => x.Shared).Distinct())
+                foreach (var rows in modes)
                 {
-                    GemvRows.Enabled = shared;
-                    Speculated(m, t, prompts[0], tokens, configs[0].Options, new SpeculativeStats());
-                }
-                GemvRows.Enabled = true;
-            }
-            var plainTimes = new List<double>();
-            var prefillTimes = new List<double>();
-            var specPrefillTimes = new List<double>();
-            var specTimes = configs.Select(_ => new List<double>()).ToList();
-            var stats = configs.Select(_ => new SpeculativeStats()).ToList();
-            var same = configs.Select(_ => true).ToList();
-            var productSeconds = new double[configs.Count];
-            for (int round = 0; round < rounds; round++)
-            {
-                var reference = new List<List<int>>();
-                var sw = Stopwatch.StartNew();
-                foreach (var p in prompts) Plain(m, t, p, 1);
-                prefillTimes.Add(sw.Elapsed.TotalSeconds);
-                sw.Restart();
-                foreach (var p in prompts) Speculated(m, t, p, 1, configs[0].Options, new SpeculativeStats());
-                specPrefillTimes.Add(sw.Elapsed.TotalSeconds);
-                sw.Restart();
-                foreach (var p in prompts) reference.Add(Plain(m, t, p, tokens));
-                plainTimes.Add(sw.Elapsed.TotalSeconds);
-                for (int c = 0; c < configs.Count; c++)
-                {
-                    var roundStats = stats[c];
-                    sw.Restart();
-                    GemvRows.Enabled = configs[c].Shared;
-                    long ticks = SpeculativeDecoder.ProductTicks;
-                    var outs = prompts.Select(p => Speculated(m, t, p, tokens, configs[c].Options, roundStats)).ToList();
-                    specTimes[c].Add(sw.Elapsed.TotalSeconds);
-                    productSeconds[c] += Stopwatch.GetElapsedTime(0, SpeculativeDecoder.ProductTicks - ticks).TotalSeconds;
+                    FastDecode.MultiRowPrefill = rows;
+                    Plain(m, t, prompts[0], tokens);
+                    foreach (var shared in configs.Select(x => x.Shared).Distinct())
+                    {
+                        GemvRows.Enabled = shared;
+                        Speculated(m, t, prompts[0], tokens, configs[0].Options, new SpeculativeStats());
+                    }
                     GemvRows.Enabled = true;
-                    same[c] &= outs.Zip(reference).All(x => x.First.SequenceEqual(x.Second));
                 }
-            }
+            int nm = modes.Length;
+            var plainTimes = modes.Select(_ => new List<double>()).ToArray();
+            var prefillTimes = modes.Select(_ => new List<double>()).ToArray();
+            var specPrefillTimes = modes.Select(_ => new List<double>()).ToArray();
+            var specTimes = modes.Select(_ => configs.Select(_ => new List<double>()).ToList()).ToArray();
+            var stats = modes.Select(_ => configs.Select(_ => new SpeculativeStats()).ToList()).ToArray();
+            var same = configs.Select(_ => true).ToList();
+            var productSeconds = modes.Select(_ => new double[configs.Count]).ToArray();
+            List<List<int>>? firstReference = null;
+            for (int round = 0; round < rounds; round++)
+                for (int mi = 0; mi < nm; mi++)
+                {
+                    FastDecode.MultiRowPrefill = modes[mi];
+                    var reference = new List<List<int>>();
+                    var sw = Stopwatch.StartNew();
+                    foreach (var p in prompts) Plain(m, t, p, 1);
+                    prefillTimes[mi].Add(sw.Elapsed.TotalSeconds);
+                    sw.Restart();
+                    foreach (var p in prompts) Speculated(m, t, p, 1, configs[0].Options, new SpeculativeStats());
+                    specPrefillTimes[mi].Add(sw.Elapsed.TotalSeconds);
+                    sw.Restart();
+                    foreach (var p in prompts) reference.Add(Plain(m, t, p, tokens));
+                    plainTimes[mi].Add(sw.Elapsed.TotalSeconds);
+                    // Every plain and speculative run, with either prefill, must give the first plain run's ids.
+                    firstReference ??= reference;
+                    same[0] &= reference.Zip(firstReference).All(x => x.First.SequenceEqual(x.Second));
+                    for (int c = 0; c < configs.Count; c++)
+                    {
+                        var roundStats = stats[mi][c];
+                        sw.Restart();
+                        GemvRows.Enabled = configs[c].Shared;
+                        long ticks = SpeculativeDecoder.ProductTicks;
+                        var outs = prompts.Select(p => Speculated(m, t, p, tokens, configs[c].Options, roundStats)).ToList();
+                        specTimes[mi][c].Add(sw.Elapsed.TotalSeconds);
+                        productSeconds[mi][c] += Stopwatch.GetElapsedTime(0, SpeculativeDecoder.ProductTicks - ticks).TotalSeconds;
+                        GemvRows.Enabled = true;
+                        same[c] &= outs.Zip(firstReference).All(x => x.First.SequenceEqual(x.Second));
+                    }
+                }
+            FastDecode.MultiRowPrefill = true;
             double total = (double)tokens * prompts.Count;
             for (int c = 0; c < configs.Count; c++)
-            {
-                var ratios = plainTimes.Zip(specTimes[c], (a, b) => a / b).ToList();
-                var decodeRatios = Enumerable.Range(0, rounds).Select(r => (plainTimes[r] - prefillTimes[r]) / (specTimes[c][r] - specPrefillTimes[r])).ToList();
-                var (o, shared) = configs[c];
-                Console.WriteLine($"| {t} | {o.DraftRecurrences} | {o.DraftTokens} | {(shared ? "multi-row" : "one-row")} | {total / Median(plainTimes):0.0} | {total / Median(specTimes[c]):0.0} | "
-                    + $"**{Median(ratios):0.00}×** | {string.Join(" ", ratios.Select(r => r.ToString("0.00")))} | {Median(decodeRatios):0.00}× | {Median(prefillTimes.Zip(plainTimes, (a, b) => a / b).ToList()):P0} | {stats[c].AcceptanceRate:P0} | {stats[c].TokensPerCycle:0.00} | "
-                    + $"{1000 * Median(plainTimes) / total:0.00} | {1000 * stats[c].DraftSeconds / Math.Max(1, stats[c].Drafted + stats[c].Cycles):0.00} | {1000 * stats[c].VerifySeconds / Math.Max(1, stats[c].VerifiedRows):0.00} | {productSeconds[c] / stats[c].VerifySeconds:P0} | "
-                    + $"{1000 * (specTimes[c].Sum() - specPrefillTimes.Sum() - stats[c].DraftSeconds - stats[c].VerifySeconds) / Math.Max(1, stats[c].Cycles):0.00} | "
-                    + $"{(same[c] ? "identical" : "DIFFER")} |");
-            }
+                for (int mi = 0; mi < nm; mi++)
+                {
+                    var (pt, pre, spre, st, sts) = (plainTimes[mi], prefillTimes[mi], specPrefillTimes[mi], specTimes[mi][c], stats[mi][c]);
+                    var ratios = pt.Zip(st, (a, b) => a / b).ToList();
+                    var decodeRatios = Enumerable.Range(0, rounds).Select(r => (pt[r] - pre[r]) / (st[r] - spre[r])).ToList();
+                    // Against the op-path prefill's plain decoding of the same round (the state before this prefill).
+                    string vsBefore = comparePrefill ? $" {Median([.. plainTimes[0].Zip(st, (a, b) => a / b)]):0.00}× |" : "";
+                    var (o, shared) = configs[c];
+                    Console.WriteLine($"| {t} | {o.DraftRecurrences} | {o.DraftTokens} | {(shared ? "multi-row" : "one-row")} | {(modes[mi] ? "rows" : "op path")} | {pre.Sum() / rounds / prompts.Count * 1000:0.0} | {total / Median(pt):0.0} | {total / Median(st):0.0} | "
+                        + $"**{Median(ratios):0.00}×** | {string.Join(" ", ratios.Select(r => r.ToString("0.00")))} |{vsBefore} {Median(decodeRatios):0.00}× | {Median([.. pre.Zip(pt, (a, b) => a / b)]):P0} | {sts.AcceptanceRate:P0} | {sts.TokensPerCycle:0.00} | "
+                        + $"{1000 * Median(pt) / total:0.00} | {1000 * sts.DraftSeconds / Math.Max(1, sts.Drafted + sts.Cycles):0.00} | {1000 * sts.VerifySeconds / Math.Max(1, sts.VerifiedRows):0.00} | {productSeconds[mi][c] / sts.VerifySeconds:P0} | "
+                        + $"{1000 * (st.Sum() - spre.Sum() - sts.DraftSeconds - sts.VerifySeconds) / Math.Max(1, sts.Cycles):0.00} | "
+                        + $"{(same[c] && same[0] ? "identical" : "DIFFER")} |");
+                }
         }
         Console.WriteLine();
         Console.WriteLine($"load average at end: {LoadAverage()}");

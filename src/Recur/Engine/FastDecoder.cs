@@ -3,7 +3,8 @@
 // RecurrentModel.Forward and DecoderModel.Forward are the reference: op by op through libtorch, for any batch,
 // mask, dtype and device. Generating one token per sequence spends much of that time in libtorch's per-op dispatch
 // (bench/RESULTS.md), so the generation loop asks this decoder first and falls back to Forward when it does not
-// apply (Model/FastDecode.cs lists when it does): one sequence or a left-padded batch, Llama or OLMo-2 blocks. The
+// apply (Model/FastDecode.cs lists when it does): one sequence or a left-padded batch, Llama or OLMo-2 blocks; one
+// sequence's prompt runs there too, its positions as rows through each block (Model/FastRows.cs). The
 // weights by address ("plan") and the activation buffers are made once per KV cache, i.e. once per generation, and
 // kept on the cache. tests/Recur.Tests/Model/FastDecodeTests.cs checks both models against their Forward.
 using Recur.Model;
@@ -14,7 +15,8 @@ namespace Recur.Engine;
 public static class FastDecoder
 {
     /// <summary>
-    /// Logits [B, 1, V] (fp32) for one new token per row through the fast path, or null when the path does not apply
+    /// Logits [B, 1, V] (fp32) for one new token per row, or of the last position of one sequence's prompt [1, S] (run as
+    /// rows, bit for bit as S one-token calls: Model/FastRows.cs), through the fast path, or null when the path does not apply
     /// (then call <see cref="ICausalLM.Forward"/>). <paramref name="keyPadding"/> is the generation's padding mask
     /// [B, past + 1] or null. <paramref name="model"/> is a <see cref="DecoderModel"/>, a <see cref="RecurrentModel"/>
     /// (at its default T) or a recurrent model seen at a recurrence.
@@ -61,6 +63,8 @@ public static class FastDecoder
         return type == BlockType.Olmo2 ? new FastDecode.Block(type, q, o, gu, down, n1, n2, t[at], t[at + 1]) : new FastDecode.Block(type, q, o, gu, down, n1, n2);
     }
 
+    static long[] Tokens(Tensor ids) => ids.to(ScalarType.Int64).contiguous().data<long>().ToArray();
+
     static Tensor? TryDecoder(DecoderModel m, Tensor inputIds, Tensor? keyPadding, IKvCache? cache)
     {
         var type = m.Config.BlockType;
@@ -86,8 +90,10 @@ public static class FastDecoder
         var p = w.Payload;
         var shape = FastDecode.ShapeOf(m.Config, m.RopeFor(m.Device), m.ComputeDType);
         int b = (int)inputIds.shape[0];
-        var rows = FastDecode.Rows.Of(b, keyPadding, kv.Length, shape.InvFreq);
         var work = w.Work(b, shape);
+        if (inputIds.shape[1] > 1) // one sequence's prompt, as rows (FastRows.cs)
+            return FastDecode.Logits(FastRows.Decoder(p.Blocks, p.Embedding, shape, kv, Tokens(inputIds), work), p.Norm, p.Head, shape.Eps, work);
+        var rows = FastDecode.Rows.Of(b, keyPadding, kv.Length, shape.InvFreq);
         var x = FastDecode.Embed(p.Embedding, inputIds);
         for (int i = 0; i < p.Blocks.Length; i++) FastDecode.Step(x, p.Blocks[i], shape, kv, i, rows, work);
         return FastDecode.Logits(x, p.Norm, p.Head, shape.Eps, work);
@@ -123,18 +129,24 @@ public static class FastDecoder
         }
         var p = w.Payload;
         var shape = FastDecode.ShapeOf(c.ToBlockConfig(), m.RopeFor(m.Device), m.ComputeDType);
-        int h = shape.Hidden, slot = 0, b = (int)inputIds.shape[0];
-        var rows = FastDecode.Rows.Of(b, keyPadding, kv.Length, shape.InvFreq);
+        int h = shape.Hidden, slot = 0, b = (int)inputIds.shape[0], n = (int)inputIds.shape[1];
         var work = w.Work(b, shape);
-        var e = FastDecode.Embed(p.Embedding, inputIds, c.InitValues.EmbedScale);
-        foreach (var blk in p.Prelude) FastDecode.Step(e, blk, shape, kv, slot++, rows, work);
         float[] state;
         using (var scope = NewDisposeScope())
         {
-            // s_0 drawn as the reference forward draws it (same generator, same shape [B, 1, h]), so both paths see the same noise.
-            var s = m.InitialState(zeros([b, 1, h], m.ComputeDType), recurrence.StateGenerator);
+            // s_0 drawn as the reference forward draws it (same generator, same shape [B, S, h]), so both paths see the same
+            // noise. libtorch's CPU sampler fills a tensor element by element from the generator, so a prompt's one
+            // [1, S, h] draw holds the values of S one-token [1, 1, h] draws in position order: the prefill below sees the
+            // s_0 of one-token steps too (FastPrefillTests checks both).
+            var s = m.InitialState(zeros([b, n, h], m.ComputeDType), recurrence.StateGenerator);
             state = s.to(ScalarType.Float32).reshape(-1).data<float>().ToArray();
         }
+        if (n > 1) // one sequence's prompt, as rows (FastRows.cs)
+            return FastDecode.Logits(FastRows.Recurrent(p.Prelude, p.Core, p.Coda, p.Embedding, p.Adapter, c.InitValues.EmbedScale, t, shape, kv, Tokens(inputIds), state, work),
+                p.Norm, p.Head, shape.Eps, work);
+        var rows = FastDecode.Rows.Of(b, keyPadding, kv.Length, shape.InvFreq);
+        var e = FastDecode.Embed(p.Embedding, inputIds, c.InitValues.EmbedScale);
+        foreach (var blk in p.Prelude) FastDecode.Step(e, blk, shape, kv, slot++, rows, work);
         var joined = work.Joined;
         for (int i = 0; i < t; i++)
         {

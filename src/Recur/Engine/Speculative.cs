@@ -21,8 +21,9 @@
 // Exactness. The draft runs the fast decoder's own single-token block step (FastDecode.Step); the verify runs the
 // same operations per row, in the same order, with the matrix products of all rows in one hand-off through GemvRows,
 // which keeps the one-row kernel's reduction order for every row while loading each weight vector once for several
-// rows. So the verified logits, the cache and the greedy tokens are bit for bit those of plain decoding
-// (tests/Recur.Tests/Model/SpeculativeTests.cs checks ids and caches, GemvRowsTests the products). That is why
+// rows (Model/FastRows.cs, which the prompt's prefill shares). So the verified logits, the cache and the greedy tokens
+// are bit for bit those of plain decoding (tests/Recur.Tests/Model/SpeculativeTests.cs checks ids and caches,
+// GemvRowsTests the products). That is why
 // speculation needs the fast decode path: CPU, Llama or OLMo-2 blocks, fp32 or bf16 weights in the compute dtype, no
 // q/k bias, no test-time noise, RECUR_FAST_DECODE not 0. (The fast path's batch tiles, Gemv.ProductRows, accumulate
 // in another order and round differently from the one-row kernel, so the verify does not use them.)
@@ -285,7 +286,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         if (k == 0)
         {
             var (_, s) = Front(last, at, _t);
-            var plain = ArgMax(CodaLogits(s, 1, Positions(at, 1), new Scratch(1, _shape)), 1)[0];
+            var plain = ArgMax(CodaLogits(s, 1, Positions(at, 1), new FastRows.Scratch(1, _shape)), 1)[0];
             _verifyTicks += Stopwatch.GetTimestamp() - started;
             return ([plain], 0);
         }
@@ -302,20 +303,20 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
             for (int j = 0; j < _c; j++) FastDecode.Step(x, _w.Coda[j], _shape, Cache, _codaSlot + j, rows, _work);
             tokens[i + 1] = DraftArgMax(x);
         }
-        long drafted = Stopwatch.GetTimestamp();
+        long drafted = Stopwatch.GetTimestamp(), products = FastRows.ProductTicks;
         _draftTicks += drafted - started;
         // The draft's coda entries were made from s_{T_d}: forget them; the verify writes the target's.
         Cache.Truncate(at, _codaSlot, _c);
         int n = k + 1;
         var positions = Positions(at, n);
-        var scratch = new Scratch(n, _shape);
+        var scratch = new FastRows.Scratch(n, _shape);
         // The rows' states and embeddings side by side, [n × h] each.
         var states = new float[n * _h];
         var embeddings = new float[n * _h];
         for (int r = 0; r < n; r++) { ss[r].CopyTo(states, r * _h); es[r].CopyTo(embeddings, r * _h); }
         for (int i = _draft; i < _t; i++)
         {
-            Adapter(states, embeddings, n, scratch);
+            FastRows.Adapter(_w.Adapter, states, embeddings, n, _h, scratch);
             for (int j = 0; j < _r; j++) StepRows(states, n, _w.Core[j], _p + i * _r + j, positions, scratch);
         }
         var target = ArgMax(CodaLogits(states, n, positions, scratch), n);
@@ -323,6 +324,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         while (m < k && tokens[m + 1] == target[m]) m++;
         Cache.Truncate(at + m + 1);
         _verifyTicks += Stopwatch.GetTimestamp() - drafted;
+        ProductTicks += FastRows.ProductTicks - products;
         var result = new int[m + 1];
         Array.Copy(tokens, 1, result, 0, m);
         result[m] = target[m];
@@ -361,23 +363,17 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
     }
 
     /// <summary>The coda (target slots) and the head for the <paramref name="n"/> rows of <paramref name="states"/> [n × h], changed in place: logits [n × V].</summary>
-    float[] CodaLogits(float[] states, int n, FastDecode.Rows[] positions, Scratch sc)
+    float[] CodaLogits(float[] states, int n, FastDecode.Rows[] positions, FastRows.Scratch sc)
     {
         for (int j = 0; j < _c; j++) StepRows(states, n, _w.Coda[j], _codaSlot + j, positions, sc);
         var logits = new float[n * _w.Head.Rows];
         fixed (float* x = states, norm = sc.Norm)
             for (int r = 0; r < n; r++) FastDecode.RmsNorm(x + r * _h, norm + r * _h, _h, _w.Norm, _shape.Eps);
-        Product([_w.Head], sc.Norm, n, logits);
+        FastRows.Product([_w.Head], sc.Norm, n, logits);
         return logits;
     }
 
-    /// <summary>The rotary angles of <paramref name="count"/> consecutive positions from <paramref name="first"/>, one row each (the same for every layer).</summary>
-    FastDecode.Rows[] Positions(int first, int count)
-    {
-        var rows = new FastDecode.Rows[count];
-        for (int r = 0; r < count; r++) rows[r] = FastDecode.Rows.Of(1, null, first + r, _shape.InvFreq);
-        return rows;
-    }
+    FastDecode.Rows[] Positions(int first, int count) => FastRows.Positions(first, count, _shape.InvFreq);
 
     /// <summary>Greedy tokens as plain decoding picks them: libtorch's argmax over fp32 logits [n × V].</summary>
     static int[] ArgMax(float[] logits, int n)
@@ -399,93 +395,11 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         return best;
     }
 
-    /// <summary>The adapter on concat[s, e] per row, state first (METHOD §2.1); the states [n × h] are replaced.</summary>
-    void Adapter(float[] states, float[] embeddings, int n, Scratch sc)
-    {
-        var joined = sc.Joined;
-        for (int r = 0; r < n; r++)
-        {
-            Array.Copy(states, r * _h, joined, r * 2 * _h, _h);
-            Array.Copy(embeddings, r * _h, joined, r * 2 * _h + _h, _h);
-        }
-        Product([_w.Adapter], joined, n, states);
-    }
-
-    /// <summary>Activation buffers of one verify pass, [n × width] each (FastDecode.Workspace's, without its batch semantics).</summary>
-    sealed class Scratch(int n, FastDecode.Shape s)
-    {
-        public readonly float[] Norm = new float[n * s.Hidden], Out = new float[n * s.Hidden], Qkv = new float[n * s.QkvWidth],
-            Attn = new float[n * s.Heads * s.HeadDim], GateUp = new float[n * 2 * s.Intermediate], Act = new float[n * s.Intermediate],
-            Joined = new float[n * 2 * s.Hidden];
-    }
-
-    /// <summary>
-    /// FastDecode.Step of one row, for the <paramref name="n"/> consecutive positions of <paramref name="rows"/>, in one
-    /// pass over the block: each row runs the same operations in the same order as a one-row step at its position; the
-    /// rows' keys and values are all written before any row attends (row i sees rows ≤ i). Only the matrix products of
-    /// all rows go out together (GemvRows: each row's outputs bit for bit the one-row kernel's).
-    /// </summary>
-    void StepRows(float[] x, int n, FastDecode.Block w, int slot, FastDecode.Rows[] rows, Scratch sc)
-    {
-        var s = _shape;
-        int h = s.Hidden, nh = s.Heads, nkv = s.KvHeads, d = s.HeadDim, width = s.QkvWidth, inter = s.Intermediate;
-        bool llama = w.Type == BlockType.Llama;
-        // Reserve every row's position first: a later reservation may move the buffers.
-        int first = 0, cap = 0;
-        IntPtr kp = 0, vp = 0;
-        for (int r = 0; r < n; r++)
-        {
-            var a = Cache.AppendColumn(slot, 1, nkv, d, s.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32);
-            if (r == 0) first = a.Position;
-            (kp, vp, cap) = (a.K, a.V, a.Capacity);
-        }
-        if (rows.Length != n || rows[0].Length != first + 1) throw new InvalidOperationException($"KV cache slot {slot} is at position {first}, the verify's rows at {rows[0].Length - 1}");
-        fixed (float* xp = x, norm = sc.Norm, qkv = sc.Qkv, attn = sc.Attn)
-        {
-            // Attention half: Llama normalises its input, OLMo-2 its output.
-            if (llama) for (int r = 0; r < n; r++) FastDecode.RmsNorm(xp + r * h, norm + r * h, h, w.Norm1, s.Eps);
-            Product(w.Qkv, llama ? sc.Norm : x, n, sc.Qkv);
-            for (int r = 0; r < n; r++)
-            {
-                float* q = qkv + r * width, k = q + nh * d, v = k + nkv * d;
-                if (w.QNorm is { } qn) { FastDecode.RmsNorm(q, q, nh * d, qn, s.Eps); FastDecode.RmsNorm(k, k, nkv * d, w.KNorm!.Value, s.Eps); }
-                FastDecode.Rotate(q, nh, d, rows[r], 0);
-                FastDecode.Rotate(k, nkv, d, rows[r], 0);
-                for (int hk = 0; hk < nkv; hk++)
-                {
-                    long at = ((long)hk * cap + first + r) * d;
-                    FastDecode.Write(kp, at, k + hk * d, d, s.Bf16);
-                    FastDecode.Write(vp, at, v + hk * d, d, s.Bf16);
-                }
-            }
-            for (int r = 0; r < n; r++) FastDecode.Attend(qkv + r * width, width, attn + r * nh * d, nh, nkv, d, kp, vp, cap, rows[r], s.Bf16, _work);
-        }
-        Product([w.O], sc.Attn, n, sc.Out);
-        fixed (float* xp = x, output = sc.Out) FastDecode.Residual(xp, output, n, h, llama ? null : w.Norm1, s.Eps);
-        // MLP half.
-        fixed (float* xp = x, norm = sc.Norm)
-            if (llama) for (int r = 0; r < n; r++) FastDecode.RmsNorm(xp + r * h, norm + r * h, h, w.Norm2, s.Eps);
-        Product(w.GateUp, llama ? sc.Norm : x, n, sc.GateUp);
-        fixed (float* gu = sc.GateUp, act = sc.Act)
-            for (int r = 0; r < n; r++) FastDecode.SwiGlu(gu + r * 2 * inter, act + r * inter, inter);
-        Product([w.Down], sc.Act, n, sc.Out);
-        fixed (float* xp = x, output = sc.Out) FastDecode.Residual(xp, output, n, h, llama ? null : w.Norm2, s.Eps);
-    }
+    void StepRows(float[] x, int n, FastDecode.Block w, int slot, FastDecode.Rows[] rows, FastRows.Scratch sc) =>
+        FastRows.Step(x, n, w, _shape, Cache, slot, rows, sc, _work);
 
     /// <summary>Stopwatch ticks spent in the verify's multi-row products (bench: how much of a verify row they are); process-wide.</summary>
     internal static long ProductTicks;
-
-    /// <summary>
-    /// The one-row product of the fast path for the <paramref name="n"/> rows of x: y_r = [W₁; W₂; …]·x_r, each y_r bit
-    /// for bit the one-row product's (GemvRows: the one-row kernel's reduction order per row, each weight vector loaded
-    /// once for the rows of a tile), the weight rows split over the kernel threads once for all rows.
-    /// </summary>
-    static void Product(Gemv.Matrix[] ms, float[] x, int n, float[] y)
-    {
-        long started = Stopwatch.GetTimestamp();
-        GemvRows.Product(ms, x, n, y);
-        if (n > 1) ProductTicks += Stopwatch.GetTimestamp() - started;
-    }
 
     public void Dispose() => Cache.Dispose();
 }

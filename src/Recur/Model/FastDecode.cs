@@ -17,8 +17,9 @@
 // hundred tokens on a small model, otherwise spends its first tokens in unoptimised code that calls the vector
 // intrinsics as functions.
 //
-// Taken only when it applies: no autograd, CPU, one new token per row, a KvCache, Llama or OLMo-2 blocks, weights
-// already in the compute dtype (fp32 or bf16). RECUR_FAST_DECODE=0 turns it off.
+// Taken only when it applies: no autograd, CPU, one new token per row (or one sequence's whole prompt, which runs as
+// rows through each block: FastRows.cs), a KvCache, Llama or OLMo-2 blocks, weights already in the compute dtype
+// (fp32 or bf16). RECUR_FAST_DECODE=0 turns it off.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -87,13 +88,20 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>
+    /// Prompts of one sequence (ids [1, S], no padding mask) run as rows through each block (FastRows.cs), bit for bit
+    /// as S one-token steps; off, they go op by op through the model's Forward (bench: before/after in one process).
+    /// </summary>
+    public static bool MultiRowPrefill { get; set; } = true;
+
+    /// <summary>
     /// Whether a forward of <paramref name="ids"/> [B, 1] with <paramref name="keyPadding"/> (null, or [B, past + 1] over
-    /// the cache's past positions and the new one) can run here.
+    /// the cache's past positions and the new one), or of one sequence's prompt [1, S] without a mask
+    /// (<see cref="MultiRowPrefill"/>), can run here.
     /// </summary>
     public static bool Applies(Tensor ids, Tensor? keyPadding, IKvCache? cache, ScalarType dtype, BlockType type, Device device) =>
         Enabled && !is_grad_enabled() && cache is IRawKvCache && (type == BlockType.Llama || type == BlockType.Olmo2)
         && device.type == DeviceType.CPU && (dtype == ScalarType.Float32 || dtype == ScalarType.BFloat16)
-        && ids.dim() == 2 && ids.shape[0] >= 1 && ids.shape[1] == 1
+        && ids.dim() == 2 && ids.shape[0] >= 1 && (ids.shape[1] == 1 || (MultiRowPrefill && ids.shape[0] == 1 && ids.shape[1] > 1 && keyPadding is null))
         && (keyPadding is null || (keyPadding.dim() == 2 && keyPadding.shape[0] == ids.shape[0] && keyPadding.shape[1] == cache.Length + 1
                                    && keyPadding.device_type == DeviceType.CPU));
 
@@ -169,15 +177,18 @@ internal static unsafe class FastDecode
     }
 
     /// <summary>The embedding rows of the tokens in <paramref name="ids"/> [B, 1], widened to fp32, [B × h].</summary>
-    public static float[] Embed(Gemv.Matrix embedding, Tensor ids, double scale = 1.0)
+    public static float[] Embed(Gemv.Matrix embedding, Tensor ids, double scale = 1.0) =>
+        Embed(embedding, ids.shape[0] == 1 ? new[] { ids.item<long>() } : ids.contiguous().data<long>().ToArray(), scale);
+
+    /// <summary>The embedding rows of <paramref name="tokens"/>, widened to fp32 and scaled, [n × h].</summary>
+    public static float[] Embed(Gemv.Matrix embedding, ReadOnlySpan<long> tokens, double scale = 1.0)
     {
-        long[] tokens = ids.shape[0] == 1 ? [ids.item<long>()] : ids.contiguous().data<long>().ToArray();
         int h = embedding.Cols;
         var x = new float[tokens.Length * h];
         for (int r = 0; r < tokens.Length; r++)
         {
             long id = tokens[r];
-            if (id < 0 || id >= embedding.Rows) throw new ArgumentOutOfRangeException(nameof(ids), $"token id {id} outside the vocabulary of {embedding.Rows}");
+            if (id < 0 || id >= embedding.Rows) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} outside the vocabulary of {embedding.Rows}");
             Read(embedding, id * h, x.AsSpan(r * h, h));
         }
         if (scale != 1.0) for (int i = 0; i < x.Length; i++) x[i] = (float)(x[i] * scale);

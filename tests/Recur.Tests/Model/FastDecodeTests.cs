@@ -156,7 +156,7 @@ public class FastDecodeTests
     }
 
     [Fact]
-    public void Fp32_masters_with_bf16_compute_sandwich_blocks_and_prompts_take_the_op_path()
+    public void Fp32_masters_with_bf16_compute_sandwich_blocks_and_batched_prompts_take_the_op_path()
     {
         var cache = new KvCache(2);
         using (no_grad())
@@ -167,7 +167,9 @@ public class FastDecodeTests
             Assert.True(FastDecode.Applies(ones(2, 1, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
             Assert.True(FastDecode.Applies(ones(2, 1, dtype: ScalarType.Int64), ones(2, 1, ScalarType.Bool), cache, ScalarType.Float32, BlockType.Llama, CPU));
             Assert.False(FastDecode.Applies(one, null, cache, ScalarType.Float32, BlockType.Sandwich, CPU));
-            Assert.False(FastDecode.Applies(ones(1, 2, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
+            Assert.True(FastDecode.Applies(ones(1, 2, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU)); // one prompt: as rows
+            Assert.False(FastDecode.Applies(ones(2, 2, dtype: ScalarType.Int64), null, cache, ScalarType.Float32, BlockType.Llama, CPU));
+            Assert.False(FastDecode.Applies(ones(1, 2, dtype: ScalarType.Int64), ones(1, 2, ScalarType.Bool), cache, ScalarType.Float32, BlockType.Llama, CPU));
             Assert.False(FastDecode.Applies(one, ones(1, 2, ScalarType.Bool), cache, ScalarType.Float32, BlockType.Llama, CPU)); // mask not [B, past + 1]
             Assert.False(FastDecode.Applies(ones(2, 1, dtype: ScalarType.Int64), ones(1, 1, ScalarType.Bool), cache, ScalarType.Float32, BlockType.Llama, CPU));
         }
