@@ -60,7 +60,7 @@ static class ChatCommand
             {
                 // Refused at start, not on the first turn: a greedy reply of one conversation at a T above the draft's.
                 if (!sampling.Greedy) throw new RecurUserException("--speculate: speculative decoding is greedy only: set --temperature 0 or leave out --speculate");
-                Speculative.EnsureSupported(runner.IsRecurrent ? ((RecurrentModel)runner.Model).At(Recurrence.Fixed(runner.DefaultRecurrences!.Value)) : runner.Model, spec);
+                runner.EnsureCanSpeculate(spec);
             }
             var loop = new ChatLoop(runner, session, max, sampling, baseSeed, input ?? Console.In, outw, errw,
                 interactive: input is null && !Console.IsInputRedirected) { Speculate = spec };

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Recur.Engine;
 using Recur.Serving;
 
 namespace Recur.Cli;
@@ -17,13 +18,18 @@ static class ServeCommand
         var requestTimeout = new Option<double>("--request-timeout") { Description = "Seconds a completion request may take, queueing included, before it is cancelled with a 504 (0: no limit)", DefaultValueFactory = _ => 600 };
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests [default: $RECUR_API_KEY; unset: no authentication]" };
         var name = new Option<string?>("--model-name") { Description = "Model id clients use [default: the model folder's name]" };
+        var speculate = new Option<string?>("--speculate")
+        {
+            Description = "Self-speculative decoding for recurrent models: draft=T_d,k=K drafts K tokens at T_d recurrences and verifies them at T "
+                + "in one pass, for greedy requests that run alone at T > T_d; same replies as plain decoding; see docs/speculative.md [default: off]",
+        };
         var template = ChatSetup.TemplateOption();
         var device = Common.DeviceOption();
         var dtype = Common.DTypeOption();
         var threads = Common.ThreadsOption();
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions)")
         {
-            model, host, port, recurrences, maxBatch, requestTimeout, apiKey, tokenizer, name, template, device, dtype, threads,
+            model, host, port, recurrences, maxBatch, requestTimeout, apiKey, tokenizer, name, template, device, dtype, threads, speculate,
         };
         cmd.SetAction(parse => Common.Run(parse, () =>
         {
@@ -36,10 +42,13 @@ static class ServeCommand
             double timeoutSeconds = parse.GetValue(requestTimeout);
             if (!double.IsFinite(timeoutSeconds) || timeoutSeconds < 0 || timeoutSeconds > 7 * 24 * 3600)
                 throw new RecurUserException($"--request-timeout must be between 0 and 604800 seconds (got {timeoutSeconds})");
+            var spec = parse.GetValue(speculate) is { } specText ? SpeculativeOptions.Parse(specText, "--speculate") : null;
             var err = Console.Error;
             using var loaded = ChatSetup.Load(path, parse.GetValue(tokenizer), parse.GetValue(template)!, parse.GetValue(recurrences),
                 parse.GetValue(device)!, parse.GetValue(dtype), err, "serve");
-            var runner = new ModelRunner(loaded.Model, loaded.Tokenizer!, loaded.Recurrences);
+            var runner = new ModelRunner(loaded.Model, loaded.Tokenizer!, loaded.Recurrences) { Speculate = spec };
+            // Refused at start-up, not per request, when the model cannot speculate at its default T.
+            if (spec is not null) runner.EnsureCanSpeculate(spec);
             var options = new ServerOptions
             {
                 Host = parse.GetValue(host)!,
@@ -66,7 +75,7 @@ static class ServeCommand
                 err.WriteLine("warning: set --api-key KEY (or RECUR_API_KEY) to require 'Authorization: Bearer KEY'.");
                 err.WriteLine("warning: ********************************************************************************");
             }
-            err.WriteLine($"serving '{options.ModelName}' at {server.BaseAddress}v1 ({loaded.ChatTemplate.Name} chat template, context {runner.ContextLength}{(runner.IsRecurrent ? $", T = {runner.DefaultRecurrences}" : "")}); Ctrl-C stops");
+            err.WriteLine($"serving '{options.ModelName}' at {server.BaseAddress}v1 ({loaded.ChatTemplate.Name} chat template, context {runner.ContextLength}{(runner.IsRecurrent ? $", T = {runner.DefaultRecurrences}" : "")}{(spec is null ? "" : $", speculative {spec}")}); Ctrl-C stops");
             cancel.Token.WaitHandle.WaitOne();
             err.WriteLine("stopping: finishing requests in progress (Ctrl-C again to quit at once)");
             server.StopAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();

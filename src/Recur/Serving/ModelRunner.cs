@@ -82,6 +82,29 @@ public sealed class ModelRunner
     /// <summary>T used when a request gives none; null for plain decoders.</summary>
     public int? DefaultRecurrences { get; set; }
 
+    /// <summary>
+    /// Self-speculative decoding (<c>recur serve --speculate</c>) for every call that can take it: one request, greedy,
+    /// without log-probabilities, on a recurrent model at a T above the draft's. Other calls decode plainly; both give
+    /// the same tokens (Engine/Speculative.cs). A request's own <see cref="TextRequest.Speculate"/> takes precedence.
+    /// </summary>
+    public SpeculativeOptions? Speculate { get; init; }
+
+    /// <summary>Calls that ran with speculative decoding so far (tests: that the server's speculation engaged).</summary>
+    internal long Speculated { get; private set; }
+
+    /// <summary>Throws a <see cref="RecurUserException"/> saying why <paramref name="speculate"/> cannot run on this model at its default T, if it cannot.</summary>
+    public void EnsureCanSpeculate(SpeculativeOptions speculate) =>
+        Speculative.EnsureSupported(Model is RecurrentModel rm ? rm.At(Recurrence.Fixed(DefaultRecurrences!.Value)) : Model, speculate);
+
+    /// <summary>The speculation a call of <paramref name="batch"/> at T = <paramref name="t"/> runs with (null: plain decoding).</summary>
+    SpeculativeOptions? SpeculationFor(IReadOnlyList<TextRequest> batch, int? t)
+    {
+        var first = batch[0];
+        var s = first.Speculate ?? (Speculate is { } d && batch.Count == 1 && first.Sampling.Greedy && first.Logprobs is null && t > d.DraftRecurrences ? d : null);
+        if (s is not null) Speculated++;
+        return s;
+    }
+
     public bool IsRecurrent => Model is RecurrentModel;
     public int ContextLength => Model.MaxPositions;
 
@@ -117,7 +140,7 @@ public sealed class ModelRunner
         int? ran = (model as RecurrentModelAt)?.Recurrence.Iterations;
 
         var rows = batch.Select((r, i) => new Row(r, Tokenizer) { Index = i }).ToArray();
-        var options = new GenerationOptions(batch.Max(r => r.MaxTokens), first.Sampling with { Seed = seed }, _stopIds) { Speculate = first.Speculate };
+        var options = new GenerationOptions(batch.Max(r => r.MaxTokens), first.Sampling with { Seed = seed }, _stopIds) { Speculate = SpeculationFor(batch, t) };
         int topK = batch.Max(r => r.Logprobs ?? -1);
         LogitsTap? tap = null;
         // Requests that ask for log-probabilities run with a per-step forward that also keeps the step's log-softmax.
