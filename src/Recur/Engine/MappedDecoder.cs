@@ -6,13 +6,12 @@
 // decoding of one sequence from a folder stored in the compute dtype needs nothing from libtorch that the fast decode
 // path (Model/FastDecode.cs) does not already do itself: this class hands FastDecode.Step the weights as addresses
 // in the read-only mapping SafeTensorsFile keeps of each file (no copy: the weights are page-cache pages), a KV cache
-// in native memory (NativeKvCache), and runs the prompt through the same Step one token at a time, as llama2.c's
-// run.c does; the next token is the argmax of the fp32 logits (Greedy.Argmax, libtorch's tie rule).
+// in native memory (NativeKvCache), and runs the prompt through the fast path's multi-row prefill (Model/FastRows.cs:
+// every bit as one token at a time through the same Step); the next token is the argmax of the fp32 logits
+// (Greedy.Argmax, libtorch's tie rule).
 //
-// Results: fp32 logits agree with the op-by-op forward to rounding, and greedy ids with Generation.Generate
-// (tests/Recur.Tests/Model/MappedDecoderTests.cs). In bf16 the prompt keeps fp32 activations here, as every fast
-// decode step does, where the libtorch prefill rounds to bf16 after each op: logits are close, not equal, to the
-// libtorch path's after a prompt of several tokens.
+// Results: fp32 logits agree with the op-by-op forward to rounding, and greedy ids with Generation.Generate, whose
+// prefill and decode steps run the same fast path code in fp32 and bf16 (tests/Recur.Tests/Model/MappedDecoderTests.cs).
 //
 // Nothing in this file (or what it calls) may touch TorchSharp.torch's statics — a device, a scalar, a tensor —
 // since any of them loads libtorch; the CLI checks /proc/self/maps after generating (RECUR_TRACE_STARTUP=1).
@@ -163,14 +162,13 @@ public sealed class MappedDecoder : IDisposable
         readonly MappedDecoder _m;
         readonly NativeKvCache _cache;
         readonly FastDecode.Workspace _work;
-        readonly float[] _x, _logits;
+        readonly float[] _logits;
 
         internal Session(MappedDecoder m, int capacity)
         {
             _m = m;
             _cache = new NativeKvCache(m._blocks.Length, capacity);
             _work = new FastDecode.Workspace(1, m._shape);
-            _x = new float[m._shape.Hidden];
             _logits = new float[m._head.Rows];
         }
 
@@ -181,18 +179,39 @@ public sealed class MappedDecoder : IDisposable
         /// Feeds <paramref name="token"/> at the next position and returns the fp32 logits [V] for the token after it. The
         /// array is reused by the next call.
         /// </summary>
-        public unsafe float[] Forward(int token)
+        public float[] Forward(int token)
         {
-            if (token < 0 || token >= _m._embedding.Rows) throw new ArgumentOutOfRangeException(nameof(token), $"token id {token} outside the vocabulary of {_m._embedding.Rows}");
             var s = _m._shape;
-            int h = s.Hidden;
-            if (_m._embedding.Bf16) { ushort* e = (ushort*)_m._embedding.Address + (long)token * h; for (int i = 0; i < h; i++) _x[i] = Gemv.Bf16ToFloat(e[i]); }
-            else new ReadOnlySpan<float>((float*)_m._embedding.Address + (long)token * h, h).CopyTo(_x);
+            ReadOnlySpan<long> id = [token];
+            var x = FastDecode.Embed(_m._embedding, id);
             var rows = FastDecode.Rows.Of(1, null, _cache.Length, s.InvFreq);
-            for (int i = 0; i < _m._blocks.Length; i++) FastDecode.Step(_x, _m._blocks[i], s, _cache, i, rows, _work);
-            fixed (float* x = _x, n = _work.Norm, y = _logits)
+            for (int i = 0; i < _m._blocks.Length; i++) FastDecode.Step(x, _m._blocks[i], s, _cache, i, rows, _work);
+            return Logits(x);
+        }
+
+        /// <summary>
+        /// Feeds <paramref name="tokens"/> at the next positions (a prompt) and returns the logits after the last one: in
+        /// passes of several rows (FastRows), which leave every logit and cache entry as feeding them one at a time
+        /// through <see cref="Forward"/> would (FastDecode.MultiRowPrefill off: one at a time).
+        /// </summary>
+        public float[] Prompt(ReadOnlySpan<int> tokens)
+        {
+            if (tokens.Length == 0) throw new ArgumentException("a prompt needs at least one token", nameof(tokens));
+            if (tokens.Length == 1 || !FastDecode.MultiRowPrefill)
             {
-                FastDecode.RmsNorm(x, n, h, _m._norm, s.Eps);
+                foreach (int t in tokens) Forward(t);
+                return _logits;
+            }
+            var ids = new long[tokens.Length];
+            for (int i = 0; i < ids.Length; i++) ids[i] = tokens[i];
+            return Logits(FastRows.Decoder(_m._blocks, _m._embedding, _m._shape, _cache, ids, _work));
+        }
+
+        unsafe float[] Logits(float[] hidden)
+        {
+            fixed (float* x = hidden, n = _work.Norm, y = _logits)
+            {
+                FastDecode.RmsNorm(x, n, _m._shape.Hidden, _m._norm, _m._shape.Eps);
                 Gemv.ProductRows([_m._head], n, 1, y);
             }
             return _logits;
@@ -220,8 +239,7 @@ public sealed class MappedDecoder : IDisposable
         for (int step = 0; step < maxNewTokens; step++)
         {
             cancel.ThrowIfCancellationRequested();
-            if (step == 0) foreach (int id in prompt) logits = session.Forward(id);
-            else logits = session.Forward(output[^1]);
+            logits = step == 0 ? session.Prompt(prompt) : session.Forward(output[^1]);
             int next;
             fixed (float* l = logits) next = Greedy.Argmax(l, logits.Length);
             if (stop.Contains(next)) break;

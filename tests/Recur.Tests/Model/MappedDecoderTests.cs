@@ -115,6 +115,21 @@ public class MappedDecoderTests
         Assert.Equal(got, seen);
     }
 
+    [Theory]
+    [InlineData("gqa", "fp32")]
+    [InlineData("olmo2", "bf16")]
+    public void A_prompt_in_rows_leaves_what_one_token_at_a_time_leaves(string name, string dtype)
+    {
+        string dir = Folder(name, dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32);
+        using var mapped = Open(dir, dtype == "bf16");
+        using var rows = mapped.Begin(4);
+        using var single = mapped.Begin(4);
+        float[] want = [];
+        foreach (int t in Tokens[..9]) want = single.Forward(t);
+        Assert.Equal(want, rows.Prompt(Tokens[..9]));
+        foreach (int t in Tokens[9..]) Assert.Equal(single.Forward(t).ToArray(), rows.Forward(t));
+    }
+
     [Fact]
     public void A_cache_that_grows_mid_generation_keeps_what_it_held()
     {
