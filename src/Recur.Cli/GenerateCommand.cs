@@ -55,6 +55,7 @@ static class GenerateCommand
             if (texts.Length == 0 && idTexts.Length == 0) throw new RecurUserException("give --prompt TEXT or --prompt-ids \"1 2 3\"");
             if (texts.Length > 0 && idTexts.Length > 0) throw new RecurUserException("give either --prompt or --prompt-ids, not both");
             var format = ModelLoader.Detect(path);
+            StartupTrace.Mark("arguments read");
             // Greedy generation of one prompt from a plain folder stored in the compute dtype runs without libtorch
             // (MappedDecoder, docs/performance.md); everything else loads it, as Program.cs started to unless this might apply.
             using var mapped = TorchFreeRoute.Open(path, format, dt, parse.GetValue(device)!, sampling, spec, parse.GetValue(recurrences),

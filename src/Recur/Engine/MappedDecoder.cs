@@ -70,7 +70,9 @@ public sealed class MappedDecoder : IDisposable
         if (!Directory.Exists(folder)) throw new RecurUserException($"{folder}: model folder not found");
         string configPath = Path.Combine(folder, "config.json");
         var c = ModelConfig.Load(configPath);
+        Diagnostics.StartupTrace.Mark("config read");
         var files = WeightFiles.Open(folder);
+        Diagnostics.StartupTrace.Mark("safetensors headers read");
         try
         {
             WeightCheck.Decoder(c, files, configPath);
