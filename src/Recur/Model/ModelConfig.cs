@@ -122,7 +122,9 @@ public sealed record ModelConfig
 
     internal static ModelConfig FromJson(JsonObject obj, string source)
     {
-        try { return obj.Deserialize<ModelConfig>(Json) ?? throw new RecurUserException($"{source}: empty config"); }
+        // Through the source-generated reader: the reflection-based one spent ~0.1 s building its metadata on every
+        // start, a fifth of a one-token `recur generate` (bench/RESULTS.md, "Without libtorch").
+        try { return obj.Deserialize(ModelConfigJson.Default.ModelConfig) ?? throw new RecurUserException($"{source}: empty config"); }
         catch (JsonException e) { throw new RecurUserException($"{source}: key '{e.Path?.TrimStart('$', '.')}' has the wrong type ({FirstLine(e.Message)})"); }
     }
 
@@ -130,6 +132,12 @@ public sealed record ModelConfig
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 }
+
+/// <summary>The compiled JSON reader of <see cref="ModelConfig"/>, with <see cref="ModelConfig.Json"/>'s settings.</summary>
+[JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, ReadCommentHandling = JsonCommentHandling.Skip,
+    AllowTrailingCommas = true, NumberHandling = JsonNumberHandling.AllowReadingFromString)]
+[JsonSerializable(typeof(ModelConfig))]
+internal sealed partial class ModelConfigJson : JsonSerializerContext;
 
 /// <summary>HF allows <c>eos_token_id</c> to be an int or a list of ints.</summary>
 public sealed class IntOrIntArrayConverter : JsonConverter<int[]?>
