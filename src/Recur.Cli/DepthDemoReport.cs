@@ -145,6 +145,21 @@ static class DepthDemoReport
     }
 
     /// <summary>
+    /// The base's pretraining rows as the report's recipe line states them: each form's share of the rows drawn
+    /// (worked, gapped, then the rest split into direct and partial by <see cref="DepthDemoOptions.PretrainDirect"/>),
+    /// listing only the forms present. The data line gives the counts after held-out problems are skipped.
+    /// </summary>
+    internal static string PretrainRowsWords(DepthDemoOptions o)
+    {
+        double rest = Math.Max(0, 1 - o.PretrainWorked - o.PretrainGapped), direct = rest * o.PretrainDirect, partial = rest - direct;
+        var parts = new List<string> { FormattableString.Invariant($"worked rows ({100 * o.PretrainWorked:0} %)") };
+        if (o.PretrainGapped > 0) parts.Add(FormattableString.Invariant($"gapped rows ({100 * o.PretrainGapped:0} %, each value written with probability {o.WriteProbability})"));
+        if (direct > 1e-9) parts.Add(FormattableString.Invariant($"direct rows ({100 * direct:0} %, every one of the k hops hidden)"));
+        if (partial > 1e-9) parts.Add(FormattableString.Invariant($"partial rows ({100 * partial:0} %, the last k hops hidden)"));
+        return FormattableString.Invariant($"{string.Join(", ", parts)}; k = {o.PretrainMinK}–{o.PretrainMaxK}");
+    }
+
+    /// <summary>
     /// What accuracy a model gets without the skill, in the task line: the same per-bucket floor the figures draw
     /// (<see cref="DepthDemoPlots.Floor"/>). Sums with small terms have no single chance level — a guess that adds
     /// nothing scores a different rate on every bucket — so the line gives that floor's range, not 10 %.
@@ -179,7 +194,7 @@ static class DepthDemoReport
         var floor = DepthDemoPlots.Floor(o, r.Test, b);
         sb.AppendLine($"- **Task**: {task}; difficulty k = hops whose values are not written (docs/variable-chains.md). Answers are one digit, scored by one teacher-forced forward per problem (accuracy = the answer is the argmax over the whole vocabulary, {ChanceWords(o, floor)}; answer loss = −log p(answer)). Data: {r.DataSummary}.");
         if (o.BaseModel is not null) sb.AppendLine($"- **a. Base**: reused from `{o.BaseModel}` (pretrained by an earlier run; its recipe is in that run's report).");
-        else sb.AppendLine($"- **a. Base**: the demo Llama (8 layers, width 128) pretrained from scratch for {basePre?.Steps} steps on worked rows ({100 * o.PretrainWorked:0} %){(o.PretrainGapped > 0 ? $", gapped rows ({100 * o.PretrainGapped:0} %, each value written with probability {o.WriteProbability})" : "")} and rows with the last k = {o.PretrainMinK}–{o.PretrainMaxK} hops hidden; loss on the written values and answers only.");
+        else sb.AppendLine($"- **a. Base**: the demo Llama (8 layers, width 128) pretrained from scratch for {basePre?.Steps} steps on {PretrainRowsWords(o)}; loss on the written values and answers only.");
         if (rec is not null)
         {
             sb.AppendLine($"- **b. Retrofit**: cut to (p, r, c) = ({o.Shape}) (METHOD §2.2){(o.AdapterInit == "identity" ? " with the identity adapter [0 | I]" : "")}, post-trained {rec.Steps} steps with the paper's recipe: 1-sqrt curriculum of the mean recurrence to {o.TrainRecurrence} over 75 %, Poisson-lognormal depths, truncated backprop through {o.BackpropDepth} iterations, Muon {o.MuonLr} + AdamW {o.AdamWLr}, WSD schedule, clipping 1.0. Post-training rows: {100 * o.PostWorked:0} % worked, {(o.PostGapped > 0 ? $"{100 * o.PostGapped:0} % gapped, " : "")}the rest direct/partial with k = {o.PostMinK}–{o.PostMaxK}.");

@@ -45,6 +45,22 @@ public sealed class DepthDemoReportTests
     }
 
     [Fact]
+    public void Pretraining_line_names_direct_rows_when_the_rest_is_direct_and_partial_rows_when_it_is_partial()
+    {
+        var o = DepthDemoOptions.Default with { PretrainWorked = 0.2, PretrainGapped = 0.4, PretrainDirect = 1.0, PretrainMinK = 1, PretrainMaxK = 6 };
+        Assert.Equal("worked rows (20 %), gapped rows (40 %, each value written with probability 0.5), direct rows (40 %, every one of the k hops hidden); k = 1–6",
+            DepthDemoReport.PretrainRowsWords(o));
+        Assert.Equal("worked rows (40 %), gapped rows (40 %, each value written with probability 0.5), partial rows (20 %, the last k hops hidden); k = 1–6",
+            DepthDemoReport.PretrainRowsWords(o with { PretrainWorked = 0.4, PretrainDirect = 0 }));
+        Assert.Equal("worked rows (40 %), direct rows (30 %, every one of the k hops hidden), partial rows (30 %, the last k hops hidden); k = 1–6",
+            DepthDemoReport.PretrainRowsWords(o with { PretrainWorked = 0.4, PretrainGapped = 0, PretrainDirect = 0.5 }));
+        // The recipe line of a report carries it.
+        var r = DepthDemoPlotTests.FakeRun(DepthTaskKind.Sum);
+        r = r with { Options = r.Options with { PretrainWorked = 0.2, PretrainDirect = 1.0 } };
+        Assert.Contains($"steps on {DepthDemoReport.PretrainRowsWords(r.Options)}; loss on", DepthDemoReport.Report(r, DepthDemoReport.Comparisons(r), quick: true), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Chains_task_line_gives_chance_from_the_floor()
     {
         var r = DepthDemoPlotTests.FakeRun(DepthTaskKind.Chains);
