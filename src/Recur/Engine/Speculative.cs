@@ -15,8 +15,9 @@
 //  - iterations ≥ T_d are written only by the verify;
 //  - the coda depends on T: the draft's coda runs in the target's coda slots (earlier positions hold the target's
 //    entries, which only makes the draft a little better) and those draft entries are rolled back before the verify.
-// s_0 is drawn per position, in position order, from the recurrence's generator with the same call the fast decoder
-// makes per token, so every position sees the s_0 plain decoding gives it, whichever cycle reaches it.
+// s_0 is drawn per position, in position order, from the recurrence's generator — a cycle's new positions in one
+// [1, n, h] draw, which holds the values of the n one-position draws the fast decoder makes per token (libtorch fills a
+// tensor element by element) — so every position sees the s_0 plain decoding gives it, whichever cycle reaches it.
 //
 // Exactness. The draft runs the fast decoder's own single-token block step (FastDecode.Step); the verify runs the
 // same operations per row, in the same order, with the matrix products of all rows in one hand-off through GemvRows,
@@ -285,7 +286,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         long started = Stopwatch.GetTimestamp();
         if (k == 0)
         {
-            var (_, s) = Front(last, at, _t);
+            var (_, s) = Front(last, at, _t, at);
             var plain = ArgMax(CodaLogits(s, 1, Positions(at, 1), new FastRows.Scratch(1, _shape)), 1)[0];
             _verifyTicks += Stopwatch.GetTimestamp() - started;
             return ([plain], 0);
@@ -296,7 +297,7 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         tokens[0] = last;
         for (int i = 0; i <= k; i++)
         {
-            (es[i], ss[i]) = Front(tokens[i], at + i, _draft);
+            (es[i], ss[i]) = Front(tokens[i], at + i, _draft, at + k);
             if (i == k) break;
             var x = (float[])ss[i].Clone();
             var rows = FastDecode.Rows.Of(1, null, at + i, _shape.InvFreq);
@@ -331,26 +332,33 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
         return (result, m);
     }
 
-    /// <summary>s_0 of <paramref name="position"/>: drawn in position order, one [1, 1, h] draw per position as the fast decoder draws per token.</summary>
-    float[] InitialState(int position)
+    /// <summary>
+    /// s_0 of <paramref name="position"/>, drawn in position order from the recurrence's generator: the positions up to
+    /// <paramref name="through"/> not drawn yet in one [1, n, h] draw, which holds the values of n one-position draws
+    /// (libtorch fills it element by element, as the prefill's draw; FastPrefillTests), so every position gets the s_0
+    /// plain decoding's [1, 1, h] draw gives it, with one libtorch call per cycle instead of one per position.
+    /// </summary>
+    float[] InitialState(int position, int through)
     {
-        while (_firstDecoded + _s0.Count <= position)
+        int have = _firstDecoded + _s0.Count;
+        if (have <= position)
         {
+            int n = Math.Max(position, through) - have + 1;
             using var scope = NewDisposeScope();
-            var s = _m.InitialState(zeros([1, 1, _h], _m.ComputeDType), _recurrence.StateGenerator);
-            _s0.Add(s.to(ScalarType.Float32).reshape(-1).data<float>().ToArray());
+            var all = _m.InitialState(zeros([1, n, _h], _m.ComputeDType), _recurrence.StateGenerator).to(ScalarType.Float32).reshape(-1).data<float>().ToArray();
+            for (int i = 0; i < n; i++) _s0.Add(all[(i * _h)..((i + 1) * _h)]);
         }
         return (float[])_s0[position - _firstDecoded].Clone();
     }
 
     /// <summary>One token through the embedding, the prelude and <paramref name="iterations"/> iterations (FastDecoder's order): (e, s).</summary>
-    (float[] E, float[] State) Front(int token, int position, int iterations)
+    (float[] E, float[] State) Front(int token, int position, int iterations, int through)
     {
         var rows = FastDecode.Rows.Of(1, null, position, _shape.InvFreq);
-        var e = FastDecode.Embed(_w.Embedding, tensor(new long[] { token }).reshape(1, 1), _m.Config.InitValues.EmbedScale);
+        var e = FastDecode.Embed(_w.Embedding, [(long)token], _m.Config.InitValues.EmbedScale);
         int slot = 0;
         foreach (var blk in _w.Prelude) FastDecode.Step(e, blk, _shape, Cache, slot++, rows, _work);
-        var state = InitialState(position);
+        var state = InitialState(position, through);
         var joined = new float[2 * _h];
         for (int i = 0; i < iterations; i++)
         {
@@ -375,12 +383,14 @@ internal sealed unsafe class SpeculativeDecoder : IDisposable
 
     FastDecode.Rows[] Positions(int first, int count) => FastRows.Positions(first, count, _shape.InvFreq);
 
-    /// <summary>Greedy tokens as plain decoding picks them: libtorch's argmax over fp32 logits [n × V].</summary>
+    /// <summary>Greedy tokens as plain decoding picks them (Sampler.Next: Greedy.Argmax, libtorch's argmax rule) over fp32 logits [n × V].</summary>
     static int[] ArgMax(float[] logits, int n)
     {
-        using var scope = NewDisposeScope();
-        var ids = tensor(logits, [n, logits.Length / n]).argmax(-1).data<long>().ToArray();
-        return [.. ids.Select(i => (int)i)];
+        int v = logits.Length / n;
+        var ids = new int[n];
+        fixed (float* l = logits)
+            for (int r = 0; r < n; r++) ids[r] = Greedy.Argmax(l + (long)r * v, v);
+        return ids;
     }
 
     /// <summary>The draft's token: only ever compared with the target's, so any consistent argmax does.</summary>
