@@ -54,6 +54,7 @@ public class TorchFreeGenerateTests
         var torch = Generate(dir, TracedTorch, args);
         Assert.True(free.Code == 0, free.Stderr);
         Assert.Contains("libtorch-free path", free.Stderr);
+        Assert.Contains("libtorch_cpu.so not mapped", free.Stderr); // the tokenizer (tokenizer.json, native Rust) does not load it either
         Assert.Equal(torch.Stdout, free.Stdout);
         static string Closing(string stderr) => System.Text.RegularExpressions.Regex.Replace(stderr.Split('\n').Last(l => l.StartsWith('[')), @"[0-9.]+ s, [0-9.]+ tok/s", "");
         Assert.Equal(Closing(torch.Stderr), Closing(free.Stderr));
