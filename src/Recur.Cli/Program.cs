@@ -7,6 +7,6 @@ StartupTrace.Mark("main");
 // libtorch (TorchFreeRoute) decides once its arguments are read, and starts it then if it needs it.
 if (args.Length > 0 && Common.RunsModel(args[0]) && !TorchFreeRoute.MayApply(args)) Common.PreloadTorch();
 
-var parsed = CliRoot.Create().Parse(args);
+var parsed = CliRoot.Create(args.Length > 0 ? args[0] : null).Parse(args);
 StartupTrace.Mark("command line parsed");
 return parsed.Invoke();
