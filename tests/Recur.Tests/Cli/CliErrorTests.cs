@@ -17,6 +17,17 @@ public class CliErrorTests
     }
 
     [Fact]
+    public void A_malformed_command_line_is_one_line_not_the_help_text()
+    {
+        OneLine(CliProcess.Run("generate", "--modle", "m"), "Unrecognized command or argument '--modle' (see 'recur generate --help')");
+        OneLine(CliProcess.Run("generate", "--model", "m", "--prompt", "x", "--max-new-tokens", "99999999999"), "Cannot parse argument '99999999999'");
+        OneLine(CliProcess.Run("frobnicate"), "Unrecognized command or argument 'frobnicate' (see 'recur --help')");
+        var help = CliProcess.Run("generate", "--help");
+        Assert.Equal(0, help.Code);
+        Assert.Contains("--max-new-tokens", help.Stdout);
+    }
+
+    [Fact]
     public void Missing_model_path()
         => OneLine(CliProcess.Run("info", "--model", "/nonexistent/model"), "/nonexistent/model: model path not found");
 
