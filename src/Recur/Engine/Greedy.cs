@@ -8,8 +8,37 @@ namespace Recur.Engine;
 /// </summary>
 internal static class Greedy
 {
-    /// <summary>The index of the first maximum of x[0 … n − 1]; the first NaN if there is one (libtorch's argmax).</summary>
+    /// <summary>Logits from this many values on are scanned by the kernel threads (<see cref="Argmax"/>).</summary>
+    internal const int ParallelFrom = 16384;
+
+    /// <summary>
+    /// The index of the first maximum of x[0 … n − 1]; the first NaN if there is one (libtorch's argmax). A vocabulary's
+    /// worth of logits is split over the kernel threads the way Gemv splits the classifier's rows that wrote them (equal
+    /// contiguous shares, Gemv.Threads), so each thread mostly scans values still in its own cache instead of the calling
+    /// thread pulling a helper's half across cores; the shares' answers combine to the same index.
+    /// </summary>
     public static unsafe int Argmax(float* x, int n)
+    {
+        int parts = n >= ParallelFrom ? Model.Gemv.Threads(n) : 1;
+        if (parts <= 1) return ArgmaxSerial(x, n);
+        int per = (n + parts - 1) / parts;
+        var found = new int[parts];
+        var xAddr = (IntPtr)x;
+        Model.KernelThreads.Run(parts, t =>
+        {
+            int lo = t * per, len = Math.Min(n, lo + per) - lo;
+            found[t] = len > 0 ? lo + ArgmaxSerial((float*)xAddr + lo, len) : -1;
+        });
+        // The first share holding a NaN gives the first NaN; else the largest of the shares' first maxima, the earliest
+        // share winning a tie (so, the first maximum overall).
+        foreach (int i in found) if (i >= 0 && float.IsNaN(x[i])) return i;
+        int best = found[0];
+        for (int p = 1; p < parts; p++) if (found[p] >= 0 && x[found[p]] > x[best]) best = found[p];
+        return best;
+    }
+
+    /// <summary><see cref="Argmax"/> on the calling thread alone.</summary>
+    internal static unsafe int ArgmaxSerial(float* x, int n)
     {
         if (Vector256.IsHardwareAccelerated && n >= 8)
         {

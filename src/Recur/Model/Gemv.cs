@@ -3,7 +3,8 @@
 // Decoding one token reads every weight once and does 2 FLOPs per weight: it is bound by memory bandwidth.
 // libtorch routes a [1, in] × [out, in]ᵀ product to MKL (fp32) or oneDNN (bf16) GEMV, which on our AMD
 // machines reach 17–29 GB/s where a plain streaming reduction reads 45–78 GB/s (bench/RESULTS.md). This kernel
-// splits the rows into one contiguous block per thread (KernelThreads.cs) and streams each block row after row
+// splits the rows into one contiguous share per thread, handed out in chunks so that a thread done early takes over
+// the chunks of one that started late (KernelThreads.For), and streams each chunk row after row
 // (one sequential stream per core is what the prefetchers serve best; interleaving rows measured slower) with
 // AVX-512 or AVX2: fp32 with four independent accumulators, bf16 widened to fp32 exactly (a shift or a mask per
 // 32-bit lane) and accumulated in fp32, as oneDNN does. Without AVX-512 BF16 dot products (not exposed by
@@ -103,6 +104,27 @@ public static unsafe class Gemv
         return new Input { Floats = xs };
     }
 
+    [ThreadStatic] static Input? _scratch;
+
+    /// <summary>
+    /// <see cref="Prepare"/> for bf16 weights into this thread's reused buffers: valid until this thread's next call, so
+    /// only for a product that runs at once (ProductRows).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static Input PrepareScratch(ReadOnlySpan<float> x)
+    {
+        bool native = NativeBf16.Available;
+        var s = _scratch;
+        if (s is null || s.Length != x.Length || (s.Halves is not null) != native)
+            _scratch = s = native ? new Input { Halves = new ushort[x.Length] } : new Input { Floats = new float[x.Length] };
+        if (s.Halves is { } hs) { for (int i = 0; i < hs.Length; i++) hs[i] = FloatToBf16(x[i]); return s; }
+        var xs = s.Floats!;
+        int half = x.Length / 2;
+        for (int i = 0; i < half; i++) { xs[i] = x[2 * i]; xs[half + i] = x[2 * i + 1]; }
+        if ((x.Length & 1) == 1) xs[^1] = x[^1];
+        return s;
+    }
+
     /// <summary>y (fp32) = W·x for x from <see cref="Prepare"/>, rows split over the kernel threads.</summary>
     internal static void Product(Matrix w, Input x, Span<float> y) => ProductStacked([w], x, y);
 
@@ -119,14 +141,12 @@ public static unsafe class Gemv
             rows += w.Rows;
         }
         if (y.Length < rows) throw new ArgumentException($"Gemv: y has {y.Length} values for {rows} rows");
-        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 64));
-        int per = (rows + threads - 1) / threads;
         fixed (float* yp = y)
         {
             var yAddr = (IntPtr)yp;
-            KernelThreads.Run(threads, t =>
+            KernelThreads.For(rows, Threads(rows), ChunkRows(x.Length, ws[0].Bf16), (_, lo, hi) =>
             {
-                int lo = t * per, hi = Math.Min(rows, lo + per), start = 0;
+                int start = 0;
                 foreach (var w in ws)
                 {
                     int a = Math.Max(lo, start), b = Math.Min(hi, start + w.Rows);
@@ -152,28 +172,50 @@ public static unsafe class Gemv
             if (w.Cols != cols || w.Bf16 != ws[0].Bf16) throw new ArgumentException("Gemv: stacked matrices need one column count and one dtype");
             rows += w.Rows;
         }
-        // One row of bf16 weights: x in the layout the bf16 kernels read. One row of fp32 weights: x read in place.
-        if (batch == 1 && ws[0].Bf16) { ProductStacked(ws, Prepare(new ReadOnlySpan<float>(x, cols), true), new Span<float>(y, rows)); return; }
-        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / (batch == 1 ? 64 : 32)));
-        int per = (rows + threads - 1) / threads;
-        per += per & 1; // whole pairs of rows per thread
+        // One row of bf16 weights: x in the layout the bf16 kernels read (in this thread's reused buffer: a decode step
+        // makes ~30 of these). One row of fp32 weights: x read in place.
+        if (batch == 1 && ws[0].Bf16) { ProductStacked(ws, PrepareScratch(new ReadOnlySpan<float>(x, cols)), new Span<float>(y, rows)); return; }
         var (xAddr, yAddr) = ((IntPtr)x, (IntPtr)y);
+        if (batch == 1)
+        {
+            KernelThreads.For(rows, Threads(rows), ChunkRows(cols, false), (_, lo, hi) =>
+            {
+                int start = 0;
+                foreach (var w in ws)
+                {
+                    int a = Math.Max(lo, start), b = Math.Min(hi, start + w.Rows);
+                    for (int r = a - start; r < b - start; r++) ((float*)yAddr)[start + r] = DotF32((float*)xAddr, (float*)w.Address + (long)r * cols, cols);
+                    start += w.Rows;
+                }
+            });
+            return;
+        }
+        int threads = Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 32));
+        int per = (rows + threads - 1) / threads;
+        per += per & 1; // whole pairs of rows per thread: the tiles round differently from single rows (RowsBatch)
         KernelThreads.Run(threads, t =>
         {
             int lo = t * per, hi = Math.Min(rows, lo + per), start = 0;
             foreach (var w in ws)
             {
                 int a = Math.Max(lo, start), b = Math.Min(hi, start + w.Rows);
-                if (a < b)
-                {
-                    if (batch == 1)
-                        for (int r = a - start; r < b - start; r++) ((float*)yAddr)[start + r] = DotF32((float*)xAddr, (float*)w.Address + (long)r * cols, cols);
-                    else RowsBatch(w, (float*)xAddr, batch, (float*)yAddr + start, rows, a - start, b - start);
-                }
+                if (a < b) RowsBatch(w, (float*)xAddr, batch, (float*)yAddr + start, rows, a - start, b - start);
                 start += w.Rows;
             }
         });
     }
+
+    /// <summary>Threads for a one-row product of <paramref name="rows"/> rows: at least 64 rows each.</summary>
+    internal static int Threads(int rows) => Math.Max(1, Math.Min(MaxThreads > 0 ? MaxThreads : KernelThreads.Width, rows / 64));
+
+    /// <summary>
+    /// Rows per chunk of a one-row product (KernelThreads.For): about <see cref="ChunkBytes"/> of weights, at least 16 rows.
+    /// Smaller chunks balance the threads more finely but take more of the shared counters; bench/RESULTS.md (two-thread
+    /// decode) has the sizes measured.
+    /// </summary>
+    internal static int ChunkRows(int cols, bool bf16) => Math.Max(16, ChunkBytes / Math.Max(1, cols * (bf16 ? 2 : 4)));
+
+    const int ChunkBytes = 64 << 10;
 
     /// <summary>y[i, r] = W[r]·x[i] for weight rows r0 … r1 − 1 and every input row i; y's rows are <paramref name="ldy"/> apart.</summary>
     static void RowsBatch(Matrix w, float* x, int batch, float* y, int ldy, int r0, int r1)

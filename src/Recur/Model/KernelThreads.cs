@@ -5,6 +5,12 @@
 // then, and waking it costs about as much as the work. Here the helper threads stay awake between jobs: they
 // spin for a short while after each job (the next one typically arrives within microseconds) and only then
 // block, so a decode step keeps them hot and an idle process does not burn a core.
+//
+// A product's rows are handed out in chunks (For): each thread first works through its own contiguous share, as a
+// static split would, then takes the chunks of other shares nobody has started. A split never changes a row's
+// arithmetic, so the results are the same whoever computes a chunk; what changes is that the calling thread no longer
+// waits out a helper that starts late (woken from its sleep at the first product of a token, or descheduled on a
+// busy host): it takes over that helper's chunks instead.
 using System.Diagnostics;
 
 namespace Recur.Model;
@@ -30,7 +36,13 @@ internal static class KernelThreads
 
     /// <summary>Runs body(0) … body(parts − 1), part 0 on the calling thread; returns when all are done.</summary>
     public static void Run(int parts, Action<int> body) => Pool.Value.Run(parts, body);
+
+    /// <summary>Runs body over the indices 0 … count − 1 in chunks on up to <paramref name="parts"/> threads (<see cref="KernelPool.For"/>).</summary>
+    public static void For(int count, int parts, int chunk, RangeBody body) => Pool.Value.For(count, parts, chunk, body);
 }
+
+/// <summary>One chunk of a range job: indices lo … hi − 1, run on thread <paramref name="part"/> (0 is the calling thread).</summary>
+internal delegate void RangeBody(int part, int lo, int hi);
 
 /// <summary>A fixed set of helper threads that run the parts of one job at a time (see the file header).</summary>
 internal sealed class KernelPool : IDisposable
@@ -100,6 +112,33 @@ internal sealed class KernelPool : IDisposable
             }
             if (job.Error is { } e) throw new AggregateException(e);
         }
+    }
+
+    /// <summary>Ints between two threads' chunk counters: 64 bytes, so that each share's counter has its own cache line.</summary>
+    const int CounterStride = 16;
+
+    /// <summary>
+    /// Runs body over 0 … count − 1 in chunks of <paramref name="chunk"/> indices on up to <paramref name="parts"/> threads
+    /// (see the file header). Part p's share is the p-th of <paramref name="parts"/> equal contiguous ranges; each part takes
+    /// the chunks of its own share in order, then the untaken chunks of the following shares. Every index runs exactly once.
+    /// </summary>
+    public void For(int count, int parts, int chunk, RangeBody body)
+    {
+        parts = Math.Min(parts, _workers.Length + 1);
+        chunk = Math.Max(1, chunk);
+        if (count <= 0) return;
+        if (parts <= 1 || count <= chunk) { body(0, 0, count); return; }
+        int per = (count + parts - 1) / parts;
+        var taken = new int[parts * CounterStride]; // chunks handed out per share
+        Run(parts, t =>
+        {
+            for (int k = 0; k < parts; k++)
+            {
+                int share = (t + k) % parts, lo0 = share * per, hi0 = Math.Min(count, lo0 + per);
+                for (long lo; (lo = lo0 + (long)(Interlocked.Increment(ref taken[share * CounterStride]) - 1) * chunk) < hi0;)
+                    body(t, (int)lo, (int)Math.Min(hi0, lo + chunk));
+            }
+        });
     }
 
     sealed class Worker

@@ -59,6 +59,35 @@ public class GemvTests
         Assert.True(diff < (dtype == ScalarType.Float32 ? 1e-4f : 0.5f), $"max |Δ| {diff}");
     }
 
+    /// <summary>
+    /// A one-row product is handed out to the threads in chunks (KernelThreads.For): whoever computes a row, its value must
+    /// be bit for bit the one-thread row loop's. Stacks long enough for many chunks per thread, in both dtypes.
+    /// </summary>
+    [Theory]
+    [InlineData(ScalarType.Float32, 288)]
+    [InlineData(ScalarType.BFloat16, 288)]
+    [InlineData(ScalarType.Float32, 100)]
+    [InlineData(ScalarType.BFloat16, 768)]
+    public void Chunked_products_equal_the_one_thread_rows_bit_for_bit(ScalarType dtype, int cols)
+    {
+        using var _ = no_grad();
+        bool bf16 = dtype == ScalarType.BFloat16;
+        var ws = new[] { randn(1000, cols).to(dtype), randn(3001, cols).to(dtype) };
+        Assert.True(4001 / Gemv.ChunkRows(cols, bf16) >= 4, "the stack must span several chunks");
+        var x = randn(cols).data<float>().ToArray();
+        var ms = ws.Select(Gemv.Matrix.Of).ToArray();
+        var y = new float[4001];
+        FastDecode.Project(ms, x, y, 1);
+        // Each row alone, as a one-row matrix: one thread, no chunks.
+        var expected = new float[4001];
+        var input = Gemv.Prepare(x, bf16);
+        int at = 0;
+        foreach (var m in ms)
+            for (int r = 0; r < m.Rows; r++, at++)
+                Gemv.Product(m with { Address = m.Address + (nint)r * cols * (bf16 ? 2 : 4), Rows = 1 }, input, expected.AsSpan(at, 1));
+        Assert.Equal(expected, y);
+    }
+
     [Fact]
     public void Several_rows_grad_mode_and_mixed_dtypes_are_left_to_libtorch()
     {
@@ -204,6 +233,51 @@ public class KernelPoolTests
         stop.Cancel();
         Assert.True(finished == task, "a job on a fresh pool never completed");
         await task;
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1)]
+    [InlineData(100, 2, 7)]
+    [InlineData(5, 2, 2)]
+    [InlineData(1000, 3, 16)]
+    [InlineData(64, 3, 64)]
+    [InlineData(3, 4, 1)]
+    public void A_range_job_runs_every_index_once(int count, int parts, int chunk)
+    {
+        using var pool = new KernelPool(3);
+        for (int round = 0; round < 50; round++)
+        {
+            var hits = new int[count];
+            pool.For(count, parts, chunk, (part, lo, hi) =>
+            {
+                Assert.InRange(part, 0, parts - 1);
+                Assert.True(hi - lo <= chunk && lo < hi, $"chunk {lo}..{hi}");
+                for (int i = lo; i < hi; i++) Interlocked.Increment(ref hits[i]);
+            });
+            Assert.All(hits, h => Assert.Equal(1, h));
+        }
+    }
+
+    /// <summary>
+    /// A helper that notices a range job late (held here, as a descheduled thread would be) must not hold the caller to
+    /// its share: the caller takes every chunk, and the late helper then finds none left.
+    /// </summary>
+    [Fact]
+    public void The_caller_takes_over_the_chunks_of_a_late_helper()
+    {
+        int armed = 0;
+        using var release = new ManualResetEventSlim(false);
+        // Only the range job's notice waits (Exchange): the helper notices the pool's closing job too.
+        using var pool = new KernelPool(1, onJobNoticed: _ => { if (Interlocked.Exchange(ref armed, 0) == 1) release.Wait(); });
+        Volatile.Write(ref armed, 1);
+        var byPart = new int[2];
+        int done = 0;
+        pool.For(100, 2, 10, (part, lo, hi) =>
+        {
+            Interlocked.Add(ref byPart[part], hi - lo);
+            if (Interlocked.Add(ref done, hi - lo) == 100) release.Set(); // every index ran: let the helper go
+        });
+        Assert.Equal([100, 0], byPart);
     }
 
     [Fact]

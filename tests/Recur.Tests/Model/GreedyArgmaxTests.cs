@@ -38,6 +38,34 @@ public class GreedyArgmaxTests
         }
     }
 
+    /// <summary>
+    /// Vocabulary-sized logits are scanned in shares by the kernel threads (Greedy.Argmax); the combined answer must be the
+    /// one-thread scan's, i.e. libtorch's: ties across the shares' boundary go to the earlier share, a NaN in a later share still wins, and
+    /// the first of several NaNs wins.
+    /// </summary>
+    [Theory]
+    [InlineData(32000)]
+    [InlineData(Greedy.ParallelFrom + 1)]
+    public void Split_scans_give_libtorchs_index(int n)
+    {
+        var rng = new Random(5);
+        int mid = (n + 1) / 2; // the second share starts here with two threads
+        var cases = new List<float[]>();
+        float[] Random() => [.. Enumerable.Range(0, n).Select(_ => (float)rng.NextDouble())];
+        cases.Add(Random());
+        var tie = Random(); tie[mid - 3] = 7; tie[mid + 5] = 7; tie[n - 1] = 7; cases.Add(tie);         // first maximum in share 0
+        var later = Random(); later[10] = 7; later[mid + 2] = 8; cases.Add(later);                      // larger maximum in share 1
+        var nanLate = Random(); nanLate[3] = 9; nanLate[n - 2] = float.NaN; cases.Add(nanLate);         // a NaN only in share 1
+        var nans = Random(); nans[mid + 1] = float.NaN; nans[mid - 1] = float.NaN; cases.Add(nans);     // the first NaN is in share 0
+        var ninf = Enumerable.Repeat(float.NegativeInfinity, n).ToArray(); cases.Add(ninf);
+        using var s = new Sampler(new SamplingOptions());
+        foreach (var x in cases)
+        {
+            var t = tensor(x).reshape(1, n);
+            Assert.Equal(Libtorch(t), s.Next(t));
+        }
+    }
+
     [Fact]
     public void Sampling_and_other_layouts_still_go_through_libtorch()
     {
