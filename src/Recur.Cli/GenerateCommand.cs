@@ -80,7 +80,7 @@ static class GenerateCommand
                 if (tok is not null) TokenizerLoader.CheckFitsModel(tok, mapped.VocabSize, tokPath!);
                 return output.Run(max, mapped.MaxPositions, mapped.EosTokenIds, sampling, null,
                     (prompts, opts, onToken, cancel) => [mapped.Generate(prompts[0], opts.MaxNewTokens, opts.StopIds, onToken is null ? null : new Action<int>(id => onToken(0, id)), cancel)],
-                    () => "", () => StartupTrace.Mark($"generated; {TorchFreeRoute.LibtorchMapped()}"));
+                    () => "", () => StartupTrace.Mark($"generated; {TorchFreeRoute.LibtorchMapped()}"), (_, _) => TorchFreeRoute.ReleaseStartupGarbage());
             }
 
             // torch calls come after the tokenizer so that it loads while libtorch does (Common.PreloadTorch).

@@ -61,6 +61,26 @@ public class TorchFreeGenerateTests
     }
 
     [Fact]
+    public void Start_up_garbage_is_collected_after_the_tokenizer_and_before_the_weights_are_read()
+    {
+        string dir = ChatModels.Plain();
+        string smaps = TestModels.TempDir();
+        var r = Generate(dir, new Dictionary<string, string> { ["RECUR_TRACE_STARTUP"] = "1", ["RECUR_TRACE_SMAPS"] = smaps },
+            "--prompt", "the cat sat", "--max-new-tokens", "4");
+        Assert.True(r.Code == 0, r.Stderr);
+        var phases = r.Stderr.Split('\n').Where(l => l.StartsWith("[startup]", StringComparison.Ordinal))
+            .Select(l => l[(l.IndexOf(" ms)  ", StringComparison.Ordinal) + " ms)  ".Length)..]).ToList();
+        int tokenizer = phases.IndexOf("tokenizer loaded"), collected = phases.IndexOf("start-up garbage collected");
+        int generated = phases.FindIndex(p => p.StartsWith("generated", StringComparison.Ordinal));
+        Assert.True(tokenizer >= 0 && tokenizer < collected && collected < generated, string.Join(" | ", phases));
+        // RECUR_TRACE_SMAPS: one copy of /proc/self/smaps per phase, the last one with the weights mapped.
+        var files = Directory.GetFiles(smaps, "*.smaps").Order(StringComparer.Ordinal).ToArray();
+        Assert.Equal(phases.Count, files.Length);
+        Assert.EndsWith("-start-up-garbage-collected.smaps", files[collected]);
+        Assert.Contains("/model.safetensors", File.ReadAllText(files[^1]));
+    }
+
+    [Fact]
     public void Everything_else_takes_the_libtorch_path_and_says_why()
     {
         string plain = ChatModels.Plain();
