@@ -208,10 +208,31 @@ public sealed class ModelWorker : IDisposable
         return _thread.Join(timeout);
     }
 
+    /// <summary>How long <see cref="Dispose"/> waits before it warns that a step is still running (tests shorten it).</summary>
+    internal TimeSpan StopWarning { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Cancels the batch in progress and every queued request, and returns only once the worker thread has ended.
+    /// </summary>
+    /// <remarks>
+    /// The owner frees the model (its weights, a KV cache) right after this returns, so the worker must be done with
+    /// them: cancellation ends a generation between steps, not inside one, and a forward in flight would otherwise go
+    /// on reading freed tensors (a use after free inside libtorch, not an exception). A long step (a prefill of a large
+    /// model) is waited for, with a warning.
+    /// </remarks>
     public void Dispose()
     {
-        if (!Stop(cancelRunning: true, TimeSpan.FromSeconds(30)))
-            _log?.Invoke("warning: the model worker did not stop within 30 s");
+        // From a callback on the worker thread itself there is nothing to wait for: the loop ends after this batch.
+        if (Thread.CurrentThread == _thread)
+        {
+            Stop(cancelRunning: true, TimeSpan.Zero);
+            return;
+        }
+        if (!Stop(cancelRunning: true, StopWarning))
+        {
+            _log?.Invoke($"warning: the model worker is still in a step after {StopWarning.TotalSeconds:0} s; waiting for it to end before the model is freed");
+            _thread.Join();
+        }
         _shutdown.Dispose();
     }
 }
