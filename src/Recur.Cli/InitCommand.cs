@@ -28,6 +28,7 @@ static class InitCommand
             using var gen = new Generator((ulong)parse.GetValue(seed));
             using var m = new DecoderModel(cfg);
             using (no_grad())
+            using (NewDisposeScope()) // holds the temporaries until copy_ has read them (Model/Scalars.cs)
                 foreach (var (name, p) in m.named_parameters())
                     if (name.Contains("norm")) p.fill_(Scalars.One);
                     else p.copy_(Scalars.Mul(randn(p.shape, generator: gen), parse.GetValue(std)));

@@ -43,7 +43,8 @@ public static class RecurrentCheckpoint
                 int half = config.ToBlockConfig().HeadDimension / 2;
                 if (f.dim() != 5 || f.shape[3] != half || f.shape[4] != 2)
                     throw new RecurUserException($"{weights.FileOf("freqs_cis")}: tensor 'freqs_cis' has shape [{string.Join(", ", f.shape)}], expected [1, block_size, 1, {half}, 2]");
-                using var table = f.select(0, 0).select(1, 0); // [P, d/2, 2]
+                using var scope = NewDisposeScope(); // holds the views while libtorch reads them (Model/Scalars.cs)
+                var table = f.select(0, 0).select(1, 0); // [P, d/2, 2]
                 model.UseRotaryTable(table.select(-1, 0), table.select(-1, 1));
             }
         }

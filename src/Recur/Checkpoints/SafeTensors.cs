@@ -257,7 +257,9 @@ public sealed class SafeTensorsFile : IDisposable
             fs.Write(headerBytes);
             foreach (var (_, t) in list)
             {
-                using var c = t.detach().cpu().contiguous();
+                // The scope holds detach()'s and cpu()'s results while contiguous() copies from them (Model/Scalars.cs).
+                using var scope = NewDisposeScope();
+                var c = t.detach().cpu().contiguous();
                 if (c.numel() > 0) fs.Write(c.bytes);
             }
         });

@@ -122,7 +122,10 @@ public static class Generation
         var done = new bool[b];
         using var forward = begin(b, maxLen + options.MaxNewTokens);
         using var sampler = new Sampler(options.SamplingOrGreedy);
-        Tensor? keyPadding = padded ? tensor(real, [b, maxLen]).to(device).DetachFromDisposeScope() : null;
+        Tensor? keyPadding = null;
+        if (padded)
+            using (NewDisposeScope()) // holds the CPU mask while to() reads it (Model/Scalars.cs)
+                keyPadding = tensor(real, [b, maxLen]).to(device).DetachFromDisposeScope();
         var next = new long[b];
         try
         {

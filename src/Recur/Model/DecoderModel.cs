@@ -159,7 +159,12 @@ public sealed class DecoderModel : nn.Module, ICausalLM
         return Ops.Linear(h, HeadWeight, cache?.MatVec == true).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
-    public Tensor Logits(Tensor hidden) => Ops.Linear(hidden, HeadWeight).to(ScalarType.Float32);
+    public Tensor Logits(Tensor hidden)
+    {
+        // A scope holds the product while to() reads it, also for callers that have none (Model/Scalars.cs).
+        using var scope = NewDisposeScope();
+        return Ops.Linear(hidden, HeadWeight).to(ScalarType.Float32).MoveToOuterDisposeScope();
+    }
 
     Tensor ICausalLM.Hidden(Tensor inputIds, Tensor? keyPadding, IKvCache? cache) => Hidden(inputIds, keyPadding, cache);
 

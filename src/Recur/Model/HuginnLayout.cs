@@ -19,6 +19,8 @@ public static class HuginnLayout
         using var _ = no_grad();
         foreach (var b in m.transformer.prelude.Concat(m.transformer.core_block).Concat(m.transformer.coda))
         {
+            // Holds the index tensors and the gathered rows until copy_ has read them (Model/Scalars.cs).
+            using var scope = NewDisposeScope();
             var w = b.attn.Wqkv.weight!;
             w.copy_(w.index_select(0, Rows(c.NumAttentionHeads, c.KvHeads, c.HeadDimension, inverse, w.device)));
             if (b.attn.qk_bias is { } qb) qb.copy_(qb.index_select(3, WithinHead(c.HeadDimension, inverse).to(qb.device)));
@@ -26,9 +28,13 @@ public static class HuginnLayout
     }
 
     /// <summary>A copy of a Wqkv [(h + 2kv)·d, n] or qk_bias [2, 1, h, d] tensor in Huginn's interleaved order.</summary>
-    public static Tensor ToInterleaved(ModelConfig c, string name, Tensor t) => name.EndsWith("attn.qk_bias", StringComparison.Ordinal)
-        ? t.index_select(3, WithinHead(c.HeadDimension, inverse: true).to(t.device))
-        : t.index_select(0, Rows(c.NumAttentionHeads, c.KvHeads, c.HeadDimension, inverse: true, t.device));
+    public static Tensor ToInterleaved(ModelConfig c, string name, Tensor t)
+    {
+        using var scope = NewDisposeScope();
+        return (name.EndsWith("attn.qk_bias", StringComparison.Ordinal)
+            ? t.index_select(3, WithinHead(c.HeadDimension, inverse: true).to(t.device))
+            : t.index_select(0, Rows(c.NumAttentionHeads, c.KvHeads, c.HeadDimension, inverse: true, t.device))).MoveToOuterDisposeScope();
+    }
 
     /// <summary>[0, 2, …, d−2, 1, 3, …, d−1], or its inverse.</summary>
     static Tensor WithinHead(int d, bool inverse)
@@ -45,7 +51,8 @@ public static class HuginnLayout
 
     static Tensor Rows(int heads, int kvHeads, int d, bool inverse, Device device)
     {
-        var within = WithinHead(d, inverse).data<long>().ToArray();
+        using var perm = WithinHead(d, inverse);
+        var within = perm.data<long>().ToArray();
         var rows = new long[(heads + 2 * kvHeads) * d];
         for (int i = 0; i < rows.Length; i++) rows[i] = i;
         for (int h = 0; h < heads + kvHeads; h++) // q heads, then k heads; v rows stay

@@ -137,6 +137,7 @@ public sealed class Rope
     /// </summary>
     public Rope(Tensor cosTable, Tensor sinTable, int headDim, double theta, Device device) : this(headDim, theta, null, device)
     {
+        using var scope = NewDisposeScope(); // holds the fp32 copies while to(device) reads them (Model/Scalars.cs)
         _cosTable = cosTable.to(ScalarType.Float32).to(device).DetachFromDisposeScope();
         _sinTable = sinTable.to(ScalarType.Float32).to(device).DetachFromDisposeScope();
     }

@@ -25,6 +25,9 @@ public static class Loss
     public static Tensor Of(ICausalLM model, Tensor inputs, Tensor targets, Recurrence? recurrence = null, Tensor? s0 = null,
         nn.Reduction reduction = nn.Reduction.Mean)
     {
+        // The logits and their reshaped views are held until cross_entropy has read them, also for callers without a
+        // scope (Model/Scalars.cs); autograd keeps what backward needs on its own.
+        using var scope = NewDisposeScope();
         Tensor logits;
         if (recurrence is null && s0 is null) logits = model.Forward(inputs);
         else
@@ -32,7 +35,7 @@ public static class Loss
             var (rm, own) = RecurrentModelAt.Unwrap(model) ?? throw new ArgumentException("a recurrence or s_0 needs a recurrent model", nameof(model));
             logits = rm.Forward(inputs, recurrence ?? own ?? Recurrence.Fixed(rm.DefaultRecurrences), s0);
         }
-        return F.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets.reshape(-1), ignore_index: IgnoreIndex, reduction: reduction);
+        return F.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets.reshape(-1), ignore_index: IgnoreIndex, reduction: reduction).MoveToOuterDisposeScope();
     }
 
     /// <summary>Summed loss and the number of scored targets, without grad (validation, scoring); inputs may be on any device.</summary>
@@ -46,5 +49,10 @@ public static class Loss
     }
 
     /// <summary>How many targets are scored (not <see cref="IgnoreIndex"/>).</summary>
-    public static long Scored(Tensor targets) => targets.ne(IgnoreScalar).sum().item<long>();
+    public static long Scored(Tensor targets)
+    {
+        using var scored = targets.ne(IgnoreScalar);
+        using var count = scored.sum();
+        return count.item<long>();
+    }
 }

@@ -245,10 +245,19 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
         return Ops.Linear(h, lm_head.weight!, cache?.MatVec == true).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
-    public Tensor Logits(Tensor hidden) => Ops.Linear(hidden, lm_head.weight!).to(ScalarType.Float32);
+    public Tensor Logits(Tensor hidden)
+    {
+        // A scope holds the product while to() reads it, also for callers that have none (Model/Scalars.cs).
+        using var scope = NewDisposeScope();
+        return Ops.Linear(hidden, lm_head.weight!).to(ScalarType.Float32).MoveToOuterDisposeScope();
+    }
 
     /// <summary>fp32 logits of hidden states from a stage-by-stage forward, through the kernel its cache chose (<see cref="IKvCache.MatVec"/>).</summary>
-    public Tensor Logits(Tensor hidden, ForwardContext ctx) => Ops.Linear(hidden, lm_head.weight!, ctx.Attention.Cache?.MatVec == true).to(ScalarType.Float32);
+    public Tensor Logits(Tensor hidden, ForwardContext ctx)
+    {
+        using var scope = NewDisposeScope();
+        return Ops.Linear(hidden, lm_head.weight!, ctx.Attention.Cache?.MatVec == true).to(ScalarType.Float32).MoveToOuterDisposeScope();
+    }
 
     public Tensor Hidden(Tensor inputIds, Tensor? keyPadding = null, IKvCache? cache = null) =>
         Hidden(inputIds, Recurrence.Fixed(DefaultRecurrences), keyPadding: keyPadding, cache: cache);
@@ -297,10 +306,11 @@ public sealed class RecurrentModel : nn.Module, ICausalLM
     /// <summary>e = P(Embed(x)), the prelude output every iteration is injected with.</summary>
     public Tensor Prelude(Tensor inputIds, ForwardContext ctx)
     {
+        using var scope = NewDisposeScope();
         var x = transformer.wte.call(inputIds).to(ComputeDType);
         if (Config.InitValues.EmbedScale != 1.0) x = Scalars.Mul(x, Config.InitValues.EmbedScale);
         for (int j = 0; j < Config.NLayersInPrelude; j++) x = transformer.prelude[j].Forward(x, ctx.Attention, j);
-        return x;
+        return x.MoveToOuterDisposeScope();
     }
 
     /// <summary>One recurrence: s ← R(A(concat[s, e])), state first (§2.1); the core's layers use slots firstSlot … firstSlot + r − 1.</summary>

@@ -19,10 +19,19 @@ namespace Recur.Model;
 /// <c>mul((Scalar)2.0)</c>, <c>square()</c> is <c>pow(2)</c>, <c>linalg.vector_norm(t, 2)</c> converts its order)
 /// — a garbage collection on any thread can run its finalizer while libtorch is still reading the value: libtorch
 /// then sees freed memory, which surfaced as <c>Expected false to be true … toFloat at c10/core/Scalar.h:140</c>
-/// inside add_Tensor (once in 5,133 server requests) and can as well be a wrong constant or a crash. Tensors do
-/// not have this problem inside a dispose scope, which holds them; Scalars are not registered in dispose scopes.
+/// inside add_Tensor (once in 5,133 server requests) and can as well be a wrong constant or a crash.
 /// tests/Recur.Tests/Model/ScalarLifetimeTests.cs compiles src/ and fails on any call that would make such a
 /// temporary, so new code has to use this pattern.
+/// <para>
+/// Tensors have the same problem outside a dispose scope (Tensor.cs: <c>~Tensor() => Dispose(false)</c> →
+/// <c>THSTensor_dispose</c>): in <c>p.copy_(Scalars.Mul(randn(shape), 0.02))</c> nothing holds randn's result while
+/// mul reads it, nor the product while copy_ reads it, and a collection frees their TensorImpl and storage in the
+/// middle of the call. It crashed the test host (a general protection fault in at::TensorIteratorBase::build, segfaults
+/// in copy_impl and TensorImpl::_fw_grad) and otherwise gives wrong values. Inside a dispose scope the scope holds every
+/// tensor made on its thread, so code that can run without a caller's scope (initialisation, loading and saving, the
+/// public Logits and Loss helpers, generation's set-up) opens one or holds its tensors in <c>using</c> variables;
+/// tests/Recur.Tests/Model/TensorLifetimeTests.cs repeats such code under constant collection.
+/// </para>
 /// </remarks>
 public static class Scalars
 {

@@ -170,8 +170,12 @@ public static class TrainRun
         using var gen = new Generator((ulong)seed);
         using var _ = no_grad();
         foreach (var (name, p) in m.named_parameters())
+        {
+            // Holds randn's result and the product until copy_ has read them (Model/Scalars.cs: tensors outside a scope).
+            using var scope = NewDisposeScope();
             if (name.Contains("norm") || name.Contains("ln_f")) p.fill_(Scalars.One);
             else p.copy_(Scalars.Mul(randn(p.shape, generator: gen), 0.02));
+        }
     }
 
     /// <summary>Tokenised documents for a phase's training and validation data.</summary>

@@ -110,6 +110,7 @@ public sealed class LibraryDocsTests
         using (var m = new DecoderModel(Presets.TinyTest with { NumHiddenLayers = 16 }))
         {
             using (no_grad())
+            using (NewDisposeScope())
                 foreach (var (name, p) in m.named_parameters())
                     p.copy_(name.Contains("norm") ? Scalars.Add(Scalars.Mul(randn(p.shape, generator: gen), 0.1), 1) : Scalars.Mul(randn(p.shape, generator: gen), 0.05));
             HfCheckpoint.Save(m, baseDir);

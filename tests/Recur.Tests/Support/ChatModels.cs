@@ -52,6 +52,7 @@ static class ChatModels
         using var gen = new Generator((ulong)seed);
         var m = new DecoderModel(Presets.TinyTest);
         using (no_grad())
+        using (NewDisposeScope()) // holds the temporaries until each copy is done (src/Recur/Model/Scalars.cs)
             foreach (var (name, p) in m.named_parameters())
                 p.copy_(name.Contains("norm") ? Scalars.Add(Scalars.Mul(randn(p.shape, generator: gen), 0.1), 1) : Scalars.Mul(randn(p.shape, generator: gen), 0.05));
         m.eval();

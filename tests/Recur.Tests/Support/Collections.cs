@@ -7,8 +7,9 @@ namespace Recur.Tests.Support;
 public sealed class ConsoleCollection;
 
 /// <summary>
-/// Tests that flip a process-wide switch (Gemv.NativeBf16.Enabled): a test running beside them
-/// would take the other path without knowing.
+/// Tests that flip a process-wide switch (Gemv.NativeBf16.Enabled) or collect garbage constantly (Support/Collector.cs):
+/// a test running beside them would take the other path without knowing, or have anything it leaves to the GC freed
+/// in the middle of a libtorch call.
 /// </summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class ProcessSwitchesCollection

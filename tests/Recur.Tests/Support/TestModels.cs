@@ -18,7 +18,9 @@ static class TestModels
             foreach (var (name, p) in m.named_parameters())
             {
                 // Through Scalars: `1 + t * 0.1` makes Scalars a collection can free mid-call (Model/Scalars.cs), which
-                // once failed a parallel test run in toFloat.
+                // once failed a parallel test run in toFloat. The tensor temporaries (randn, the product) are held by a
+                // dispose scope for the same reason (src/Recur/Model/Scalars.cs).
+                using var scope = NewDisposeScope();
                 if (name.Contains("norm")) p.copy_(Scalars.Add(Scalars.Mul(randn(p.shape, generator: gen), 0.1), 1));
                 else p.copy_(Scalars.Mul(randn(p.shape, generator: gen), 0.05));
             }
@@ -48,6 +50,11 @@ static class TestModels
 static class TensorAssert
 {
     /// <summary>Same shape, same dtype, same values.</summary>
-    public static bool Same(Tensor a, Tensor b) =>
-        a.shape.SequenceEqual(b.shape) && a.dtype == b.dtype && a.eq(b).all().item<bool>();
+    public static bool Same(Tensor a, Tensor b)
+    {
+        if (!a.shape.SequenceEqual(b.shape) || a.dtype != b.dtype) return false;
+        using var equal = a.eq(b);
+        using var all = equal.all();
+        return all.item<bool>();
+    }
 }
