@@ -10,7 +10,8 @@
 // static split would, then takes the chunks of other shares nobody has started. A split never changes a row's
 // arithmetic, so the results are the same whoever computes a chunk; what changes is that the calling thread no longer
 // waits out a helper that starts late (woken from its sleep at the first product of a token, or descheduled on a
-// busy host): it takes over that helper's chunks instead.
+// busy host): it takes over that helper's chunks instead, and once every chunk is taken it returns without waiting for
+// a helper that has not started its part at all (Run: the part is claimed by whichever thread gets to it first).
 using System.Diagnostics;
 
 namespace Recur.Model;
@@ -34,7 +35,10 @@ internal static class KernelThreads
     /// <summary>How many parts run at once: the calling thread plus the helpers.</summary>
     public static int Width => Pool.Value.Width;
 
-    /// <summary>Runs body(0) … body(parts − 1), part 0 on the calling thread; returns when all are done.</summary>
+    /// <summary>
+    /// Runs body(0) … body(parts − 1), part 0 on the calling thread, each part exactly once; returns when all are done.
+    /// A part its helper has not started by the time part 0 is done runs on the calling thread too.
+    /// </summary>
     public static void Run(int parts, Action<int> body) => Pool.Value.Run(parts, body);
 
     /// <summary>Runs body over the indices 0 … count − 1 in chunks on up to <paramref name="parts"/> threads (<see cref="KernelPool.For"/>).</summary>
@@ -61,7 +65,11 @@ internal sealed class KernelPool : IDisposable
         public readonly int Parts = parts;
         public int Pending = parts - 1;
         public Exception? Error;
+        /// <summary>Per part: 0 until claimed, then <see cref="ByHelper"/> or <see cref="ByCaller"/> (whoever runs it claims it first).</summary>
+        public readonly int[] Claims = new int[parts];
     }
+
+    const int ByHelper = 1, ByCaller = 2;
 
     readonly object _runLock = new();
     readonly Worker[] _workers;
@@ -107,6 +115,16 @@ internal sealed class KernelPool : IDisposable
             try { body(0); }
             finally
             {
+                // A part whose helper has not started it yet (still waking from its sleep, or descheduled on a busy host)
+                // runs here instead of being waited for; the helper finds it claimed and skips it. A range job's part
+                // then finds its chunks taken (For), so this costs the caller nothing.
+                for (int i = 1; i < parts; i++)
+                    if (Interlocked.CompareExchange(ref job.Claims[i], ByCaller, 0) == 0)
+                    {
+                        try { body(i); }
+                        catch (Exception error) { job.Error = error; }
+                        Interlocked.Decrement(ref job.Pending);
+                    }
                 var spin = new SpinWait();
                 while (Volatile.Read(ref job.Pending) > 0) spin.SpinOnce(sleep1Threshold: -1);
             }
@@ -180,7 +198,7 @@ internal sealed class KernelPool : IDisposable
                 seen = job;
                 p._onJobNoticed?.Invoke(_id);
                 if (p._stopped) return;
-                if (_id < job!.Parts)
+                if (_id < job!.Parts && Interlocked.CompareExchange(ref job.Claims[_id], ByHelper, 0) == 0)
                 {
                     try { job.Body(_id); }
                     catch (Exception e) { job.Error = e; }

@@ -278,6 +278,47 @@ public class KernelPoolTests
             if (Interlocked.Add(ref done, hi - lo) == 100) release.Set(); // every index ran: let the helper go
         });
         Assert.Equal([100, 0], byPart);
+        WaitForTheHelper(pool, Environment.CurrentManagedThreadId); // past the hook before release is disposed
+    }
+
+    /// <summary>Runs two-part jobs until one's part 1 runs on the helper: a helper takes jobs in order, so it is then past every earlier one.</summary>
+    static void WaitForTheHelper(KernelPool pool, int caller)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            var next = new int[2];
+            int helperRan = 0;
+            pool.Run(2, t => { Interlocked.Increment(ref next[t]); if (t == 1 && Environment.CurrentManagedThreadId != caller) helperRan = 1; });
+            Assert.Equal([1, 1], next);
+            if (helperRan == 1) return;
+            Assert.True(DateTime.UtcNow < deadline, "the helper never took part again");
+            Thread.Sleep(1);
+        }
+    }
+
+    /// <summary>
+    /// A helper that has not started its part when the caller is done with part 0 (held here, as a descheduled or sleeping
+    /// thread would be) must not hold the caller up: the caller runs that part itself and returns, and the helper, when it
+    /// gets there, finds the part claimed and does not run it again.
+    /// </summary>
+    [Fact]
+    public async Task The_caller_runs_the_part_of_a_helper_that_has_not_started()
+    {
+        int armed = 1;
+        using var release = new ManualResetEventSlim(false);
+        using var pool = new KernelPool(1, onJobNoticed: _ => { if (Interlocked.Exchange(ref armed, 0) == 1) release.Wait(); });
+        var hits = new int[2];
+        var threads = new int[2];
+        int caller = Environment.CurrentManagedThreadId;
+        var run = Task.Run(() => { threads[0] = Environment.CurrentManagedThreadId; pool.Run(2, t => { Interlocked.Increment(ref hits[t]); if (t == 1) threads[1] = Environment.CurrentManagedThreadId; }); });
+        bool returned = await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(30))) == run;
+        release.Set(); // whatever happened, let the helper go
+        Assert.True(returned, "the caller waited for a helper that had not started its part");
+        Assert.Equal([1, 1], hits);
+        Assert.Equal(threads[0], threads[1]); // part 1 ran on the caller, while the helper was still held
+        WaitForTheHelper(pool, caller); // the released helper is past the first job, which it must have skipped
+        Assert.Equal([1, 1], hits);
     }
 
     [Fact]
