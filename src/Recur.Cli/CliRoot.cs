@@ -11,17 +11,21 @@ static class CliRoot
     /// </summary>
     public static Command Create(string? verb = null)
     {
+        if (verb is not null && Verbs.FirstOrDefault(v => v.Name == verb) is { Create: not null } one) return Root(one.Create());
+        var root = Root();
+        foreach (var (_, create) in Verbs) root.Subcommands.Add(create());
+        return root;
+    }
+
+    /// <summary>The root command with the given verbs under it (the native generate front builds only `generate`).</summary>
+    public static Command Root(params Command[] verbs)
+    {
         // A plain Command named "recur" (rather than RootCommand, which takes the assembly's name) so help reads "recur …".
         var root = new Command("recur", "Recur: retrofit depth recurrence into pretrained language models, train, evaluate and generate.");
         root.Options.Add(new System.CommandLine.Help.HelpOption());
         root.Options.Add(new VersionOption());
         root.Options.Add(Common.Verbose);
-        if (verb is not null && Verbs.FirstOrDefault(v => v.Name == verb) is { Create: not null } one)
-        {
-            root.Subcommands.Add(one.Create());
-            return root;
-        }
-        foreach (var (_, create) in Verbs) root.Subcommands.Add(create());
+        foreach (var verb in verbs) root.Subcommands.Add(verb);
         return root;
     }
 

@@ -60,7 +60,11 @@ static class GenerateCommand
             // (MappedDecoder, docs/performance.md); everything else loads it, as Program.cs started to unless this might apply.
             using var mapped = TorchFreeRoute.Open(path, format, dt, parse.GetValue(device)!, sampling, spec, parse.GetValue(recurrences),
                 texts.Length + idTexts.Length, out string route, notice: s => Console.Error.WriteLine($"note: {s}"));
-            if (mapped is null) Common.PreloadTorch();
+            if (mapped is null)
+            {
+                TorchFreeRoute.LibtorchPathHandOff?.Invoke();
+                Common.PreloadTorch();
+            }
             StartupTrace.Mark($"arguments parsed; {route}");
 
             ITokenizer? tok = null;

@@ -18,6 +18,13 @@ static class TorchFreeRoute
     public static bool Enabled => Environment.GetEnvironmentVariable("RECUR_TORCH_FREE") != "0";
 
     /// <summary>
+    /// What a generate that cannot take the libtorch-free path does before it loads libtorch; null (the CLI) goes on
+    /// through libtorch in this process. The native generate front (src/Recur.Generate), which cannot run libtorch,
+    /// sets it to hand the whole command line to the full CLI instead (it does not return).
+    /// </summary>
+    public static Action? LibtorchPathHandOff { get; set; }
+
+    /// <summary>
     /// Whether a command line might take the libtorch-free path, from the raw arguments (before the command line is
     /// parsed): when it cannot, Program.cs starts loading libtorch at once. A wrong "might" only costs that head start;
     /// <see cref="Open"/> decides.

@@ -7,8 +7,9 @@ namespace Recur.Tests.Cli;
 /// <summary>
 /// The repository's <c>./recur</c> launcher, run by bash in a scratch copy of the repository layout with a stand-in
 /// <c>dotnet</c> first on the PATH that logs its arguments and writes a fake CLI where the real build would: what the
-/// launcher builds (a ReadyToRun publish by default, a plain build with RECUR_READY_TO_RUN=0), when it rebuilds, and
-/// which binary it runs.
+/// launcher builds (a ReadyToRun publish by default, a plain build with RECUR_READY_TO_RUN=0; for generate, the native
+/// front when clang is on the PATH), when it rebuilds, and which binary it runs. The PATH holds only the stand-ins and
+/// the few system tools the launcher uses, so whether clang is there is each test's choice.
 /// </summary>
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public class LauncherTests : IDisposable
@@ -27,8 +28,13 @@ public class LauncherTests : IDisposable
         File.WriteAllText(Path.Combine(_root, "Directory.Build.props"), "<Project />");
         File.WriteAllText(Path.Combine(_root, "Directory.Build.targets"), "<Project />");
         _tools = Directory.CreateDirectory(Path.Combine(_root, "tools")).FullName;
+        _system = Directory.CreateDirectory(Path.Combine(_root, "system")).FullName;
+        foreach (string tool in new[] { "bash", "dirname", "find", "mkdir", "mktemp", "cat", "rm", "touch", "flock", "chmod" })
+            if (Environment.GetEnvironmentVariable("PATH")!.Split(':').Select(d => Path.Combine(d, tool)).FirstOrDefault(File.Exists) is { } found)
+                File.CreateSymbolicLink(Path.Combine(_system, tool), found);
         _log = Path.Combine(_root, "dotnet.log");
-        // The stand-in: `dotnet build|publish <csproj> …` logs the call and writes a CLI that prints which output it is and its arguments.
+        // The stand-in: `dotnet build|publish <csproj> …` logs the call and writes a CLI that prints which output it is
+        // and its arguments (for Recur.Generate.csproj, a front that prints its arguments and the CLI it was given).
         File.WriteAllText(Path.Combine(_tools, "dotnet"), """
             #!/usr/bin/env bash
             echo "$*" >> "$FAKE_DOTNET_LOG"
@@ -36,11 +42,28 @@ public class LauncherTests : IDisposable
             out="$(dirname "$2")/bin/Release/net10.0/linux-x64"
             [ "$1" = publish ] && out="$out/publish"
             mkdir -p "$out"
-            printf '#!/usr/bin/env bash\necho "%s $*"\n' "$1" > "$out/Recur.Cli"
-            chmod +x "$out/Recur.Cli"
+            case "$2" in
+              *Recur.Generate.csproj)
+                [ -n "${FAKE_FRONT_FAIL:-}" ] && { echo "error: linker failed"; exit 1; }
+                printf '#!/usr/bin/env bash\necho "front $* RECUR_CLI=$RECUR_CLI"\n' > "$out/recur-generate"
+                chmod +x "$out/recur-generate" ;;
+              *)
+                printf '#!/usr/bin/env bash\necho "%s $*"\n' "$1" > "$out/Recur.Cli"
+                chmod +x "$out/Recur.Cli" ;;
+            esac
             """.Replace("\r", ""));
         Chmod(Path.Combine(_tools, "dotnet"));
         Chmod(Path.Combine(_root, "recur"));
+    }
+
+    readonly string _system;
+
+    string Cli => Path.Combine(_root, "src", "Recur.Cli", "bin", "Release", "net10.0", "linux-x64", "publish", "Recur.Cli");
+
+    void AddClang()
+    {
+        File.WriteAllText(Path.Combine(_tools, "clang"), "#!/usr/bin/env bash\nexit 0\n");
+        Chmod(Path.Combine(_tools, "clang"));
     }
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
@@ -53,7 +76,7 @@ public class LauncherTests : IDisposable
         var psi = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(Path.Combine(_root, "recur"));
         foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["PATH"] = $"{_tools}:{Environment.GetEnvironmentVariable("PATH")}";
+        psi.Environment["PATH"] = $"{_tools}:{_system}";
         psi.Environment["FAKE_DOTNET_LOG"] = _log;
         foreach (var (k, v) in env ?? []) psi.Environment[k] = v;
         using var p = Process.Start(psi)!;
@@ -104,6 +127,45 @@ public class LauncherTests : IDisposable
         Assert.Equal(0, r.Code);
         Assert.StartsWith("build ", Assert.Single(Calls()));
         Assert.Equal("build info", r.Stdout);
+    }
+
+    [LinuxFact]
+    public void Generate_with_clang_on_the_path_runs_the_native_front_and_names_the_cli_to_it()
+    {
+        AddClang();
+        var r = Launch(null, "generate", "--prompt", "two words");
+        Assert.Equal(0, r.Code);
+        Assert.Equal(
+            [$"publish {Path.Combine(_root, "src", "Recur.Cli", "Recur.Cli.csproj")} -c Release --nologo -v q",
+             $"publish {Path.Combine(_root, "src", "Recur.Generate", "Recur.Generate.csproj")} -c Release --nologo -v q"], Calls());
+        Assert.Equal($"front generate --prompt two words RECUR_CLI={Cli}", r.Stdout);
+        Assert.Equal(0, Launch(null, "generate", "--prompt", "again").Code);
+        Assert.Equal(2, Calls().Length); // nothing newer than either binary: no rebuild
+    }
+
+    [LinuxFact]
+    public void Other_verbs_and_the_opt_out_run_the_cli_and_never_build_the_front()
+    {
+        AddClang();
+        Assert.Equal("publish info", Launch(null, "info").Stdout);
+        Assert.Equal("publish generate --prompt x", Launch(new() { ["RECUR_NATIVE_GENERATE"] = "0" }, "generate", "--prompt", "x").Stdout);
+        Assert.Equal("build generate --prompt x", Launch(new() { ["RECUR_READY_TO_RUN"] = "0" }, "generate", "--prompt", "x").Stdout);
+        Assert.DoesNotContain(Calls(), c => c.Contains("Recur.Generate", StringComparison.Ordinal));
+    }
+
+    [LinuxFact]
+    public void A_front_that_does_not_build_leaves_generate_on_the_cli_until_a_source_changes()
+    {
+        AddClang();
+        var r = Launch(new() { ["FAKE_FRONT_FAIL"] = "1" }, "generate", "--prompt", "x");
+        Assert.Equal(0, r.Code);
+        Assert.Equal("publish generate --prompt x", r.Stdout);
+        Assert.Contains("error: linker failed", r.Stderr);
+        Assert.Contains("did not build; generate runs on the CLI until a source changes", r.Stderr);
+        Assert.Equal("publish generate --prompt x", Launch(null, "generate", "--prompt", "x").Stdout);
+        Assert.Equal(2, Calls().Length); // not retried
+        File.SetLastWriteTimeUtc(Path.Combine(_root, "src", "Recur.Cli", "Program.cs"), DateTime.UtcNow.AddMinutes(1));
+        Assert.StartsWith("front generate", Launch(null, "generate", "--prompt", "x").Stdout);
     }
 
     [LinuxFact]

@@ -28,3 +28,28 @@ public class TorchFreeRouteTests
         Assert.False(TorchFreeRoute.MayApply(["chat", "--model", plain]));
     }
 }
+
+/// <summary>
+/// The native generate front (src/Recur.Generate) cannot run libtorch: GenerateCommand calls its hand-off (which
+/// replaces the process with the full CLI) wherever the libtorch-free path does not apply, before anything loads
+/// libtorch. Process-wide hook, hence its own non-parallel collection.
+/// </summary>
+[Collection(ProcessSwitchesCollection.Name)]
+public class LibtorchHandOffTests
+{
+    [Fact]
+    public void Generate_hands_off_before_loading_libtorch_when_the_libtorch_free_path_does_not_apply()
+    {
+        string plain = ChatModels.Plain(); // stored in fp32
+        TorchFreeRoute.LibtorchPathHandOff = () => throw new OperationCanceledException("handed off");
+        try
+        {
+            int Run(params string[] extra) =>
+                CliRoot.Create("generate").Parse(["generate", "--model", plain, "--prompt-ids", "1 2 3", "--max-new-tokens", "2", "--output-ids", .. extra]).Invoke();
+            // OperationCanceledException is what Common.Run turns into exit code 130: the hook ran, and nothing after it.
+            Assert.Equal(130, Run("--temperature", "0.7", "--seed", "1"));
+            Assert.Equal(130, Run("--dtype", "bf16"));
+        }
+        finally { TorchFreeRoute.LibtorchPathHandOff = null; }
+    }
+}
