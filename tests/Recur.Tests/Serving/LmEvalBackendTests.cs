@@ -215,10 +215,14 @@ public sealed class LmEvalBackendTests
             Assert.InRange(top.Count, 1, 3);
             Assert.Equal(top.Max(kv => (double)kv.Value!), tokenLps[i], 6);
             var ids = prompt.Concat(generated).ToArray();
-            using var logits = s.Model.Forward(tensor(ids.Select(x => (long)x).ToArray(), [1, ids.Length]), lastOnly: true);
-            using var logp = logits[0, -1].log_softmax(-1);
+            // An async test has no dispose scope of its own (Support/TestTensorScope.cs): this one holds the input ids and
+            // the indexed views while libtorch reads them; nothing in it awaits, so it opens and closes on one thread.
+            using var scope = NewDisposeScope();
+            var logits = s.Model.Forward(tensor(ids.Select(x => (long)x).ToArray(), [1, ids.Length]), lastOnly: true);
+            var logp = logits[0, -1].log_softmax(-1);
             int best = (int)logp.argmax().item<long>();
-            Assert.True(Math.Abs(logp[best].item<float>() - tokenLps[i]) < 1e-4, $"token {i}: server {tokenLps[i]}, model {logp[best].item<float>()}");
+            float modelLp = logp[best].item<float>();
+            Assert.True(Math.Abs(modelLp - tokenLps[i]) < 1e-4, $"token {i}: server {tokenLps[i]}, model {modelLp}");
             generated.Add(best);
         }
         Assert.Equal(s.Tokenizer.Decode(generated), ((string)body["choices"]![0]!["text"]!).TrimStart());
